@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Helpers shared by the vfio_user selftests.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/vfio.h>
+
+#include "vfio_user_util.h"
+
+int vu_sysfs_write(const char *path, const char *val)
+{
+	size_t len = strlen(val);
+	ssize_t n;
+	int fd, ret = 0;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, len);
+	if (n < 0)
+		ret = -errno;
+	else if ((size_t)n != len)
+		ret = -EIO;
+	close(fd);
+	return ret;
+}
+
+int vu_sysfs_read(const char *path, char *buf, size_t len)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	if (n < 0) {
+		n = -errno;
+		close(fd);
+		return n;
+	}
+	close(fd);
+	buf[n] = '\0';
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[n - 1] = '\0';
+	return 0;
+}
+
+int vu_sysfs_read_ul(const char *path, unsigned long *val)
+{
+	char buf[64], *end;
+	int ret;
+
+	ret = vu_sysfs_read(path, buf, sizeof(buf));
+	if (ret)
+		return ret;
+	errno = 0;
+	*val = strtoul(buf, &end, 10);
+	if (errno || end == buf || *end)
+		return -EINVAL;
+	return 0;
+}
+
+void vu_uuid_gen(char *uuid)
+{
+	unsigned char b[16];
+	size_t got = 0;
+
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+
+		if (n > 0)
+			got += n;
+	}
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(uuid, VU_UUID_LEN + 1,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+		 b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+int vu_mdev_create(const char *uuid)
+{
+	return vu_sysfs_write(VU_TYPE_DIR "/create", uuid);
+}
+
+int vu_mdev_remove(const char *uuid)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/remove", uuid);
+	return vu_sysfs_write(path, "1");
+}
+
+bool vu_mdev_exists(const char *uuid)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s", uuid);
+	return access(path, F_OK) == 0;
+}
+
+int vu_mdev_attr_read(const char *uuid, const char *attr, char *buf, size_t len)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/vfio_user/%s", uuid, attr);
+	return vu_sysfs_read(path, buf, len);
+}
+
+int vu_mdev_attr_write(const char *uuid, const char *attr, const char *val)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/vfio_user/%s", uuid, attr);
+	return vu_sysfs_write(path, val);
+}
+
+int vu_mdev_group(const char *uuid)
+{
+	char path[256], target[256], *base;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/iommu_group", uuid);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return -errno;
+	target[n] = '\0';
+	base = strrchr(target, '/');
+	return atoi(base ? base + 1 : target);
+}
+
+int vu_vfio_open(const char *uuid, int *container, int *group)
+{
+	struct vfio_group_status status = { .argsz = sizeof(status) };
+	char path[64];
+	int c, g, d, grp, ret;
+
+	grp = vu_mdev_group(uuid);
+	if (grp < 0)
+		return grp;
+
+	c = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	if (c < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "/dev/vfio/%d", grp);
+	g = open(path, O_RDWR | O_CLOEXEC);
+	if (g < 0) {
+		ret = -errno;
+		goto err_container;
+	}
+	if (ioctl(g, VFIO_GROUP_GET_STATUS, &status) ||
+	    !(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
+		ret = errno ? -errno : -ENODEV;
+		goto err_group;
+	}
+	if (ioctl(g, VFIO_GROUP_SET_CONTAINER, &c) ||
+	    ioctl(c, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) {
+		ret = -errno;
+		goto err_group;
+	}
+	d = ioctl(g, VFIO_GROUP_GET_DEVICE_FD, uuid);
+	if (d < 0) {
+		ret = -errno;
+		goto err_group;
+	}
+	*container = c;
+	*group = g;
+	return d;
+
+err_group:
+	close(g);
+err_container:
+	close(c);
+	return ret;
+}
+
+const char *vu_module_path(void)
+{
+	const char *p = getenv("VFIO_USER_MDEV_KO");
+
+	return p && *p ? p : NULL;
+}
+
+bool vu_module_loaded(void)
+{
+	return access("/sys/module/vfio_user_mdev", F_OK) == 0;
+}
+
+int vu_module_load(void)
+{
+	return vu_module_load_params("");
+}
+
+int vu_module_load_params(const char *params)
+{
+	const char *path = vu_module_path();
+	int fd, ret = 0;
+
+	if (!path)
+		return -ENOENT;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (syscall(SYS_finit_module, fd, params, 0))
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+int vu_module_unload(void)
+{
+	if (syscall(SYS_delete_module, "vfio_user_mdev", O_NONBLOCK))
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Helpers shared by the vfio_user selftests: mdev lifecycle through sysfs,
+ * VFIO group/container/device fds, module load and unload.
+ *
+ * Every helper returns 0 (or a value) on success and a negative errno on
+ * failure, so negative tests can assert the exact errno.
+ */
+#ifndef _VFIO_USER_UTIL_H
+#define _VFIO_USER_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define VU_PARENT	"/sys/class/vfio_user/vfio_user"
+#define VU_TYPE_DIR	VU_PARENT "/mdev_supported_types/vfio_user-pci"
+#define VU_MDEV_DIR	"/sys/bus/mdev/devices"
+#define VU_UUID_LEN	36
+
+/* Writes @val to @path; returns 0 or -errno of the write. */
+int vu_sysfs_write(const char *path, const char *val);
+/* Reads @path into @buf (NUL-terminated, trailing newline cut). */
+int vu_sysfs_read(const char *path, char *buf, size_t len);
+/* Reads an unsigned decimal attribute. */
+int vu_sysfs_read_ul(const char *path, unsigned long *val);
+
+/* Random version-4 UUID string in @uuid (VU_UUID_LEN + 1 bytes). */
+void vu_uuid_gen(char *uuid);
+
+/* Creates/removes an mdev of type vfio_user-pci; -errno of the write. */
+int vu_mdev_create(const char *uuid);
+int vu_mdev_remove(const char *uuid);
+bool vu_mdev_exists(const char *uuid);
+/* Reads /sys/bus/mdev/devices/UUID/vfio_user/@attr. */
+int vu_mdev_attr_read(const char *uuid, const char *attr, char *buf, size_t len);
+int vu_mdev_attr_write(const char *uuid, const char *attr, const char *val);
+/* IOMMU group number of the mdev, or -errno. */
+int vu_mdev_group(const char *uuid);
+
+/*
+ * Opens /dev/vfio/GROUP, a container with the type1 IOMMU, and asks for the
+ * device fd. On success *@container and *@group hold the fds and the device
+ * fd is returned; on failure every fd is closed and -errno returned.
+ */
+int vu_vfio_open(const char *uuid, int *container, int *group);
+
+/* Module handling: path of vfio_user_mdev.ko from $VFIO_USER_MDEV_KO. */
+const char *vu_module_path(void);
+bool vu_module_loaded(void);
+int vu_module_load(void);
+/* Loads the module with parameters, e.g. "max_devices=2". */
+int vu_module_load_params(const char *params);
+int vu_module_unload(void);
+
+#endif
