@@ -9,6 +9,9 @@
 #define _VFIO_USER_COMPAT_H
 
 #include <linux/version.h>
+#include <linux/eventfd.h>
+#include <linux/net.h>
+#include <linux/un.h>
 #include <linux/vfio.h>
 
 /*
@@ -25,5 +28,38 @@
 #else
 #define VFIO_USER_IOMMUFD_OPS
 #endif
+
+/*
+ * Since 6.19 the VFIO core answers VFIO_DEVICE_GET_REGION_INFO itself and
+ * asks the driver through get_region_info_caps; before, the driver's ioctl
+ * does the whole job (vfio_user_ioctl_region_info()).
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
+#define VFIO_USER_REGION_INFO_OPS				\
+	.get_region_info_caps = vfio_user_get_region_info_caps,
+#else
+#define VFIO_USER_REGION_INFO_OPS
+#endif
+
+/* eventfd_signal() lost its count argument in 6.8. */
+static inline void vfio_user_eventfd_signal(struct eventfd_ctx *ctx)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	eventfd_signal(ctx);
+#else
+	eventfd_signal(ctx, 1);
+#endif
+}
+
+/* kernel_connect() takes a struct sockaddr_unsized since 6.19. */
+static inline int vfio_user_kernel_connect(struct socket *sock,
+					   struct sockaddr_un *addr, int len)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
+	return kernel_connect(sock, (struct sockaddr_unsized *)addr, len, 0);
+#else
+	return kernel_connect(sock, (struct sockaddr *)addr, len, 0);
+#endif
+}
 
 #endif /* _VFIO_USER_COMPAT_H */

@@ -50,6 +50,9 @@ static struct mdev_type *vfio_user_types[] = {
 
 static struct mdev_driver vfio_user_driver;
 
+/* Serves DMA_READ/DMA_WRITE from servers; created in vfio_user_init(). */
+struct workqueue_struct *vfio_user_wq;
+
 /*
  * Lifecycle
  */
@@ -92,13 +95,15 @@ err_put:
  * @mdev: the mdev being removed
  *
  * Context: process context. Blocks until the consumer closes the device;
- * the VFIO core calls the request op meanwhile.
+ * the VFIO core calls the request op meanwhile (every 10 s). Then drops
+ * the server connection.
  */
 static void vfio_user_remove(struct mdev_device *mdev)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(&mdev->dev);
 
 	vfio_unregister_group_dev(&udev->vdev);
+	vfio_user_detach(udev);
 	vfio_put_device(&udev->vdev);
 }
 
@@ -149,9 +154,13 @@ static int __init vfio_user_init(void)
 	}
 	vfio_user_driver.max_instances = max_devices;
 
+	vfio_user_wq = alloc_workqueue("vfio_user", WQ_UNBOUND, 0);
+	if (!vfio_user_wq)
+		return -ENOMEM;
+
 	ret = mdev_register_driver(&vfio_user_driver);
 	if (ret)
-		return ret;
+		goto err_wq;
 
 	ret = class_register(&vfio_user_class);
 	if (ret)
@@ -178,6 +187,8 @@ err_put:
 	class_unregister(&vfio_user_class);
 err_driver:
 	mdev_unregister_driver(&vfio_user_driver);
+err_wq:
+	destroy_workqueue(vfio_user_wq);
 	return ret;
 }
 
@@ -187,6 +198,7 @@ static void __exit vfio_user_exit(void)
 	device_unregister(&vfio_user_parent.dev);
 	class_unregister(&vfio_user_class);
 	mdev_unregister_driver(&vfio_user_driver);
+	destroy_workqueue(vfio_user_wq);
 }
 
 module_init(vfio_user_init);

@@ -2,12 +2,17 @@
 /*
  * vfio_user_mdev - the per-device sysfs group vfio_user/.
  *
- * /sys/bus/mdev/devices/UUID/vfio_user/state reads detached, connecting,
- * ready or "broken: <reason>".
+ *   socket      write a server's socket path to attach (or re-attach),
+ *               an empty line to detach; reads the attached path
+ *   state       detached, connecting, ready or "broken: <reason>"
+ *   timeout_ms  bound on every wait for the server, 1..600000
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/capability.h>
 #include <linux/device.h>
+#include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/sysfs.h>
 
 #include "vfio_user_mdev.h"
@@ -16,29 +21,104 @@ static const char * const vfio_user_state_names[] = {
 	[VFIO_USER_DETACHED]	= "detached",
 	[VFIO_USER_CONNECTING]	= "connecting",
 	[VFIO_USER_READY]	= "ready",
-	[VFIO_USER_BROKEN]	= "broken",
 };
 
+/* Never blocks behind an attach: reads the state without udev->lock. */
 static ssize_t state_show(struct device *dev, struct device_attribute *attr,
 			  char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	char reason[VFIO_USER_REASON_LEN];
+	enum vfio_user_state state;
+	bool dead = false;
+
+	down_read(&udev->conn_sem);
+	state = READ_ONCE(udev->state);
+	if (state == VFIO_USER_READY && udev->conn)
+		dead = vfio_user_conn_dead(udev->conn, reason, sizeof(reason));
+	up_read(&udev->conn_sem);
+
+	if (dead)
+		return sysfs_emit(buf, "broken: %s\n", reason);
+	return sysfs_emit(buf, "%s\n", vfio_user_state_names[state]);
+}
+static DEVICE_ATTR_RO(state);
+
+static ssize_t socket_show(struct device *dev, struct device_attribute *attr,
+			   char *buf)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
 	ssize_t ret;
 
 	mutex_lock(&udev->lock);
-	if (udev->state == VFIO_USER_BROKEN)
-		ret = sysfs_emit(buf, "%s: %s\n",
-				 vfio_user_state_names[udev->state],
-				 udev->reason);
-	else
-		ret = sysfs_emit(buf, "%s\n", vfio_user_state_names[udev->state]);
+	ret = sysfs_emit(buf, "%s\n", udev->socket_path);
 	mutex_unlock(&udev->lock);
 	return ret;
 }
-static DEVICE_ATTR_RO(state);
+
+/*
+ * Attaching runs in the writer's context: the path resolves in its mount
+ * namespace and root, and its fd table carries eventfds on a re-attach.
+ */
+static ssize_t socket_store(struct device *dev, struct device_attribute *attr,
+			    const char *buf, size_t count)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	char *path;
+	int ret;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	path = kstrndup(buf, count, GFP_KERNEL);
+	if (!path)
+		return -ENOMEM;
+	strim(path);
+	if (!*path) {
+		vfio_user_detach(udev);
+		ret = 0;
+	} else if (strlen(path) >= UNIX_PATH_MAX) {
+		ret = -ENAMETOOLONG;
+	} else {
+		ret = vfio_user_attach(udev, path);
+	}
+	kfree(path);
+	return ret ? ret : count;
+}
+static DEVICE_ATTR_RW(socket);
+
+static ssize_t timeout_ms_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%u\n", READ_ONCE(udev->timeout_ms));
+}
+
+/* Takes effect at the next attach. */
+static ssize_t timeout_ms_store(struct device *dev,
+				struct device_attribute *attr,
+				const char *buf, size_t count)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	unsigned int val;
+	int ret;
+
+	ret = kstrtouint(buf, 0, &val);
+	if (ret)
+		return ret;
+	if (!val || val > VFIO_USER_MAX_TIMEOUT_MS)
+		return -EINVAL;
+	mutex_lock(&udev->lock);
+	WRITE_ONCE(udev->timeout_ms, val);
+	mutex_unlock(&udev->lock);
+	return count;
+}
+static DEVICE_ATTR_RW(timeout_ms);
 
 static struct attribute *vfio_user_dev_attrs[] = {
 	&dev_attr_state.attr,
+	&dev_attr_socket.attr,
+	&dev_attr_timeout_ms.attr,
 	NULL,
 };
 

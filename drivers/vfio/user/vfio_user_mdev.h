@@ -2,54 +2,248 @@
 /*
  * vfio_user_mdev - VFIO mediated devices backed by vfio-user servers.
  *
- * Shared definitions of the module's objects.
+ * Shared definitions of the module's objects:
+ *
+ *   struct vfio_user_device  one mdev; embeds the struct vfio_device
+ *   struct vfio_user_conn    one attach of that mdev to a server: socket,
+ *                            receiver thread, in-flight requests, caps
+ *   struct vfio_user_req     one message sent to the server and its reply
  */
 #ifndef _VFIO_USER_MDEV_H
 #define _VFIO_USER_MDEV_H
 
+#include <linux/bits.h>
+#include <linux/completion.h>
+#include <linux/idr.h>
+#include <linux/kref.h>
 #include <linux/mdev.h>
 #include <linux/mutex.h>
+#include <linux/rwsem.h>
+#include <linux/spinlock.h>
+#include <linux/un.h>
 #include <linux/vfio.h>
+#include <linux/workqueue.h>
+#include <linux/vfio_user.h>
 
 #define VFIO_USER_NAME			"vfio_user"
 #define VFIO_USER_TYPE_PCI		"pci"
 
+#define VFIO_USER_REASON_LEN		96
+
+/* Default and bounds of the per-device timeout_ms attribute. */
+#define VFIO_USER_DEF_TIMEOUT_MS	5000
+#define VFIO_USER_MAX_TIMEOUT_MS	600000
+
+/* What we accept from a server, whatever it announces. */
+#define VFIO_USER_MAX_REGIONS		32
+#define VFIO_USER_MAX_IRQS		16
+#define VFIO_USER_MAX_IRQ_COUNT		2048
+#define VFIO_USER_MAX_VERSION_JSON	4096
+#define VFIO_USER_MAX_REGION_INFO	4096
+/* Largest data payload of one REGION_READ/WRITE or DMA_READ/WRITE. */
+#define VFIO_USER_MAX_XFER		BIT(20)
+#define VFIO_USER_MIN_XFER		512
+/* Server commands queued for the DMA worker before we call it a flood. */
+#define VFIO_USER_MAX_PENDING_CMDS	64
+/* Biggest DMA region a server must accept (libvfio-user: 8 TiB). */
+#define VFIO_USER_DMA_CHUNK		(8ULL << 40)
+#define VFIO_USER_DEF_DMA_WINDOW	BIT_ULL(48)
+
+/* Region index in the consumer's file offset, as vfio-pci does it. */
+#define VFIO_USER_OFFSET_SHIFT		40
+#define VFIO_USER_OFFSET_TO_INDEX(off)	((off) >> VFIO_USER_OFFSET_SHIFT)
+#define VFIO_USER_INDEX_TO_OFFSET(idx)	((u64)(idx) << VFIO_USER_OFFSET_SHIFT)
+#define VFIO_USER_OFFSET_MASK		(BIT_ULL(VFIO_USER_OFFSET_SHIFT) - 1)
+
 /**
- * enum vfio_user_state - connection state of one mdev
+ * enum vfio_user_state - attach state of one mdev
  * @VFIO_USER_DETACHED: no server; consumer calls fail with -ENOTCONN
  * @VFIO_USER_CONNECTING: an attach is negotiating with a server
- * @VFIO_USER_READY: attached; consumer calls are forwarded
- * @VFIO_USER_BROKEN: the server died, timed out or violated the protocol;
- *	consumer calls fail with -EIO until a re-attach
+ * @VFIO_USER_READY: attached; consumer calls are forwarded. The device
+ *	reads "broken" while its connection is dead (vfio_user_conn.dead)
  */
 enum vfio_user_state {
 	VFIO_USER_DETACHED,
 	VFIO_USER_CONNECTING,
 	VFIO_USER_READY,
-	VFIO_USER_BROKEN,
 };
 
-#define VFIO_USER_REASON_LEN		64
+/**
+ * struct vfio_user_caps - what VERSION negotiated
+ * @minor: protocol minor version in use
+ * @max_msg_fds: most fds the server takes in one message
+ * @max_xfer: largest data payload of one message, both ways
+ * @max_dma_maps: most DMA regions the server keeps
+ * @pgsizes: page sizes the server supports for DMA
+ */
+struct vfio_user_caps {
+	u16 minor;
+	u32 max_msg_fds;
+	u32 max_xfer;
+	u32 max_dma_maps;
+	u64 pgsizes;
+};
+
+/**
+ * struct vfio_user_req - one command sent to the server
+ * @ref: the tag table holds one reference while the request is in it, the
+ *	sender holds one until it returns; freed with the last one
+ * @msg_id: tag, unique among the connection's requests in flight
+ * @command: &enum vfio_user_command
+ * @done: completed once, by the receiver or by vfio_user_conn_broken()
+ * @status: 0 or a negative errno, valid after @done
+ * @reply_min: shortest acceptable reply payload
+ * @reply_max: longest acceptable reply payload, the size of @reply
+ * @reply_len: reply payload received, valid after @done
+ * @reply: reply payload buffer
+ */
+struct vfio_user_req {
+	struct kref ref;
+	u16 msg_id;
+	u16 command;
+	struct completion done;
+	int status;
+	size_t reply_min;
+	size_t reply_max;
+	size_t reply_len;
+	u8 reply[];
+};
+
+/**
+ * struct vfio_user_cmd - a command from the server (DMA_READ/DMA_WRITE)
+ * @node: in vfio_user_conn.cmds
+ * @msg_id: the server's msg_id, echoed in our reply
+ * @command: VFIO_USER_DMA_READ or VFIO_USER_DMA_WRITE
+ * @no_reply: the server asked for no reply
+ * @len: payload length
+ * @payload: the payload, validated by the receiver
+ *
+ * Allocated by the receiver, freed by vfio_user_cmd_work() or when the
+ * connection is torn down.
+ */
+struct vfio_user_cmd {
+	struct list_head node;
+	u16 msg_id;
+	u16 command;
+	bool no_reply;
+	size_t len;
+	u8 payload[];
+};
+
+/**
+ * struct vfio_user_conn - one attach of a device to a server
+ * @udev: the device; outlives the connection
+ * @sock: connected AF_UNIX stream socket, released in vfio_user_conn_free()
+ * @caps: negotiated capabilities, constant once the receiver runs
+ * @timeout: bound on every wait for the server, in jiffies
+ * @lock: protects @reqs, @dead, @reason, @cmds and @nr_cmds
+ * @reqs: in-flight requests by msg_id
+ * @dead: set once by vfio_user_conn_broken(); no new request is accepted
+ * @reason: why the connection died
+ * @send_mutex: serialises whole messages onto @sock
+ * @recv_task: the receiver thread, stopped in vfio_user_conn_free()
+ * @cmds: server commands (DMA_READ/WRITE) waiting for @cmd_work
+ * @nr_cmds: length of @cmds
+ * @cmd_work: serves @cmds, on vfio_user_wq
+ *
+ * Created by vfio_user_conn_connect() in the sysfs writer's context and
+ * published in vfio_user_device.conn. Torn down by vfio_user_conn_stop()
+ * once it is dead and unpublished: the receiver is stopped and @cmd_work
+ * cancelled before the memory goes, so neither needs a reference.
+ */
+struct vfio_user_conn {
+	struct vfio_user_device *udev;
+	struct socket *sock;
+	struct vfio_user_caps caps;
+	unsigned long timeout;
+
+	spinlock_t lock;		/* reqs, dead, reason, cmds */
+	struct idr reqs;
+	bool dead;
+	char reason[VFIO_USER_REASON_LEN];
+	struct list_head cmds;
+	unsigned int nr_cmds;
+
+	struct mutex send_mutex;	/* whole messages on sock */
+	struct task_struct *recv_task;
+	struct work_struct cmd_work;
+};
+
+/**
+ * struct vfio_user_region - cached DEVICE_GET_REGION_INFO reply
+ * @flags: VFIO_REGION_INFO_FLAG_*, mmap cleared
+ * @size: region size
+ * @caps: capability chain as the server gave it, validated; offsets in it
+ *	are relative to the start of struct vfio_region_info
+ * @caps_len: length of @caps
+ */
+struct vfio_user_region {
+	u32 flags;
+	u64 size;
+	void *caps;
+	u32 caps_len;
+};
+
+/**
+ * struct vfio_user_irq - the consumer's view of one IRQ index
+ * @flags: VFIO_IRQ_INFO_* from the server
+ * @count: vectors, from the server
+ * @triggers: eventfd file per vector the consumer set, NULL if none;
+ *	replayed to a re-attached server; @count entries
+ */
+struct vfio_user_irq {
+	u32 flags;
+	u32 count;
+	struct file **triggers;
+};
 
 /**
  * struct vfio_user_device - one mediated device
  * @vdev: the VFIO device; its refcount owns this struct
  *	(vfio_alloc_device() in probe, freed by the core after .release)
  * @mdev: the mdev this device is bound to
- * @lock: protects @state and @reason
+ * @lock: protects @state, @socket_path, @timeout_ms, and the attach,
+ *	detach and re-attach sequence; never held while waiting on a server
+ *	for a consumer call
  * @state: &enum vfio_user_state
- * @reason: why the device is broken, shown in sysfs
- *
- * Allocated in vfio_user_probe(), unregistered in vfio_user_remove(); the
- * memory goes away with the last vfio_put_device().
+ * @socket_path: path of the attached server's socket
+ * @timeout_ms: bound on each wait for the server
+ * @conn_sem: readers: consumer calls using @conn; writer: attach/detach
+ *	swapping it
+ * @conn: current connection or NULL, under @conn_sem
+ * @info_flags: VFIO_DEVICE_FLAGS_* from the server, under @conn_sem
+ * @num_regions: regions the server has, under @conn_sem
+ * @regions: cached region info, @num_regions entries, under @conn_sem
+ * @num_irqs: IRQ indexes the server has, under @conn_sem
+ * @irqs: cached IRQ info and the consumer's eventfds, under @irq_lock
+ * @irq_lock: protects @irqs' triggers and orders SET_IRQS messages
+ * @dma_sem: readers: DMA served to the server; writer: open/close
+ * @dma_enabled: a consumer has the device open, DMA may be served;
+ *	under @dma_sem
+ * @open: the consumer has the device open, under @lock
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
 	struct mdev_device *mdev;
 
-	struct mutex lock;		/* state, reason */
+	struct mutex lock;		/* state, socket_path, attach */
 	enum vfio_user_state state;
-	char reason[VFIO_USER_REASON_LEN];
+	char socket_path[UNIX_PATH_MAX];
+	unsigned int timeout_ms;
+	bool open;
+
+	struct rw_semaphore conn_sem;
+	struct vfio_user_conn *conn;
+	u32 info_flags;
+	u32 num_regions;
+	struct vfio_user_region *regions;
+	u32 num_irqs;
+
+	struct mutex irq_lock;		/* irqs, SET_IRQS order */
+	struct vfio_user_irq *irqs;
+
+	struct rw_semaphore dma_sem;
+	bool dma_enabled;
 };
 
 static inline struct vfio_user_device *
@@ -58,8 +252,46 @@ to_vfio_user_device(struct vfio_device *vdev)
 	return container_of(vdev, struct vfio_user_device, vdev);
 }
 
+static inline struct device *vfio_user_dev(struct vfio_user_device *udev)
+{
+	return &udev->mdev->dev;
+}
+
+extern struct workqueue_struct *vfio_user_wq;
+
 /* device.c */
 extern const struct vfio_device_ops vfio_user_dev_ops;
+int vfio_user_attach(struct vfio_user_device *udev, const char *path);
+void vfio_user_detach(struct vfio_user_device *udev);
+
+/* transport.c */
+struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
+					      const char *path,
+					      unsigned int timeout_ms);
+void vfio_user_conn_start(struct vfio_user_conn *conn);
+void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
+	__printf(2, 3);
+void vfio_user_conn_stop(struct vfio_user_conn *conn);
+bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len);
+int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
+			const void *payload, size_t len,
+			const void *data, size_t data_len,
+			const int *fds, unsigned int nr_fds,
+			void *reply, size_t reply_min, size_t reply_max);
+int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
+			 int error, const void *payload, size_t len,
+			 const void *data, size_t data_len);
+
+/* dma.c */
+void vfio_user_cmd_work(struct work_struct *work);
+int vfio_user_dma_announce(struct vfio_user_conn *conn);
+
+/* irq.c */
+long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg);
+int vfio_user_irqs_replay(struct vfio_user_device *udev,
+			  struct vfio_user_conn *conn);
+void vfio_user_irqs_release(struct vfio_user_device *udev);
+void vfio_user_irqs_free(struct vfio_user_device *udev);
 
 /* sysfs.c */
 extern const struct attribute_group *vfio_user_dev_groups[];

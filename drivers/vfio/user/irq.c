@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vfio_user_mdev - interrupts.
+ *
+ * VFIO_DEVICE_SET_IRQS is forwarded as SET_IRQS; eventfds travel to the
+ * server with SCM_RIGHTS, in batches of at most max_msg_fds, and the server
+ * then signals the consumer's eventfds directly: no message and no hop
+ * through the module per interrupt. A consumer's -1 entries (unassign)
+ * become separate fd-less runs, since a server pairs each fd with a vector.
+ *
+ * The module keeps a reference to every eventfd file so that a re-attach
+ * can replay them to the new server. The REQ index is the module's own:
+ * the kernel, not the server, asks the consumer to release the device.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/eventfd.h>
+#include <linux/fdtable.h>
+#include <linux/file.h>
+#include <linux/nospec.h>
+#include <linux/slab.h>
+#include <linux/vfio.h>
+
+#include "vfio_user_mdev.h"
+
+/* Sends one SET_IRQS run; @fds are numbers in current->files. */
+static int vfio_user_send_irq_set(struct vfio_user_conn *conn, u32 flags,
+				  u32 index, u32 start, u32 count,
+				  const void *data, size_t data_len,
+				  const int *fds, unsigned int nr_fds)
+{
+	struct vfio_user_irq_set set = {
+		.argsz = cpu_to_le32(sizeof(set) + data_len),
+		.flags = cpu_to_le32(flags),
+		.index = cpu_to_le32(index),
+		.start = cpu_to_le32(start),
+		.count = cpu_to_le32(count),
+	};
+	int ret;
+
+	ret = vfio_user_send_sync(conn, VFIO_USER_DEVICE_SET_IRQS, &set,
+				  sizeof(set), data, data_len, fds, nr_fds,
+				  NULL, 0, 0);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * Forwards DATA_EVENTFD for [start, start + count): runs of valid fds in
+ * batches of max_msg_fds, runs of -1 as fd-less unassigns.
+ */
+static int vfio_user_send_eventfds(struct vfio_user_conn *conn, u32 flags,
+				   u32 index, u32 start, u32 count,
+				   const s32 *fds)
+{
+	u32 i = 0, n;
+	int ret;
+
+	while (i < count) {
+		bool assign = fds[i] >= 0;
+
+		for (n = 1; i + n < count && (fds[i + n] >= 0) == assign; n++)
+			if (assign && n == conn->caps.max_msg_fds)
+				break;
+		if (assign && !conn->caps.max_msg_fds)
+			return -EOPNOTSUPP;
+		ret = vfio_user_send_irq_set(conn, flags, index, start + i, n,
+					     NULL, 0, assign ? fds + i : NULL,
+					     assign ? n : 0);
+		if (ret)
+			return ret;
+		i += n;
+	}
+	return 0;
+}
+
+static void vfio_user_drop_triggers(struct vfio_user_irq *irq, u32 start,
+				    u32 count)
+{
+	u32 i;
+
+	for (i = start; i < start + count; i++) {
+		if (irq->triggers[i])
+			fput(irq->triggers[i]);
+		irq->triggers[i] = NULL;
+	}
+}
+
+/* The REQ index lives in the module: keep the consumer's eventfd. */
+static int vfio_user_set_req(struct vfio_user_device *udev,
+			     struct vfio_irq_set *hdr, const s32 *fds)
+{
+	struct vfio_user_irq *irq = &udev->irqs[VFIO_PCI_REQ_IRQ_INDEX];
+	u32 type = hdr->flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+	struct file *file;
+
+	if (!(hdr->flags & VFIO_IRQ_SET_ACTION_TRIGGER))
+		return -EINVAL;
+	if (type == VFIO_IRQ_SET_DATA_NONE && !hdr->count) {
+		vfio_user_drop_triggers(irq, 0, irq->count);
+		return 0;
+	}
+	if (type != VFIO_IRQ_SET_DATA_EVENTFD)
+		return -EINVAL;
+	if (fds[0] < 0) {
+		vfio_user_drop_triggers(irq, 0, 1);
+		return 0;
+	}
+	file = eventfd_fget(fds[0]);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	vfio_user_drop_triggers(irq, 0, 1);
+	irq->triggers[0] = file;
+	return 0;
+}
+
+/**
+ * vfio_user_set_irqs() - VFIO_DEVICE_SET_IRQS
+ * @udev: the device
+ * @arg: user pointer to struct vfio_irq_set
+ *
+ * Context: process context of the consumer (its fds are sent); caller
+ * holds conn_sem for reading. Sleeps, each message bounded by the timeout.
+ * Return: 0 or a negative errno.
+ */
+long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
+{
+	unsigned long minsz = offsetofend(struct vfio_irq_set, count);
+	struct vfio_user_conn *conn = udev->conn;
+	struct vfio_irq_set hdr;
+	struct vfio_user_irq *irq;
+	size_t data_size = 0;
+	u32 type, index, i;
+	u8 *data = NULL;
+	int ret;
+
+	if (copy_from_user(&hdr, (void __user *)arg, minsz))
+		return -EFAULT;
+	if (hdr.argsz < minsz || hdr.index >= VFIO_PCI_NUM_IRQS)
+		return -EINVAL;
+	index = array_index_nospec(hdr.index, VFIO_PCI_NUM_IRQS);
+	irq = &udev->irqs[index];
+	ret = vfio_set_irqs_validate_and_prepare(&hdr, irq->count,
+						 VFIO_PCI_NUM_IRQS, &data_size);
+	if (ret)
+		return ret;
+	if (!irq->count)
+		return -EINVAL;
+	if (data_size) {
+		data = memdup_user((void __user *)(arg + minsz), data_size);
+		if (IS_ERR(data))
+			return PTR_ERR(data);
+	}
+	type = hdr.flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+
+	mutex_lock(&udev->irq_lock);
+	if (index == VFIO_PCI_REQ_IRQ_INDEX) {
+		ret = vfio_user_set_req(udev, &hdr, (s32 *)data);
+		goto out;
+	}
+
+	if (type == VFIO_IRQ_SET_DATA_EVENTFD &&
+	    (hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER)) {
+		const s32 *fds = (const s32 *)data;
+		struct file **files;
+
+		/* Take the files first: the consumer may close the fds. */
+		files = kcalloc(hdr.count, sizeof(*files), GFP_KERNEL);
+		if (!files) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < hdr.count; i++) {
+			if (fds[i] < 0)
+				continue;
+			files[i] = eventfd_fget(fds[i]);
+			if (IS_ERR(files[i])) {
+				ret = PTR_ERR(files[i]);
+				files[i] = NULL;
+				break;
+			}
+		}
+		if (!ret)
+			ret = vfio_user_send_eventfds(conn, hdr.flags, index,
+						      hdr.start, hdr.count, fds);
+		if (!ret) {
+			vfio_user_drop_triggers(irq, hdr.start, hdr.count);
+			memcpy(&irq->triggers[hdr.start], files,
+			       hdr.count * sizeof(*files));
+		} else {
+			for (i = 0; i < hdr.count; i++)
+				if (files[i])
+					fput(files[i]);
+		}
+		kfree(files);
+	} else if (type == VFIO_IRQ_SET_DATA_EVENTFD) {
+		/* Eventfds for mask/unmask: pass through, no replay. */
+		const s32 *fds = (const s32 *)data;
+
+		ret = vfio_user_send_eventfds(conn, hdr.flags, index, hdr.start,
+					      hdr.count, fds);
+	} else {
+		ret = vfio_user_send_irq_set(conn, hdr.flags, index, hdr.start,
+					     hdr.count, data, data_size, NULL, 0);
+		if (!ret && type == VFIO_IRQ_SET_DATA_NONE && !hdr.count &&
+		    (hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER))
+			vfio_user_drop_triggers(irq, 0, irq->count);
+	}
+out:
+	mutex_unlock(&udev->irq_lock);
+	kfree(data);
+	return ret;
+}
+
+/**
+ * vfio_user_irqs_replay() - send the consumer's eventfds to a new server
+ * @udev: the device, open by a consumer
+ * @conn: the new connection, not yet published
+ *
+ * The files are installed in the caller's (the attaching writer's) fd
+ * table for the time of the send, since SCM_RIGHTS takes fd numbers.
+ *
+ * Context: process context of the sysfs writer; udev->lock held.
+ * Return: 0 or a negative errno.
+ */
+int vfio_user_irqs_replay(struct vfio_user_device *udev,
+			  struct vfio_user_conn *conn)
+{
+	u32 index, i;
+	int ret = 0;
+
+	lockdep_assert_held(&udev->lock);
+
+	mutex_lock(&udev->irq_lock);
+	for (index = 0; index < VFIO_PCI_REQ_IRQ_INDEX && !ret; index++) {
+		struct vfio_user_irq *irq = &udev->irqs[index];
+
+		for (i = 0; i < irq->count && !ret; i++) {
+			int fd;
+
+			if (!irq->triggers[i])
+				continue;
+			fd = get_unused_fd_flags(O_CLOEXEC);
+			if (fd < 0) {
+				ret = fd;
+				break;
+			}
+			fd_install(fd, get_file(irq->triggers[i]));
+			ret = vfio_user_send_irq_set(conn,
+						     VFIO_IRQ_SET_DATA_EVENTFD |
+						     VFIO_IRQ_SET_ACTION_TRIGGER,
+						     index, i, 1, NULL, 0, &fd, 1);
+			close_fd(fd);
+		}
+	}
+	mutex_unlock(&udev->irq_lock);
+	return ret;
+}
+
+/**
+ * vfio_user_irqs_release() - drop every eventfd of a closing consumer
+ * @udev: the device
+ *
+ * Asks the server (when there is a live one) to disable what it has, then
+ * drops the module's references.
+ *
+ * Context: process context; caller holds conn_sem for reading.
+ */
+void vfio_user_irqs_release(struct vfio_user_device *udev)
+{
+	struct vfio_user_conn *conn = udev->conn;
+	u32 index, i;
+
+	mutex_lock(&udev->irq_lock);
+	for (index = 0; index < VFIO_PCI_NUM_IRQS; index++) {
+		struct vfio_user_irq *irq = &udev->irqs[index];
+		bool any = false;
+
+		for (i = 0; i < irq->count; i++)
+			any |= !!irq->triggers[i];
+		if (!any)
+			continue;
+		if (index != VFIO_PCI_REQ_IRQ_INDEX && conn &&
+		    !vfio_user_conn_dead(conn, NULL, 0))
+			vfio_user_send_irq_set(conn, VFIO_IRQ_SET_DATA_NONE |
+					       VFIO_IRQ_SET_ACTION_TRIGGER,
+					       index, 0, 0, NULL, 0, NULL, 0);
+		vfio_user_drop_triggers(irq, 0, irq->count);
+	}
+	mutex_unlock(&udev->irq_lock);
+}
+
+/**
+ * vfio_user_irqs_free() - free the IRQ table
+ * @udev: the device
+ *
+ * Context: process context; no consumer has the device open.
+ */
+void vfio_user_irqs_free(struct vfio_user_device *udev)
+{
+	u32 index;
+
+	if (!udev->irqs)
+		return;
+	for (index = 0; index < VFIO_PCI_NUM_IRQS; index++) {
+		if (udev->irqs[index].triggers)
+			vfio_user_drop_triggers(&udev->irqs[index], 0,
+						udev->irqs[index].count);
+		kfree(udev->irqs[index].triggers);
+	}
+	kfree(udev->irqs);
+	udev->irqs = NULL;
+}

@@ -1,0 +1,974 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vfio_user_mdev - the connection to a vfio-user server.
+ *
+ * One AF_UNIX stream socket per attached device. Consumer calls build a
+ * message, take a tag (msg_id) from the connection's table, send it under
+ * send_mutex and wait, bounded by the device's timeout, for the reply the
+ * receiver thread matches by msg_id. Commands from the server (DMA_READ,
+ * DMA_WRITE) are handed to a work item (dma.c) so that serving them never
+ * waits for a reply the server has not sent yet.
+ *
+ * Nothing from the socket is trusted: every header and length is checked
+ * before use; a violation, a timeout or a closed socket kills the
+ * connection once (vfio_user_conn_broken()), which fails every request in
+ * flight and every later one with -EIO until a re-attach.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/ctype.h>
+#include <linux/file.h>
+#include <linux/kthread.h>
+#include <linux/net.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/socket.h>
+#include <linux/string.h>
+#include <linux/uio.h>
+#include <net/net_namespace.h>
+#include <net/sock.h>
+
+#include "compat.h"
+#include "vfio_user_mdev.h"
+
+/* Longest error payload we read and drop. */
+#define VFIO_USER_MAX_ERROR_PAYLOAD	4096
+
+static void vfio_user_req_release(struct kref *ref)
+{
+	kfree(container_of(ref, struct vfio_user_req, ref));
+}
+
+static void vfio_user_req_put(struct vfio_user_req *req)
+{
+	kref_put(&req->ref, vfio_user_req_release);
+}
+
+/*
+ * Completes @req once with @status and drops the reference the tag table
+ * held; the caller has removed it from the table under conn->lock.
+ */
+static void vfio_user_req_complete(struct vfio_user_req *req, int status)
+{
+	req->status = status;
+	complete(&req->done);
+	vfio_user_req_put(req);
+}
+
+/**
+ * vfio_user_conn_broken() - kill a connection, once
+ * @conn: the connection
+ * @fmt: printf format of the reason, shown in sysfs state and logged
+ *
+ * Idempotent: the first call records the reason, logs it, shuts the socket
+ * down so the receiver and any sender wake up, and completes every request
+ * in flight with -EIO. Later consumer calls fail at once. The sleeping
+ * teardown is left to vfio_user_conn_stop().
+ *
+ * Context: any process context; takes conn->lock.
+ */
+void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
+{
+	struct vfio_user_req *req;
+	LIST_HEAD(failed);
+	va_list args;
+	int id;
+
+	spin_lock(&conn->lock);
+	if (conn->dead) {
+		spin_unlock(&conn->lock);
+		return;
+	}
+	conn->dead = true;
+	va_start(args, fmt);
+	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
+	va_end(args);
+	idr_for_each_entry(&conn->reqs, req, id) {
+		idr_remove(&conn->reqs, id);
+		req->status = -EIO;
+		complete(&req->done);
+		vfio_user_req_put(req);
+	}
+	spin_unlock(&conn->lock);
+
+	dev_err(vfio_user_dev(conn->udev), "connection to server broken: %s\n",
+		conn->reason);
+	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+}
+
+/**
+ * vfio_user_conn_dead() - whether a connection is dead, and why
+ * @conn: the connection
+ * @reason: buffer for the reason, or NULL
+ * @len: size of @reason
+ *
+ * Context: any; takes conn->lock.
+ * Return: true if vfio_user_conn_broken() was called.
+ */
+bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len)
+{
+	bool dead;
+
+	spin_lock(&conn->lock);
+	dead = conn->dead;
+	if (dead && reason)
+		strscpy(reason, conn->reason, len);
+	spin_unlock(&conn->lock);
+	return dead;
+}
+
+/*
+ * Sends the whole of @msg's iterator. A stream cannot resynchronise after
+ * a partial message, so anything short of all of it is an error the caller
+ * turns into a broken connection.
+ */
+static int vfio_user_xmit(struct vfio_user_conn *conn, struct msghdr *msg)
+{
+	int ret;
+
+	lockdep_assert_held(&conn->send_mutex);
+
+	msg->msg_flags |= MSG_NOSIGNAL;
+	while (msg_data_left(msg)) {
+		ret = sock_sendmsg(conn->sock, msg);
+		if (ret <= 0)
+			return ret ? ret : -EPIPE;
+		/* Control data goes with the first bytes only. */
+		msg->msg_control = NULL;
+		msg->msg_controllen = 0;
+	}
+	return 0;
+}
+
+/* Receives exactly @len bytes; 0 bytes means the server closed. */
+static int vfio_user_recv(struct vfio_user_conn *conn, void *buf, size_t len)
+{
+	struct kvec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr msg = { };
+	int ret;
+
+	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
+	while (msg_data_left(&msg)) {
+		ret = sock_recvmsg(conn->sock, &msg, MSG_WAITALL);
+		if (ret <= 0)
+			return ret ? ret : -EPIPE;
+		/*
+		 * A server that sends fds (MSG_CTRUNC): the core has dropped
+		 * them, we never asked for any.
+		 */
+		if (msg.msg_flags & MSG_CTRUNC)
+			dev_dbg_ratelimited(vfio_user_dev(conn->udev),
+					    "dropped fds the server sent\n");
+		msg.msg_flags = 0;
+	}
+	return 0;
+}
+
+/* Reads and drops @len bytes of a payload nobody wants. */
+static int vfio_user_recv_discard(struct vfio_user_conn *conn, size_t len)
+{
+	u8 buf[64];
+	int ret;
+
+	while (len) {
+		size_t n = min(len, sizeof(buf));
+
+		ret = vfio_user_recv(conn, buf, n);
+		if (ret)
+			return ret;
+		len -= n;
+	}
+	return 0;
+}
+
+static void vfio_user_fill_hdr(struct vfio_user_hdr *hdr, u16 msg_id,
+			       u16 command, size_t size, u32 flags, u32 error)
+{
+	hdr->msg_id = cpu_to_le16(msg_id);
+	hdr->command = cpu_to_le16(command);
+	hdr->size = cpu_to_le32(size);
+	hdr->flags = cpu_to_le32(flags);
+	hdr->error_no = cpu_to_le32(error);
+}
+
+/*
+ * Sends one message: header, @payload, @data, with @fds as SCM_RIGHTS.
+ * The fds are numbers in current->files (the consumer's, or the attaching
+ * writer's); the socket core takes its own references to the files.
+ */
+static int vfio_user_send_msg(struct vfio_user_conn *conn,
+			      struct vfio_user_hdr *hdr,
+			      const void *payload, size_t len,
+			      const void *data, size_t data_len,
+			      const int *fds, unsigned int nr_fds)
+{
+	struct kvec iov[3] = {
+		{ .iov_base = hdr, .iov_len = sizeof(*hdr) },
+		{ .iov_base = (void *)payload, .iov_len = len },
+		{ .iov_base = (void *)data, .iov_len = data_len },
+	};
+	size_t total = sizeof(*hdr) + len + data_len;
+	struct msghdr msg = { };
+	void *cbuf = NULL;
+	int ret;
+
+	if (nr_fds) {
+		struct cmsghdr *cmsg;
+		size_t clen = CMSG_SPACE(nr_fds * sizeof(int));
+
+		cbuf = kzalloc(clen, GFP_KERNEL);
+		if (!cbuf)
+			return -ENOMEM;
+		msg.msg_control = cbuf;
+		msg.msg_controllen = clen;
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(nr_fds * sizeof(int));
+		memcpy(CMSG_DATA(cmsg), fds, nr_fds * sizeof(int));
+	}
+	iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, iov, 3, total);
+
+	mutex_lock(&conn->send_mutex);
+	ret = vfio_user_xmit(conn, &msg);
+	mutex_unlock(&conn->send_mutex);
+	kfree(cbuf);
+
+	if (ret)
+		vfio_user_conn_broken(conn, "send of command %u failed (%d)",
+				      le16_to_cpu(hdr->command), ret);
+	return ret;
+}
+
+/**
+ * vfio_user_send_reply() - answer a command from the server
+ * @conn: the connection
+ * @msg_id: the server's msg_id
+ * @command: the command answered
+ * @error: 0, or a positive errno for an error reply (no payload then)
+ * @payload: reply payload
+ * @len: length of @payload
+ * @data: data following @payload
+ * @data_len: length of @data
+ *
+ * Context: process context, may sleep on the socket (bounded by the
+ * socket's send timeout).
+ * Return: 0 or a negative errno (the connection is then broken).
+ */
+int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
+			 int error, const void *payload, size_t len,
+			 const void *data, size_t data_len)
+{
+	struct vfio_user_hdr hdr;
+	u32 flags = VFIO_USER_F_TYPE_REPLY;
+
+	if (error) {
+		flags |= VFIO_USER_F_ERROR;
+		len = 0;
+		data_len = 0;
+	}
+	vfio_user_fill_hdr(&hdr, msg_id, command, sizeof(hdr) + len + data_len,
+			   flags, error);
+	return vfio_user_send_msg(conn, &hdr, payload, len, data, data_len,
+				  NULL, 0);
+}
+
+/**
+ * vfio_user_send_sync() - send a command and wait for its reply
+ * @conn: the connection
+ * @command: &enum vfio_user_command
+ * @payload: fixed part of the payload
+ * @len: length of @payload
+ * @data: variable data following @payload (a REGION_WRITE's bytes), or NULL
+ * @data_len: length of @data
+ * @fds: fds (in current->files) to pass with SCM_RIGHTS, or NULL
+ * @nr_fds: number of @fds
+ * @reply: buffer for the reply payload, or NULL when @reply_max is 0
+ * @reply_min: shortest reply payload accepted
+ * @reply_max: longest reply payload accepted, the size of @reply
+ *
+ * A reply outside [@reply_min, @reply_max], with another command, or an
+ * error number outside 1..4095 is a protocol violation. Waits at most the
+ * connection's timeout; a timeout breaks the connection.
+ *
+ * Context: process context; sleeps. Killable: a fatal signal returns
+ * -EINTR at once (the tag stays taken until the reply comes or the
+ * connection dies).
+ * Return: length of the reply payload, or -EIO (connection dead or broken
+ * meanwhile), -ETIMEDOUT, -EINTR, -ENOMEM, or the server's -errno.
+ */
+int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
+			const void *payload, size_t len,
+			const void *data, size_t data_len,
+			const int *fds, unsigned int nr_fds,
+			void *reply, size_t reply_min, size_t reply_max)
+{
+	struct vfio_user_req *req;
+	struct vfio_user_hdr hdr;
+	long left;
+	int id, ret;
+
+	req = kmalloc(struct_size(req, reply, reply_max), GFP_KERNEL);
+	if (!req)
+		return -ENOMEM;
+	kref_init(&req->ref);
+	init_completion(&req->done);
+	req->command = command;
+	req->status = -EIO;
+	req->reply_min = reply_min;
+	req->reply_max = reply_max;
+	req->reply_len = 0;
+
+	idr_preload(GFP_KERNEL);
+	spin_lock(&conn->lock);
+	if (conn->dead) {
+		id = -EIO;
+	} else {
+		id = idr_alloc_cyclic(&conn->reqs, req, 0, U16_MAX + 1,
+				      GFP_NOWAIT);
+		if (id >= 0)
+			kref_get(&req->ref);	/* the table's */
+		else if (id == -ENOSPC)
+			id = -EBUSY;
+	}
+	spin_unlock(&conn->lock);
+	idr_preload_end();
+	if (id < 0) {
+		vfio_user_req_put(req);
+		return id;
+	}
+	req->msg_id = id;
+
+	vfio_user_fill_hdr(&hdr, id, command, sizeof(hdr) + len + data_len,
+			   VFIO_USER_F_TYPE_COMMAND, 0);
+	ret = vfio_user_send_msg(conn, &hdr, payload, len, data, data_len,
+				 fds, nr_fds);
+	if (ret) {
+		/* Broken: the table's reference is gone with the request. */
+		vfio_user_req_put(req);
+		return -EIO;
+	}
+
+	left = wait_for_completion_killable_timeout(&req->done, conn->timeout);
+	if (left > 0) {
+		ret = req->status;
+		if (!ret) {
+			if (reply_max)
+				memcpy(reply, req->reply, req->reply_len);
+			ret = req->reply_len;
+		}
+	} else if (!left) {
+		vfio_user_conn_broken(conn,
+				      "no reply to msg_id %u (command %u) within %u ms",
+				      id, command,
+				      jiffies_to_msecs(conn->timeout));
+		ret = -ETIMEDOUT;
+	} else {
+		ret = -EINTR;
+	}
+	vfio_user_req_put(req);
+	return ret;
+}
+
+/* Takes a reply off the socket and completes its request. */
+static int vfio_user_handle_reply(struct vfio_user_conn *conn,
+				  const struct vfio_user_hdr *hdr, size_t len)
+{
+	u16 msg_id = le16_to_cpu(hdr->msg_id);
+	u16 command = le16_to_cpu(hdr->command);
+	u32 flags = le32_to_cpu(hdr->flags);
+	struct vfio_user_req *req;
+	int ret;
+
+	spin_lock(&conn->lock);
+	req = idr_find(&conn->reqs, msg_id);
+	if (req && req->command == command)
+		idr_remove(&conn->reqs, msg_id);	/* its ref is ours now */
+	spin_unlock(&conn->lock);
+
+	if (!req) {
+		vfio_user_conn_broken(conn,
+				      "reply with unknown msg_id %u (command %u)",
+				      msg_id, command);
+		return -EPROTO;
+	}
+	if (req->command != command) {
+		vfio_user_conn_broken(conn,
+				      "reply to msg_id %u is for command %u, sent %u",
+				      msg_id, command, req->command);
+		return -EPROTO;
+	}
+
+	if (flags & VFIO_USER_F_ERROR) {
+		u32 err = le32_to_cpu(hdr->error_no);
+
+		if (!err || err >= MAX_ERRNO || len > VFIO_USER_MAX_ERROR_PAYLOAD) {
+			vfio_user_req_complete(req, -EPROTO);
+			vfio_user_conn_broken(conn,
+					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
+					      msg_id, command, err, len);
+			return -EPROTO;
+		}
+		ret = vfio_user_recv_discard(conn, len);
+		vfio_user_req_complete(req, ret ? -EIO : -(int)err);
+		return ret;
+	}
+
+	if (len < req->reply_min || len > req->reply_max) {
+		vfio_user_req_complete(req, -EPROTO);
+		vfio_user_conn_broken(conn,
+				      "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
+				      msg_id, command, len, req->reply_min,
+				      req->reply_max);
+		return -EPROTO;
+	}
+	ret = vfio_user_recv(conn, req->reply, len);
+	if (ret) {
+		vfio_user_req_complete(req, -EIO);
+		return ret;
+	}
+	req->reply_len = len;
+	vfio_user_req_complete(req, 0);
+	return 0;
+}
+
+/* Takes a command (DMA_READ/DMA_WRITE) off the socket and queues it. */
+static int vfio_user_handle_cmd(struct vfio_user_conn *conn,
+				const struct vfio_user_hdr *hdr, size_t len)
+{
+	u16 command = le16_to_cpu(hdr->command);
+	struct vfio_user_cmd *cmd;
+	size_t max;
+	int ret;
+
+	switch (command) {
+	case VFIO_USER_DMA_READ:
+		max = sizeof(struct vfio_user_dma_access);
+		break;
+	case VFIO_USER_DMA_WRITE:
+		max = sizeof(struct vfio_user_dma_access) + conn->caps.max_xfer;
+		break;
+	default:
+		vfio_user_conn_broken(conn, "server sent command %u to the client",
+				      command);
+		return -EPROTO;
+	}
+	if (len < sizeof(struct vfio_user_dma_access) || len > max) {
+		vfio_user_conn_broken(conn,
+				      "command %u from server has %zu bytes, expected %zu..%zu",
+				      command, len,
+				      sizeof(struct vfio_user_dma_access), max);
+		return -EPROTO;
+	}
+
+	cmd = kvmalloc(struct_size(cmd, payload, len), GFP_KERNEL);
+	if (!cmd) {
+		vfio_user_conn_broken(conn, "out of memory for a %zu-byte command",
+				      len);
+		return -ENOMEM;
+	}
+	ret = vfio_user_recv(conn, cmd->payload, len);
+	if (ret) {
+		kvfree(cmd);
+		return ret;
+	}
+	cmd->msg_id = le16_to_cpu(hdr->msg_id);
+	cmd->command = command;
+	cmd->no_reply = le32_to_cpu(hdr->flags) & VFIO_USER_F_NO_REPLY;
+	cmd->len = len;
+
+	spin_lock(&conn->lock);
+	if (conn->nr_cmds >= VFIO_USER_MAX_PENDING_CMDS) {
+		spin_unlock(&conn->lock);
+		kvfree(cmd);
+		vfio_user_conn_broken(conn, "more than %u server commands pending",
+				      VFIO_USER_MAX_PENDING_CMDS);
+		return -EPROTO;
+	}
+	list_add_tail(&cmd->node, &conn->cmds);
+	conn->nr_cmds++;
+	spin_unlock(&conn->lock);
+	queue_work(vfio_user_wq, &conn->cmd_work);
+	return 0;
+}
+
+/* Reads and checks one header; returns the payload length or -errno. */
+static int vfio_user_recv_hdr(struct vfio_user_conn *conn,
+			      struct vfio_user_hdr *hdr, size_t max_payload)
+{
+	u32 size, flags;
+	int ret;
+
+	ret = vfio_user_recv(conn, hdr, sizeof(*hdr));
+	if (ret)
+		return ret;
+	size = le32_to_cpu(hdr->size);
+	flags = le32_to_cpu(hdr->flags);
+	if (size < sizeof(*hdr) || size - sizeof(*hdr) > max_payload) {
+		vfio_user_conn_broken(conn,
+				      "message msg_id %u command %u has size %u, allowed 16..%zu",
+				      le16_to_cpu(hdr->msg_id),
+				      le16_to_cpu(hdr->command), size,
+				      max_payload + sizeof(*hdr));
+		return -EPROTO;
+	}
+	if ((flags & VFIO_USER_F_TYPE_MASK) > VFIO_USER_F_TYPE_REPLY) {
+		vfio_user_conn_broken(conn,
+				      "message msg_id %u command %u has type %u",
+				      le16_to_cpu(hdr->msg_id),
+				      le16_to_cpu(hdr->command),
+				      flags & VFIO_USER_F_TYPE_MASK);
+		return -EPROTO;
+	}
+	return size - sizeof(*hdr);
+}
+
+/*
+ * The receiver: one per connection. It never takes send_mutex, so a
+ * sender waiting for a reply can never block it.
+ */
+static int vfio_user_recv_thread(void *data)
+{
+	struct vfio_user_conn *conn = data;
+	struct vfio_user_hdr hdr;
+	size_t max_payload;
+	int len, ret;
+
+	/* Replies carry at most max_xfer bytes of data after a region header. */
+	max_payload = max_t(size_t, conn->caps.max_xfer +
+			    sizeof(struct vfio_user_dma_access),
+			    VFIO_USER_MAX_REGION_INFO);
+
+	while (!kthread_should_stop()) {
+		len = vfio_user_recv_hdr(conn, &hdr, max_payload);
+		if (len < 0) {
+			ret = len;
+			break;
+		}
+		if ((le32_to_cpu(hdr.flags) & VFIO_USER_F_TYPE_MASK) ==
+		    VFIO_USER_F_TYPE_REPLY)
+			ret = vfio_user_handle_reply(conn, &hdr, len);
+		else
+			ret = vfio_user_handle_cmd(conn, &hdr, len);
+		if (ret)
+			break;
+	}
+
+	if (ret == -EPIPE || ret == -ECONNRESET)
+		vfio_user_conn_broken(conn, "server closed the connection");
+	else
+		vfio_user_conn_broken(conn, "receive failed (%d)", ret);
+
+	/* Wait for vfio_user_conn_stop(). */
+	set_current_state(TASK_INTERRUPTIBLE);
+	while (!kthread_should_stop()) {
+		schedule();
+		set_current_state(TASK_INTERRUPTIBLE);
+	}
+	__set_current_state(TASK_RUNNING);
+	return 0;
+}
+
+/*
+ * VERSION JSON: a small bounded parser. It walks one object, descends
+ * into "capabilities" and reads the unsigned integers we care about;
+ * everything else is skipped, with nesting bounded.
+ */
+struct vfio_user_json {
+	const char *p;
+	const char *end;
+};
+
+#define VFIO_USER_JSON_MAX_DEPTH	8
+
+static void vfio_user_json_ws(struct vfio_user_json *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' ||
+				 *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+static bool vfio_user_json_eat(struct vfio_user_json *j, char c)
+{
+	vfio_user_json_ws(j);
+	if (j->p < j->end && *j->p == c) {
+		j->p++;
+		return true;
+	}
+	return false;
+}
+
+/* A string; copied (escapes kept verbatim, truncated) into @out if given. */
+static int vfio_user_json_string(struct vfio_user_json *j, char *out,
+				 size_t outlen)
+{
+	size_t n = 0;
+
+	if (!vfio_user_json_eat(j, '"'))
+		return -EINVAL;
+	while (j->p < j->end && *j->p != '"') {
+		if (*j->p == '\\') {
+			if (++j->p >= j->end)
+				return -EINVAL;
+		} else if ((unsigned char)*j->p < 0x20) {
+			return -EINVAL;
+		}
+		if (out && n + 1 < outlen)
+			out[n++] = *j->p;
+		j->p++;
+	}
+	if (j->p >= j->end)
+		return -EINVAL;
+	j->p++;
+	if (out)
+		out[n] = '\0';
+	return 0;
+}
+
+static int vfio_user_json_u64(struct vfio_user_json *j, u64 *val)
+{
+	const char *start;
+	u64 v = 0;
+
+	vfio_user_json_ws(j);
+	start = j->p;
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+		if (check_mul_overflow(v, 10ULL, &v) ||
+		    check_add_overflow(v, (u64)(*j->p - '0'), &v))
+			return -ERANGE;
+		j->p++;
+	}
+	if (j->p == start)
+		return -EINVAL;
+	/* Fractions and exponents are not integers. */
+	if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
+		return -EINVAL;
+	*val = v;
+	return 0;
+}
+
+static int vfio_user_json_skip(struct vfio_user_json *j, int depth)
+{
+	char close;
+
+	if (depth > VFIO_USER_JSON_MAX_DEPTH)
+		return -E2BIG;
+	vfio_user_json_ws(j);
+	if (j->p >= j->end)
+		return -EINVAL;
+	switch (*j->p) {
+	case '"':
+		return vfio_user_json_string(j, NULL, 0);
+	case '{':
+	case '[':
+		close = *j->p == '{' ? '}' : ']';
+		j->p++;
+		if (vfio_user_json_eat(j, close))
+			return 0;
+		do {
+			if (close == '}') {
+				if (vfio_user_json_string(j, NULL, 0) ||
+				    !vfio_user_json_eat(j, ':'))
+					return -EINVAL;
+			}
+			if (vfio_user_json_skip(j, depth + 1))
+				return -EINVAL;
+		} while (vfio_user_json_eat(j, ','));
+		return vfio_user_json_eat(j, close) ? 0 : -EINVAL;
+	default:
+		/* numbers, true, false, null */
+		if (!strchr("-0123456789tfn", *j->p))
+			return -EINVAL;
+		while (j->p < j->end && (isalnum(*j->p) || *j->p == '-' ||
+					 *j->p == '+' || *j->p == '.'))
+			j->p++;
+		return 0;
+	}
+}
+
+static int vfio_user_json_caps(struct vfio_user_json *j,
+			       struct vfio_user_caps *caps)
+{
+	char key[32];
+	u64 val;
+	int ret;
+
+	if (!vfio_user_json_eat(j, '{'))
+		return -EINVAL;
+	if (vfio_user_json_eat(j, '}'))
+		return 0;
+	do {
+		if (vfio_user_json_string(j, key, sizeof(key)) ||
+		    !vfio_user_json_eat(j, ':'))
+			return -EINVAL;
+		if (!strcmp(key, "max_msg_fds") ||
+		    !strcmp(key, "max_data_xfer_size") ||
+		    !strcmp(key, "max_dma_maps") || !strcmp(key, "pgsizes")) {
+			ret = vfio_user_json_u64(j, &val);
+			if (ret)
+				return ret;
+			if (!strcmp(key, "max_msg_fds"))
+				caps->max_msg_fds = min_t(u64, val, 253);
+			else if (!strcmp(key, "max_data_xfer_size"))
+				caps->max_xfer = min_t(u64, val, VFIO_USER_MAX_XFER);
+			else if (!strcmp(key, "max_dma_maps"))
+				caps->max_dma_maps = min_t(u64, val, U32_MAX);
+			else
+				caps->pgsizes = val;
+		} else if (vfio_user_json_skip(j, 2)) {
+			return -EINVAL;
+		}
+	} while (vfio_user_json_eat(j, ','));
+	return vfio_user_json_eat(j, '}') ? 0 : -EINVAL;
+}
+
+static int vfio_user_parse_version_json(const char *s, size_t len,
+					struct vfio_user_caps *caps)
+{
+	struct vfio_user_json j = { .p = s, .end = s + len };
+	char key[32];
+	int ret;
+
+	if (!vfio_user_json_eat(&j, '{'))
+		return -EINVAL;
+	if (!vfio_user_json_eat(&j, '}')) {
+		do {
+			if (vfio_user_json_string(&j, key, sizeof(key)) ||
+			    !vfio_user_json_eat(&j, ':'))
+				return -EINVAL;
+			if (!strcmp(key, "capabilities"))
+				ret = vfio_user_json_caps(&j, caps);
+			else
+				ret = vfio_user_json_skip(&j, 1);
+			if (ret)
+				return ret;
+		} while (vfio_user_json_eat(&j, ','));
+		if (!vfio_user_json_eat(&j, '}'))
+			return -EINVAL;
+	}
+	vfio_user_json_ws(&j);
+	return j.p == j.end ? 0 : -EINVAL;
+}
+
+/* VERSION, before the receiver runs: send ours, read and check theirs. */
+static int vfio_user_negotiate(struct vfio_user_conn *conn)
+{
+	struct device *dev = vfio_user_dev(conn->udev);
+	struct vfio_user_version ver = {
+		.major = cpu_to_le16(VFIO_USER_MAJOR),
+		.minor = cpu_to_le16(VFIO_USER_MINOR),
+	};
+	struct vfio_user_version *rver;
+	struct vfio_user_hdr hdr;
+	char json[160];
+	int len, jlen, ret;
+	u32 flags;
+
+	jlen = scnprintf(json, sizeof(json),
+			 "{\"capabilities\":{\"max_msg_fds\":0,\"max_data_xfer_size\":%lu,\"pgsizes\":%lu}}",
+			 VFIO_USER_MAX_XFER, PAGE_SIZE) + 1;
+	vfio_user_fill_hdr(&hdr, 0, VFIO_USER_VERSION,
+			   sizeof(hdr) + sizeof(ver) + jlen,
+			   VFIO_USER_F_TYPE_COMMAND, 0);
+	ret = vfio_user_send_msg(conn, &hdr, &ver, sizeof(ver), json, jlen,
+				 NULL, 0);
+	if (ret)
+		return ret;
+
+	len = vfio_user_recv_hdr(conn, &hdr,
+				 sizeof(*rver) + VFIO_USER_MAX_VERSION_JSON);
+	if (len == -EAGAIN) {
+		vfio_user_conn_broken(conn, "no VERSION reply within %u ms",
+				      jiffies_to_msecs(conn->timeout));
+		return -ETIMEDOUT;
+	}
+	if (len < 0)
+		return len == -EPIPE ? -ECONNRESET : len;
+
+	flags = le32_to_cpu(hdr.flags);
+	if (le16_to_cpu(hdr.command) != VFIO_USER_VERSION || le16_to_cpu(hdr.msg_id) ||
+	    (flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY) {
+		vfio_user_conn_broken(conn,
+				      "expected VERSION reply, got command %u msg_id %u flags %#x",
+				      le16_to_cpu(hdr.command),
+				      le16_to_cpu(hdr.msg_id), flags);
+		return -EPROTO;
+	}
+	if (flags & VFIO_USER_F_ERROR) {
+		u32 err = le32_to_cpu(hdr.error_no);
+
+		vfio_user_conn_broken(conn, "server refused VERSION (errno %u)",
+				      err);
+		return err && err < MAX_ERRNO ? -(int)err : -EPROTO;
+	}
+	if (len < sizeof(*rver)) {
+		vfio_user_conn_broken(conn, "VERSION reply of %d bytes", len);
+		return -EPROTO;
+	}
+
+	rver = kmalloc(len + 1, GFP_KERNEL);
+	if (!rver)
+		return -ENOMEM;
+	ret = vfio_user_recv(conn, rver, len);
+	if (ret)
+		goto out;
+
+	if (le16_to_cpu(rver->major) != VFIO_USER_MAJOR) {
+		dev_err(dev, "server speaks vfio-user %u.%u, we speak %u.x\n",
+			le16_to_cpu(rver->major), le16_to_cpu(rver->minor),
+			VFIO_USER_MAJOR);
+		vfio_user_conn_broken(conn, "incompatible major version %u",
+				      le16_to_cpu(rver->major));
+		ret = -EPROTONOSUPPORT;
+		goto out;
+	}
+	conn->caps.minor = min_t(u16, le16_to_cpu(rver->minor), VFIO_USER_MINOR);
+
+	jlen = len - sizeof(*rver);
+	if (jlen) {
+		/* The JSON must end with its NUL, and have no other NUL. */
+		if (rver->data[jlen - 1] != '\0' ||
+		    strnlen(rver->data, jlen) != jlen - 1 ||
+		    vfio_user_parse_version_json(rver->data, jlen - 1,
+						 &conn->caps)) {
+			vfio_user_conn_broken(conn,
+					      "malformed VERSION capabilities (%d bytes)",
+					      jlen);
+			ret = -EPROTO;
+			goto out;
+		}
+	}
+	if (conn->caps.max_xfer < VFIO_USER_MIN_XFER) {
+		vfio_user_conn_broken(conn, "max_data_xfer_size %u is too small",
+				      conn->caps.max_xfer);
+		ret = -EPROTO;
+	}
+out:
+	kfree(rver);
+	return ret;
+}
+
+/**
+ * vfio_user_conn_connect() - connect to a server and negotiate VERSION
+ * @udev: the device
+ * @path: the server's socket path, resolved in the caller's context
+ * @timeout_ms: bound on every wait for the server
+ *
+ * Context: process context of the sysfs writer; sleeps, at most
+ * @timeout_ms for the connect and again for the VERSION reply.
+ * Return: a connection whose receiver is not yet running, or an ERR_PTR:
+ * -ENOENT/-ECONNREFUSED/-ENOTSOCK... from connect, -ETIMEDOUT,
+ * -EPROTONOSUPPORT (major version), -EPROTO (malformed reply).
+ */
+struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
+					      const char *path,
+					      unsigned int timeout_ms)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct vfio_user_conn *conn;
+	size_t plen = strlen(path);
+	int ret;
+
+	if (!plen || plen >= sizeof(addr.sun_path))
+		return ERR_PTR(-EINVAL);
+	memcpy(addr.sun_path, path, plen);
+
+	conn = kzalloc(sizeof(*conn), GFP_KERNEL);
+	if (!conn)
+		return ERR_PTR(-ENOMEM);
+	conn->udev = udev;
+	conn->timeout = msecs_to_jiffies(timeout_ms);
+	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
+	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
+	conn->caps.max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS;
+	conn->caps.pgsizes = PAGE_SIZE;
+	spin_lock_init(&conn->lock);
+	idr_init(&conn->reqs);
+	INIT_LIST_HEAD(&conn->cmds);
+	mutex_init(&conn->send_mutex);
+	INIT_WORK(&conn->cmd_work, vfio_user_cmd_work);
+
+	ret = sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM, 0, &conn->sock);
+	if (ret)
+		goto err_free;
+	conn->sock->sk->sk_sndtimeo = conn->timeout;
+	conn->sock->sk->sk_rcvtimeo = conn->timeout;
+
+	ret = vfio_user_kernel_connect(conn->sock, &addr,
+				       offsetof(struct sockaddr_un, sun_path) + plen);
+	if (ret) {
+		dev_err(vfio_user_dev(udev), "cannot connect to %s: %d\n", path,
+			ret);
+		goto err_sock;
+	}
+
+	ret = vfio_user_negotiate(conn);
+	if (ret) {
+		dev_err(vfio_user_dev(udev), "VERSION negotiation with %s failed: %d\n",
+			path, ret);
+		goto err_sock;
+	}
+	/* The receiver waits for the server as long as the server likes. */
+	conn->sock->sk->sk_rcvtimeo = MAX_SCHEDULE_TIMEOUT;
+	return conn;
+
+err_sock:
+	sock_release(conn->sock);
+err_free:
+	idr_destroy(&conn->reqs);
+	kfree(conn);
+	return ERR_PTR(ret);
+}
+
+/**
+ * vfio_user_conn_start() - start the receiver of a negotiated connection
+ * @conn: the connection from vfio_user_conn_connect()
+ *
+ * Context: process context.
+ */
+void vfio_user_conn_start(struct vfio_user_conn *conn)
+{
+	struct task_struct *task;
+
+	task = kthread_run(vfio_user_recv_thread, conn, "vfio-user/%s",
+			   dev_name(vfio_user_dev(conn->udev)));
+	if (IS_ERR(task)) {
+		vfio_user_conn_broken(conn, "cannot start receiver (%ld)",
+				      PTR_ERR(task));
+		return;
+	}
+	get_task_struct(task);
+	conn->recv_task = task;
+}
+
+/**
+ * vfio_user_conn_stop() - tear a connection down and free it
+ * @conn: the connection, no longer published in the device
+ *
+ * Breaks the connection if it is not yet broken, stops the receiver,
+ * cancels the DMA work, drops queued server commands and releases the
+ * socket. Never waits on the server: the socket is shut down first.
+ *
+ * Context: process context; sleeps until the receiver and the DMA work
+ * have finished (the DMA work may be in vfio_dma_rw()).
+ */
+void vfio_user_conn_stop(struct vfio_user_conn *conn)
+{
+	struct vfio_user_cmd *cmd, *tmp;
+
+	vfio_user_conn_broken(conn, "detached");
+	if (conn->recv_task) {
+		kthread_stop(conn->recv_task);
+		put_task_struct(conn->recv_task);
+	}
+	cancel_work_sync(&conn->cmd_work);
+	list_for_each_entry_safe(cmd, tmp, &conn->cmds, node) {
+		list_del(&cmd->node);
+		kvfree(cmd);
+	}
+	sock_release(conn->sock);
+	WARN_ON_ONCE(!idr_is_empty(&conn->reqs));
+	idr_destroy(&conn->reqs);
+	mutex_destroy(&conn->send_mutex);
+	kfree(conn);
+}
