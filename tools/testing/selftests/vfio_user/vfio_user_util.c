@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -224,4 +227,140 @@ int vu_module_unload(void)
 	if (syscall(SYS_delete_module, "vfio_user_mdev", O_NONBLOCK))
 		return -errno;
 	return 0;
+}
+
+double vu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+const char *vu_tool_path(const char *name, char *buf, size_t len)
+{
+	const char *dir = getenv("VFIO_USER_TOOLS");
+	char self[256];
+	ssize_t n;
+
+	if (dir && *dir) {
+		snprintf(buf, len, "%s/%s", dir, name);
+		return buf;
+	}
+	/* build/selftests/vfio_user/X -> build/tools/vfio-user/NAME */
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0)
+		return NULL;
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	snprintf(buf, len, "%s/../../tools/vfio-user/%s", self, name);
+	return buf;
+}
+
+static int vu_server_spawn(struct vu_server *srv)
+{
+	const char *argv[32];
+	int i = 0, j;
+	double t0;
+	pid_t pid;
+
+	argv[i++] = srv->prog;
+	argv[i++] = "--socket";
+	argv[i++] = srv->socket;
+	for (j = 0; srv->args && srv->args[j] && i < 31; j++)
+		argv[i++] = srv->args[j];
+	argv[i] = NULL;
+
+	unlink(srv->socket);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		int null = open("/dev/null", O_RDONLY);
+
+		if (null >= 0)
+			dup2(null, 0);
+		execv(srv->prog, (char *const *)argv);
+		_exit(127);
+	}
+	srv->pid = pid;
+	for (t0 = vu_now(); vu_now() - t0 < 20;) {
+		int status;
+
+		if (access(srv->socket, F_OK) == 0)
+			return 0;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			srv->pid = 0;
+			return -ECHILD;
+		}
+		usleep(10000);
+	}
+	vu_server_signal(srv, SIGKILL);
+	return -ETIMEDOUT;
+}
+
+int vu_server_start(struct vu_server *srv, const char *name,
+		    const char *const *args)
+{
+	static int seq;
+
+	memset(srv, 0, sizeof(*srv));
+	if (!vu_tool_path(name, srv->prog, sizeof(srv->prog)))
+		return -ENOENT;
+	if (access(srv->prog, X_OK))
+		return -errno;
+	snprintf(srv->socket, sizeof(srv->socket), "/tmp/vu-%d-%d.sock",
+		 getpid(), seq++);
+	srv->args = args;
+	return vu_server_spawn(srv);
+}
+
+int vu_server_restart(struct vu_server *srv)
+{
+	if (srv->pid)
+		vu_server_signal(srv, SIGKILL);
+	return vu_server_spawn(srv);
+}
+
+int vu_server_signal(struct vu_server *srv, int sig)
+{
+	int status;
+
+	if (!srv->pid)
+		return -ESRCH;
+	if (kill(srv->pid, sig))
+		return -errno;
+	if (sig == SIGTERM || sig == SIGKILL) {
+		waitpid(srv->pid, &status, 0);
+		srv->pid = 0;
+	}
+	return 0;
+}
+
+void vu_server_stop(struct vu_server *srv)
+{
+	if (srv->pid) {
+		kill(srv->pid, SIGCONT);
+		vu_server_signal(srv, SIGKILL);
+	}
+	unlink(srv->socket);
+}
+
+int vu_mdev_attach(const char *uuid, const struct vu_server *srv)
+{
+	return vu_mdev_attr_write(uuid, "socket", srv->socket);
+}
+
+int vu_open_attached(const char *uuid, const struct vu_server *srv,
+		     int *container, int *group)
+{
+	int ret;
+
+	ret = vu_mdev_create(uuid);
+	if (ret)
+		return ret;
+	ret = vu_mdev_attach(uuid, srv);
+	if (ret)
+		return ret;
+	return vu_vfio_open(uuid, container, group);
 }

@@ -52,4 +52,34 @@ int vu_module_load(void);
 int vu_module_load_params(const char *params);
 int vu_module_unload(void);
 
+/*
+ * A vfio-user server process for a test: started from build/tools with
+ * --socket PATH (a fresh path under /tmp) and extra arguments; the start
+ * helper returns once the socket exists.
+ */
+struct vu_server {
+	int pid;
+	char socket[108];
+	char prog[256];
+	const char *const *args;
+};
+
+/* Path of a program in the build tree (build/tools/vfio-user/NAME). */
+const char *vu_tool_path(const char *name, char *buf, size_t len);
+int vu_server_start(struct vu_server *srv, const char *name,
+		    const char *const *args);
+/* Starts the same server again on the same socket path. */
+int vu_server_restart(struct vu_server *srv);
+/* Sends @sig and, for SIGTERM/SIGKILL, reaps the process. */
+int vu_server_signal(struct vu_server *srv, int sig);
+void vu_server_stop(struct vu_server *srv);
+
+/* Attaches @uuid to @srv; waits nothing beyond the write itself. */
+int vu_mdev_attach(const char *uuid, const struct vu_server *srv);
+/* Creates an mdev, attaches it, opens it: returns the device fd or -errno. */
+int vu_open_attached(const char *uuid, const struct vu_server *srv,
+		     int *container, int *group);
+
+double vu_now(void);
+
 #endif
