@@ -1,0 +1,563 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libvfio-user-server (vus): a small library for writing vfio-user servers.
+ *
+ * A vfio-user server is a process that implements a device model; a
+ * vfio-user client (QEMU's vfio-user-pci, the vfio_user_mdev kernel module)
+ * drives it over an AF_UNIX stream socket with the messages specified in
+ * QEMU's docs/interop/vfio-user.rst.
+ *
+ * Model
+ * -----
+ * One &struct vus_dev is one device served to one client at a time. The
+ * caller describes the device (regions, IRQ indexes, optionally a PCI
+ * config space with BARs and an MSI-X capability), then either listens on
+ * a socket path (vus_dev__listen()) or hands over a connected socket
+ * (vus_dev__attach_fd()), and drives the device from its event loop:
+ *
+ *	fd = vus_dev__fd(dev);			(one fd, stable for the
+ *	loop: poll(fd, POLLIN) ...		 lifetime of the device)
+ *		vus_dev__process(dev);		(never blocks for long
+ *						 unless a client stalls
+ *						 mid-message: bounded by
+ *						 opts.timeout_ms)
+ *
+ * or simply vus_dev__run(dev), which loops until an error or until
+ * vus_dev__stop() is called (e.g. from a callback).
+ *
+ * When the client goes away the library forgets its DMA regions and IRQ
+ * eventfds (as the spec asks), keeps the device state, and accepts the next
+ * client (listen mode) or waits for the next vus_dev__attach_fd().
+ *
+ * Threads: the library is single-threaded. Every vus_dev__*() call on one
+ * device must come from the thread that runs vus_dev__process()/run(), or
+ * be serialised with it by the caller. Callbacks run in that thread.
+ *
+ * Errors: calls returning int return >= 0 on success and -errno on failure
+ * (errno is set too); calls returning a pointer return NULL and set errno.
+ * Nothing in the library prints unless a print callback is installed with
+ * vus_set_print(), and nothing exits or aborts on bad caller or peer input.
+ *
+ * Wire format: include/uapi/linux/vfio_user.h; constants of the VFIO ioctl
+ * interface (VFIO_PCI_*_REGION_INDEX, VFIO_IRQ_SET_*, ...) come from
+ * <linux/vfio.h>.
+ */
+#ifndef __VFIO_USER_SERVER_H
+#define __VFIO_USER_SERVER_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <linux/vfio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef VUS_API
+#define VUS_API __attribute__((visibility("default")))
+#endif
+
+/**
+ * VUS_OPTS() - declare and initialise an opts struct
+ * @TYPE: struct tag, e.g. vus_dev_opts
+ * @NAME: variable name
+ *
+ * Zeroes the whole struct (padding included), sets ->sz and then the given
+ * designated initialisers: ``VUS_OPTS(vus_dev_opts, o, .priv = p);``.
+ * Every opts struct starts with ``size_t sz``; the library rejects with
+ * -EINVAL an opts struct whose bytes past the fields it knows are not zero,
+ * so binaries built against a newer header fail cleanly.
+ */
+#define VUS_OPTS(TYPE, NAME, ...)					\
+	struct TYPE NAME = ({						\
+		memset(&NAME, 0, sizeof(struct TYPE));			\
+		(struct TYPE) {						\
+			.sz = sizeof(struct TYPE),			\
+			__VA_ARGS__					\
+		};							\
+	})
+
+/* ---- messages ----------------------------------------------------------- */
+
+enum vus_print_level {
+	VUS_WARN,
+	VUS_INFO,
+	VUS_DEBUG,
+};
+
+/**
+ * typedef vus_print_fn_t - message callback
+ * @level: severity
+ * @fmt: printf format; the text ends with a newline
+ * @ap: arguments
+ */
+typedef int (*vus_print_fn_t)(enum vus_print_level level, const char *fmt,
+			      va_list ap);
+
+/**
+ * vus_set_print() - install the library-wide message callback
+ * @fn: new callback, or NULL to silence the library (the default)
+ *
+ * Return: the previous callback.
+ */
+VUS_API vus_print_fn_t vus_set_print(vus_print_fn_t fn);
+
+/* ---- device ------------------------------------------------------------- */
+
+struct vus_dev;
+
+/**
+ * struct vus_dev_ops - device model callbacks, all optional
+ * @connect: a client completed VERSION negotiation.
+ * @disconnect: the client went away (or was dropped for a protocol
+ *	violation); its DMA regions and eventfds are already forgotten.
+ * @reset: DEVICE_RESET; the library has already reset the PCI config
+ *	header it manages. Return 0 or -errno (sent to the client).
+ * @dma_map: the client added a DMA region. @vaddr is the server mapping
+ *	when the client passed an fd, NULL otherwise. Return 0 or -errno to
+ *	refuse (the region is then not added).
+ * @dma_unmap: the client removed a DMA region (also called for every region
+ *	on disconnect). The device must stop using it before returning.
+ * @irq_state: SET_IRQS changed the eventfd of vectors [@start, @start +
+ *	@count) of IRQ index @index; @enabled tells whether they now have
+ *	one. Lets a device see e.g. that MSI-X was enabled.
+ * @config_write: a client write to the PCI config space, after the
+ *	library applied it to its copy (see vus_dev__setup_pci()).
+ *
+ * @dev is the device, @priv is &vus_dev_opts.priv.
+ */
+struct vus_dev_ops {
+	void (*connect)(struct vus_dev *dev, void *priv);
+	void (*disconnect)(struct vus_dev *dev, void *priv);
+	int (*reset)(struct vus_dev *dev, void *priv);
+	int (*dma_map)(struct vus_dev *dev, void *priv, uint64_t iova,
+		       uint64_t size, uint32_t prot, void *vaddr);
+	void (*dma_unmap)(struct vus_dev *dev, void *priv, uint64_t iova,
+			  uint64_t size);
+	void (*irq_state)(struct vus_dev *dev, void *priv, unsigned int index,
+			  unsigned int start, unsigned int count, bool enabled);
+	void (*config_write)(struct vus_dev *dev, void *priv, uint64_t offset,
+			     const void *buf, size_t count);
+};
+
+/**
+ * struct vus_dev_opts - options of vus_dev__new()
+ * @sz: sizeof(struct vus_dev_opts); use VUS_OPTS()
+ * @ops: callbacks (may be NULL); the library keeps the pointer
+ * @priv: passed to every callback, see also vus_dev__priv()
+ * @max_data_xfer_size: largest REGION_READ/WRITE count we accept,
+ *	advertised in VERSION; 0: 1 MiB. At most 64 MiB.
+ * @max_msg_fds: most fds we accept in one message, advertised; 0: 8.
+ *	At most 253 (SCM_MAX_FD).
+ * @max_dma_maps: most DMA regions at once, advertised; 0: 65535.
+ * @pgsizes: DMA page sizes, advertised; 0: 4096.
+ * @timeout_ms: bound on the wait for the rest of a started message, for a
+ *	DMA reply and for a send; 0: 10000. On expiry the client is dropped.
+ */
+struct vus_dev_opts {
+	size_t sz;
+	const struct vus_dev_ops *ops;
+	void *priv;
+	uint32_t max_data_xfer_size;
+	uint32_t max_msg_fds;
+	uint32_t max_dma_maps;
+	uint64_t pgsizes;
+	unsigned int timeout_ms;
+	size_t :0;
+};
+#define vus_dev_opts__last_field timeout_ms
+
+/**
+ * vus_dev__new() - create a device
+ * @opts: options, NULL for all defaults
+ *
+ * The device starts with no regions and no IRQs; describe it before a
+ * client connects (changing it while a client is attached is allowed but
+ * the client may have cached the old description).
+ *
+ * Return: the device, or NULL with errno set.
+ */
+VUS_API struct vus_dev *vus_dev__new(const struct vus_dev_opts *opts);
+
+/**
+ * vus_dev__delete() - drop the client, close everything the library opened,
+ * unlink the socket path created by vus_dev__listen(), free the device
+ * @dev: device or NULL
+ */
+VUS_API void vus_dev__delete(struct vus_dev *dev);
+
+/** vus_dev__priv() - &vus_dev_opts.priv of @dev */
+VUS_API void *vus_dev__priv(const struct vus_dev *dev);
+
+/* ---- regions ------------------------------------------------------------ */
+
+/**
+ * typedef vus_access_fn_t - region access callback
+ * @dev: device
+ * @priv: &vus_region_opts.priv
+ * @offset: offset in the region; @offset + @count <= region size (checked)
+ * @buf: data to write, or room for the data read
+ * @count: bytes, 1 ... max_data_xfer_size; exactly what the client asked,
+ *	never widened or merged
+ * @is_write: direction
+ *
+ * May call vus_dev__dma_read()/vus_dev__dma_write() and
+ * vus_dev__trigger_irq(): the reply to this access is sent after it returns.
+ *
+ * Return: 0 or -errno (sent to the client as an error reply).
+ */
+typedef int (*vus_access_fn_t)(struct vus_dev *dev, void *priv,
+			       uint64_t offset, void *buf, size_t count,
+			       bool is_write);
+
+/** struct vus_sparse_area - one mmap-able area of a region */
+struct vus_sparse_area {
+	uint64_t offset;
+	uint64_t size;
+};
+
+/* Region flags (&vus_region_opts.flags) */
+#define VUS_REGION_READ		(1U << 0)	/* client may read */
+#define VUS_REGION_WRITE	(1U << 1)	/* client may write */
+#define VUS_REGION_MMAP		(1U << 2)	/* memory backed, fd sent */
+#define VUS_REGION_BAR_IO	(1U << 8)	/* PCI BAR: I/O space */
+#define VUS_REGION_BAR_MEM64	(1U << 9)	/* PCI BAR: 64-bit memory */
+#define VUS_REGION_BAR_PREFETCH	(1U << 10)	/* PCI BAR: prefetchable */
+
+/**
+ * struct vus_region_opts - options of vus_dev__add_region()
+ * @sz: sizeof(struct vus_region_opts); use VUS_OPTS()
+ * @size: region size in bytes (> 0)
+ * @flags: VUS_REGION_*; READ|WRITE if 0
+ * @access: access callback; NULL: the library backs the region with
+ *	zeroed shared memory (a memfd) that vus_dev__region_mem() returns
+ * @priv: passed to @access
+ * @sparse: mmap-able areas, announced with a SPARSE_MMAP capability
+ *	(copied); needs a memory-backed region with VUS_REGION_MMAP
+ * @nr_sparse: number of @sparse entries
+ * @type: VFIO region type for a CAP_TYPE capability (device-specific
+ *	regions, index >= VFIO_PCI_NUM_REGIONS); 0 with @subtype 0: none
+ * @subtype: VFIO region subtype
+ */
+struct vus_region_opts {
+	size_t sz;
+	uint64_t size;
+	uint32_t flags;
+	vus_access_fn_t access;
+	void *priv;
+	const struct vus_sparse_area *sparse;
+	unsigned int nr_sparse;
+	uint32_t type;
+	uint32_t subtype;
+	size_t :0;
+};
+#define vus_region_opts__last_field subtype
+
+/**
+ * vus_dev__add_region() - describe region @index
+ * @dev: device
+ * @index: region index (VFIO_PCI_BAR0_REGION_INDEX ...); below 64
+ * @opts: region options
+ *
+ * For a PCI device (vus_dev__setup_pci()) indexes 0-5 are BARs: the
+ * library sizes them in config space (the size must be a power of two,
+ * >= 16 for memory, >= 4 for I/O BARs; a 64-bit BAR also takes the next
+ * BAR slot). The config region (index 7) belongs to the library.
+ * Replacing an existing region is allowed.
+ *
+ * Return: 0 or -errno (-EINVAL bad index/size/flags/opts, -EBUSY config
+ * region of a PCI device or the slot after a 64-bit BAR, -ENOMEM).
+ */
+VUS_API int vus_dev__add_region(struct vus_dev *dev, unsigned int index,
+				const struct vus_region_opts *opts);
+
+/**
+ * vus_dev__region_mem() - the memory behind a library-backed region
+ * @dev: device
+ * @index: region index
+ *
+ * Return: the mapping (size of the region), or NULL (errno ENOENT) when the
+ * region does not exist or has an access callback.
+ */
+VUS_API void *vus_dev__region_mem(struct vus_dev *dev, unsigned int index);
+
+/* ---- interrupts --------------------------------------------------------- */
+
+/**
+ * vus_dev__set_irq_count() - number of vectors of IRQ index @index
+ * @dev: device
+ * @index: VFIO_PCI_INTX_IRQ_INDEX ... VFIO_PCI_REQ_IRQ_INDEX (or any
+ *	index below 16 for non-PCI layouts)
+ * @count: vectors, 0 to remove the index; at most 2048
+ *
+ * GET_IRQ_INFO reports EVENTFD | MASKABLE for every index with vectors,
+ * plus AUTOMASKED for INTx. Setting a count drops eventfds of that index.
+ *
+ * Return: 0 or -EINVAL.
+ */
+VUS_API int vus_dev__set_irq_count(struct vus_dev *dev, unsigned int index,
+				   unsigned int count);
+
+/**
+ * vus_dev__trigger_irq() - raise vector @vector of IRQ index @index
+ * @dev: device
+ * @index: IRQ index
+ * @vector: vector
+ *
+ * Writes 1 to the trigger eventfd the client gave. A masked vector is
+ * left pending and fires on unmask. INTx is automasked: after it fires
+ * the client must unmask it (SET_IRQS ACTION_UNMASK).
+ *
+ * Return: 0 fired; 1 masked, left pending; -ENOENT no eventfd assigned;
+ * -EINVAL bad index or vector; other -errno from write().
+ */
+VUS_API int vus_dev__trigger_irq(struct vus_dev *dev, unsigned int index,
+				 unsigned int vector);
+
+/**
+ * vus_dev__irq_enabled() - whether the client assigned a trigger eventfd
+ * @dev: device
+ * @index: IRQ index
+ * @vector: vector
+ */
+VUS_API bool vus_dev__irq_enabled(struct vus_dev *dev, unsigned int index,
+				  unsigned int vector);
+
+/**
+ * vus_dev__irq_masked() - whether vector @vector of @index is masked
+ * @dev: device
+ * @index: IRQ index
+ * @vector: vector
+ */
+VUS_API bool vus_dev__irq_masked(struct vus_dev *dev, unsigned int index,
+				 unsigned int vector);
+
+/* ---- PCI helper --------------------------------------------------------- */
+
+/**
+ * struct vus_pci_opts - options of vus_dev__setup_pci()
+ * @sz: sizeof(struct vus_pci_opts); use VUS_OPTS()
+ * @vendor_id: PCI vendor ID
+ * @device_id: PCI device ID
+ * @subsys_vendor_id: subsystem vendor ID
+ * @subsys_id: subsystem ID
+ * @revision: revision ID
+ * @class_code: 24-bit class code (base << 16 | sub << 8 | prog-if)
+ * @irq_pin: interrupt pin (0 none, 1 INTA ...); if non-zero the INTx
+ *	index gets one vector
+ */
+struct vus_pci_opts {
+	size_t sz;
+	uint16_t vendor_id;
+	uint16_t device_id;
+	uint16_t subsys_vendor_id;
+	uint16_t subsys_id;
+	uint8_t revision;
+	uint32_t class_code;
+	uint8_t irq_pin;
+	size_t :0;
+};
+#define vus_pci_opts__last_field irq_pin
+
+/**
+ * vus_dev__setup_pci() - make @dev a PCI device with a type-0 config header
+ * @dev: device
+ * @opts: IDs
+ *
+ * The library then owns the config region (index 7, 256 bytes): it answers
+ * reads, applies writes to the writable bits only (command, cache line,
+ * latency timer, interrupt line, BAR addresses with sizing, MSI-X control),
+ * and tells the device model through &vus_dev_ops.config_write.
+ * DEVICE_GET_INFO reports VFIO_DEVICE_FLAGS_PCI and at least 9 regions and
+ * 5 IRQ indexes.
+ *
+ * Return: 0 or -EINVAL.
+ */
+VUS_API int vus_dev__setup_pci(struct vus_dev *dev,
+			       const struct vus_pci_opts *opts);
+
+/**
+ * vus_dev__add_pci_cap() - append a capability to the config space list
+ * @dev: PCI device
+ * @cap: capability bytes; byte 0 is the ID, byte 1 (next) is filled in
+ * @len: length, 2 ... 64; rounded up to a multiple of 4
+ *
+ * The bytes after the 2-byte header are read-only to the client.
+ *
+ * Return: the config offset of the capability, or -errno (-ENOSPC no room).
+ */
+VUS_API int vus_dev__add_pci_cap(struct vus_dev *dev, const void *cap,
+				 size_t len);
+
+/**
+ * vus_dev__add_msix() - add an MSI-X capability with its table and PBA
+ * @dev: PCI device
+ * @nr_vectors: 1 ... 2048
+ * @bar: BAR index holding table and PBA (the BAR must exist already)
+ * @table_offset: offset of the table in the BAR (8-byte aligned)
+ * @pba_offset: offset of the PBA in the BAR (8-byte aligned)
+ *
+ * Sets the MSI-X IRQ index count to @nr_vectors. Client accesses to the
+ * table and PBA ranges of @bar are served by the library from its own
+ * copy (the PBA reads as zero) and never reach the device model.
+ *
+ * Return: config offset of the capability, or -errno.
+ */
+VUS_API int vus_dev__add_msix(struct vus_dev *dev, unsigned int nr_vectors,
+			      unsigned int bar, uint32_t table_offset,
+			      uint32_t pba_offset);
+
+/**
+ * vus_dev__config() - the device's copy of its PCI config space
+ * @dev: PCI device
+ *
+ * Return: 256 bytes the device model may read (and write, e.g. the status
+ * register), or NULL if @dev is not a PCI device.
+ */
+VUS_API uint8_t *vus_dev__config(struct vus_dev *dev);
+
+/* ---- connection --------------------------------------------------------- */
+
+/**
+ * vus_dev__listen() - listen on a UNIX socket path
+ * @dev: device
+ * @path: socket path; an existing socket file there is replaced
+ *
+ * The library owns the listening socket and unlinks @path in
+ * vus_dev__delete(). One client is served at a time; while one is
+ * attached, the next connection waits in the backlog.
+ *
+ * Return: 0 or -errno.
+ */
+VUS_API int vus_dev__listen(struct vus_dev *dev, const char *path);
+
+/**
+ * vus_dev__attach_fd() - serve a client on an already connected socket
+ * @dev: device
+ * @fd: connected AF_UNIX stream socket; the library owns it from now on
+ *	(also on failure) and closes it when the client is dropped
+ *
+ * Return: 0, -EBUSY when a client is attached (fd closed), -errno.
+ */
+VUS_API int vus_dev__attach_fd(struct vus_dev *dev, int fd);
+
+/**
+ * vus_dev__fd() - the one fd to poll for POLLIN
+ * @dev: device
+ *
+ * An epoll fd owned by the library; stable for the device's lifetime.
+ */
+VUS_API int vus_dev__fd(const struct vus_dev *dev);
+
+/**
+ * vus_dev__process() - handle whatever is ready, without waiting for more
+ * @dev: device
+ *
+ * Accepts a client, handles the messages that have arrived, notices a
+ * client that went away. A message that has started to arrive is read
+ * to its end (bounded by timeout_ms).
+ *
+ * Return: number of events handled (>= 0) or -errno on a fatal error of
+ * the library itself (client errors just drop the client).
+ */
+VUS_API int vus_dev__process(struct vus_dev *dev);
+
+/**
+ * vus_dev__run() - poll and process until stopped
+ * @dev: device
+ *
+ * Return: 0 after vus_dev__stop(), -EINTR when a signal interrupted the
+ * wait (the caller checks its own flags and calls again), or -errno.
+ */
+VUS_API int vus_dev__run(struct vus_dev *dev);
+
+/** vus_dev__stop() - make vus_dev__run() return 0 once it is back */
+VUS_API void vus_dev__stop(struct vus_dev *dev);
+
+/** vus_dev__connected() - whether a client completed VERSION */
+VUS_API bool vus_dev__connected(const struct vus_dev *dev);
+
+/**
+ * vus_dev__disconnect() - drop the current client (if any)
+ * @dev: device
+ */
+VUS_API void vus_dev__disconnect(struct vus_dev *dev);
+
+/**
+ * struct vus_peer_caps - what the client announced in VERSION
+ * @major: protocol major (0)
+ * @minor: negotiated minor
+ * @max_msg_fds: fds the client accepts per message
+ * @max_data_xfer_size: largest DMA_READ/WRITE count we may send
+ * @max_dma_maps: client's value or default
+ * @pgsizes: client's value or default
+ */
+struct vus_peer_caps {
+	uint16_t major;
+	uint16_t minor;
+	uint32_t max_msg_fds;
+	uint32_t max_data_xfer_size;
+	uint32_t max_dma_maps;
+	uint64_t pgsizes;
+};
+
+/**
+ * vus_dev__peer_caps() - capabilities negotiated with the current client
+ * @dev: device
+ * @caps: filled in
+ *
+ * Return: 0 or -ENOTCONN.
+ */
+VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
+			       struct vus_peer_caps *caps);
+
+/* ---- DMA ---------------------------------------------------------------- */
+
+/**
+ * vus_dev__dma_read() - read client memory (device → reads guest RAM)
+ * @dev: device
+ * @iova: client DMA address
+ * @buf: destination
+ * @len: bytes
+ *
+ * [@iova, @iova + @len) must lie in DMA regions the client mapped readable.
+ * Regions mapped with an fd are read directly; others with DMA_READ
+ * messages of at most the client's max_data_xfer_size each. Waits for each
+ * reply (bounded by timeout_ms); client commands that arrive meanwhile are
+ * queued (up to 64) and handled, in order, after the current one.
+ * Callable from an access callback (e.g. on a doorbell write) before the
+ * reply to that access is sent.
+ *
+ * Return: 0; -EFAULT range not mapped or not readable; -ENOTCONN no
+ * client; -EIO the client replied with an error; -EPROTO bad reply
+ * (client dropped); -ETIMEDOUT (client dropped).
+ */
+VUS_API int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,
+			      size_t len);
+
+/**
+ * vus_dev__dma_write() - write client memory
+ * @dev: device
+ * @iova: client DMA address
+ * @buf: source
+ * @len: bytes
+ *
+ * As vus_dev__dma_read(), with DMA_WRITE messages and writable regions.
+ */
+VUS_API int vus_dev__dma_write(struct vus_dev *dev, uint64_t iova,
+			       const void *buf, size_t len);
+
+/**
+ * vus_dev__nr_dma_regions() - how many DMA regions the client has mapped
+ * @dev: device
+ */
+VUS_API unsigned int vus_dev__nr_dma_regions(const struct vus_dev *dev);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* __VFIO_USER_SERVER_H */

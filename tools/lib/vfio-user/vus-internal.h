@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Internal definitions of libvfio-user-server; not installed.
+ */
+#ifndef __VUS_INTERNAL_H
+#define __VUS_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <endian.h>
+#include <linux/vfio_user.h>
+
+#include "vfio-user-server.h"
+
+#define VUS_HIDDEN __attribute__((visibility("hidden")))
+
+#define VUS_MAX_REGIONS		64
+#define VUS_MAX_IRQ_INDEXES	16
+#define VUS_MAX_IRQ_VECTORS	2048
+#define VUS_MAX_XFER_LIMIT	(64U << 20)
+#define VUS_SCM_MAX_FD		253
+#define VUS_MAX_QUEUED		64
+#define VUS_MAX_SPARSE		64
+#define VUS_VERSION_JSON_MAX	4096
+#define VUS_PCI_CFG_SIZE	256
+
+#define VUS_ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+#define VUS_MIN(a, b)		((a) < (b) ? (a) : (b))
+#define VUS_MAX(a, b)		((a) > (b) ? (a) : (b))
+
+/*
+ * Copy a caller's opts struct (of possibly different size) into a zeroed
+ * local one. Bytes beyond the fields we know must be zero (-EINVAL).
+ */
+VUS_HIDDEN int vus_opts_copy(void *dst, size_t dst_sz, size_t known_end,
+			     const void *src);
+#define VUS_OPTS_COPY(dst, src, type)					\
+	vus_opts_copy(dst, sizeof(struct type),				\
+		      offsetof(struct type, type##__last_field) +	\
+		      sizeof(((struct type *)0)->type##__last_field), src)
+
+VUS_HIDDEN void vus_pr(enum vus_print_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define pr_warn(fmt, ...)	vus_pr(VUS_WARN, "vus: " fmt, ##__VA_ARGS__)
+#define pr_info(fmt, ...)	vus_pr(VUS_INFO, "vus: " fmt, ##__VA_ARGS__)
+#define pr_debug(fmt, ...)	vus_pr(VUS_DEBUG, "vus: " fmt, ##__VA_ARGS__)
+
+/* Set errno from a -errno return and pass it through (libbpf_err()). */
+static inline int vus_err(int ret)
+{
+	if (ret < 0)
+		errno = -ret;
+	return ret;
+}
+
+static inline void *vus_err_ptr(int err)
+{
+	errno = -err;
+	return NULL;
+}
+
+/*
+ * struct vus_region - one region of the device.
+ * Owned by its vus_dev; @mem/@memfd are the library's (library-backed
+ * regions), unmapped/closed when the region is replaced or the device freed.
+ */
+struct vus_region {
+	bool present;
+	uint64_t size;
+	uint32_t flags;
+	vus_access_fn_t access;
+	void *priv;
+	void *mem;
+	int memfd;
+	struct vus_sparse_area *sparse;
+	unsigned int nr_sparse;
+	uint32_t type;
+	uint32_t subtype;
+};
+
+/*
+ * struct vus_irq_vec - one vector. Eventfds come from the client via
+ * SCM_RIGHTS and are the library's: closed on reassignment or disconnect.
+ */
+struct vus_irq_vec {
+	int trigger_fd;
+	int mask_fd;
+	int unmask_fd;
+	bool masked;
+	bool pending;
+};
+
+struct vus_irq {
+	unsigned int count;
+	struct vus_irq_vec *vec;
+};
+
+/*
+ * struct vus_dma_region - one DMA_MAP of the client. @vaddr is our mmap of
+ * the client's fd (or NULL); unmapped on DMA_UNMAP or disconnect.
+ */
+struct vus_dma_region {
+	uint64_t iova;
+	uint64_t size;
+	uint32_t prot;
+	void *vaddr;
+};
+
+/*
+ * struct vus_msg - one received message, header fields in host order.
+ * @buf holds the whole message (header included), @fds the fds that came
+ * with it, owned by the message until a handler takes them (sets -1).
+ */
+struct vus_msg {
+	uint16_t msg_id;
+	uint16_t command;
+	uint32_t size;
+	uint32_t flags;
+	uint32_t error_no;
+	uint8_t *buf;
+	int *fds;
+	unsigned int nr_fds;
+	int fds_err;		/* too many fds / truncated control data */
+	struct vus_msg *next;
+};
+
+struct vus_pci {
+	bool enabled;
+	uint8_t cfg[VUS_PCI_CFG_SIZE];
+	uint8_t wmask[VUS_PCI_CFG_SIZE];	/* writable bits */
+	uint8_t reset_cfg[VUS_PCI_CFG_SIZE];	/* state after reset */
+	uint8_t cap_next;			/* where the next cap goes */
+	uint8_t last_cap;			/* offset of the last cap, 0 */
+	/* MSI-X */
+	unsigned int msix_bar;
+	uint32_t msix_table_off;
+	uint32_t msix_pba_off;
+	unsigned int msix_nr;
+	uint8_t *msix_table;
+	uint8_t msix_cap;
+};
+
+struct vus_dev {
+	struct vus_dev_opts opts;
+	struct vus_dev_ops ops;
+	void *priv;
+	uint32_t max_xfer;
+	uint32_t max_fds;
+	uint32_t max_dma_maps;
+	uint64_t pgsizes;
+	unsigned int timeout_ms;
+
+	struct vus_region regions[VUS_MAX_REGIONS];
+	unsigned int nr_regions;	/* highest present index + 1 */
+	struct vus_irq irqs[VUS_MAX_IRQ_INDEXES];
+	struct vus_pci pci;
+
+	int epfd;
+	int listen_fd;
+	char *listen_path;
+	int queue_efd;
+
+	/* connection */
+	int conn_fd;
+	bool negotiated;
+	bool conn_dead;			/* drop after the current handler */
+	struct vus_peer_caps peer;
+	uint16_t next_msg_id;		/* server-to-client commands */
+	struct vus_msg *queue_head;	/* commands received during a DMA */
+	struct vus_msg **queue_tail;
+	unsigned int nr_queued;
+	unsigned int in_handler;
+	bool stop;
+
+	struct vus_dma_region *dma;
+	unsigned int nr_dma;
+};
+
+/* pci.c */
+VUS_HIDDEN int vus_pci_config_access(struct vus_dev *dev, uint64_t off,
+				     void *buf, size_t count, bool is_write);
+VUS_HIDDEN bool vus_pci_msix_access(struct vus_dev *dev, unsigned int index,
+				    uint64_t off, void *buf, size_t count,
+				    bool is_write);
+VUS_HIDDEN void vus_pci_reset(struct vus_dev *dev);
+VUS_HIDDEN void vus_pci_bar_added(struct vus_dev *dev, unsigned int index);
+VUS_HIDDEN void vus_pci_free(struct vus_dev *dev);
+
+/* dev.c */
+VUS_HIDDEN bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size);
+VUS_HIDDEN void vus_irq_set_masked(struct vus_dev *dev, unsigned int index,
+				   unsigned int vector, bool mask);
+VUS_HIDDEN void vus_irq_client_trigger(struct vus_dev *dev, unsigned int index,
+				       unsigned int vector);
+VUS_HIDDEN void vus_irq_set_fd(struct vus_dev *dev, unsigned int index,
+			       unsigned int vector, uint32_t action, int fd);
+VUS_HIDDEN void vus_irq_drop_all(struct vus_dev *dev);
+
+#endif /* __VUS_INTERNAL_H */

@@ -1,0 +1,605 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The in-kernel vfio-user client against the sample servers: attach and
+ * detach, device/region/IRQ info, region accesses, server DMA with an
+ * MSI-X completion, server death and hang, re-attach under an open
+ * consumer, removal under a consumer (REQ), many devices and threads.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/vfio.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "vfio_user_util.h"
+
+/* The DMA sample's PCI identity and BAR0 registers (tools/vfio-user/dma.c). */
+#define DMA_VENDOR		0x4e58
+#define DMA_DEVICE		0x0001
+#define REG_MAGIC		0x00
+#define REG_SRC			0x08
+#define REG_DST			0x10
+#define REG_LEN			0x18
+#define REG_DOORBELL		0x20
+#define REG_STATUS		0x24
+#define REG_ERROR		0x28
+#define REG_IRQ_CTRL		0x2c
+#define REG_SCRATCH		0x40
+#define DMA_MAGIC		0x31414d44
+#define STATUS_DONE		2
+#define STATUS_ERROR		3
+
+#define SAMPLE			"vfio-user-sample"
+
+static const char *const dma_args[] = { "--device", "dma", NULL };
+
+static int region_offset(int fd, unsigned int index, uint64_t *off,
+			 uint64_t *size)
+{
+	struct vfio_region_info info = { .argsz = sizeof(info), .index = index };
+
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &info))
+		return -errno;
+	*off = info.offset;
+	if (size)
+		*size = info.size;
+	return 0;
+}
+
+/* Region accesses of exactly @len bytes; -errno on failure. */
+static int __rd(int fd, unsigned int index, uint64_t at, void *buf, size_t len)
+{
+	uint64_t off = 0;
+	ssize_t n;
+	int ret;
+
+	ret = region_offset(fd, index, &off, NULL);
+	if (ret)
+		return ret;
+	n = pread(fd, buf, len, off + at);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+static int __wr(int fd, unsigned int index, uint64_t at, const void *buf,
+		size_t len)
+{
+	uint64_t off = 0;
+	ssize_t n;
+	int ret;
+
+	ret = region_offset(fd, index, &off, NULL);
+	if (ret)
+		return ret;
+	n = pwrite(fd, buf, len, off + at);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+static int __bar_read32(int fd, uint64_t reg, uint32_t *val)
+{
+	return __rd(fd, VFIO_PCI_BAR0_REGION_INDEX, reg, val, 4);
+}
+
+static int __bar_write32(int fd, uint64_t reg, uint32_t val)
+{
+	return __wr(fd, VFIO_PCI_BAR0_REGION_INDEX, reg, &val, 4);
+}
+
+static int __bar_write64(int fd, uint64_t reg, uint64_t val)
+{
+	return __wr(fd, VFIO_PCI_BAR0_REGION_INDEX, reg, &val, 8);
+}
+
+static int set_eventfds(int fd, unsigned int index, unsigned int start,
+			unsigned int count, const int *efds)
+{
+	char buf[sizeof(struct vfio_irq_set) + 16 * sizeof(int)];
+	struct vfio_irq_set *set = (void *)buf;
+
+	set->argsz = sizeof(*set) + count * sizeof(int);
+	set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+	set->index = index;
+	set->start = start;
+	set->count = count;
+	memcpy(set->data, efds, count * sizeof(int));
+	return ioctl(fd, VFIO_DEVICE_SET_IRQS, set) ? -errno : 0;
+}
+
+/* Sets the MSI-X enable bit in config space, as a guest driver does. */
+static int msix_enable(int fd)
+{
+	uint8_t cap = 0, id;
+	uint16_t ctrl;
+	int ret, hops = 0;
+
+	ret = __rd(fd, VFIO_PCI_CONFIG_REGION_INDEX, 0x34, &cap, 1);
+	while (!ret && cap && hops++ < 48) {
+		ret = __rd(fd, VFIO_PCI_CONFIG_REGION_INDEX, cap, &id, 1);
+		if (ret)
+			break;
+		if (id == 0x11) {
+			ret = __rd(fd, VFIO_PCI_CONFIG_REGION_INDEX, cap + 2,
+				   &ctrl, 2);
+			if (ret)
+				return ret;
+			ctrl |= 0x8000;
+			return __wr(fd, VFIO_PCI_CONFIG_REGION_INDEX, cap + 2,
+				    &ctrl, 2);
+		}
+		ret = __rd(fd, VFIO_PCI_CONFIG_REGION_INDEX, cap + 1, &cap, 1);
+	}
+	return ret ? ret : -ENOENT;
+}
+
+static int wait_eventfd(int efd, int timeout_ms)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	uint64_t v;
+
+	if (poll(&p, 1, timeout_ms) != 1)
+		return -ETIMEDOUT;
+	return read(efd, &v, sizeof(v)) == sizeof(v) ? 0 : -EIO;
+}
+
+static int dma_map(int container, void *vaddr, uint64_t iova, uint64_t size)
+{
+	struct vfio_iommu_type1_dma_map map = {
+		.argsz = sizeof(map),
+		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+		.vaddr = (uintptr_t)vaddr, .iova = iova, .size = size,
+	};
+
+	return ioctl(container, VFIO_IOMMU_MAP_DMA, &map) ? -errno : 0;
+}
+
+static int dma_unmap(int container, uint64_t iova, uint64_t size)
+{
+	struct vfio_iommu_type1_dma_unmap unmap = {
+		.argsz = sizeof(unmap), .iova = iova, .size = size,
+	};
+
+	return ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap) ? -errno : 0;
+}
+
+/* Programs one copy and rings the doorbell; returns the final status. */
+static int dma_copy(int fd, uint64_t src, uint64_t dst, uint64_t len)
+{
+	int ret;
+
+	ret = __bar_write64(fd, REG_SRC, src);
+	ret = ret ? ret : __bar_write64(fd, REG_DST, dst);
+	ret = ret ? ret : __bar_write64(fd, REG_LEN, len);
+	ret = ret ? ret : __bar_write32(fd, REG_IRQ_CTRL, 1);
+	ret = ret ? ret : __bar_write32(fd, REG_DOORBELL, 1);
+	return ret;
+}
+
+FIXTURE(client) {
+	struct vu_server srv;
+	char uuid[VU_UUID_LEN + 1];
+	int container, group, fd;
+};
+
+FIXTURE_SETUP(client)
+{
+	int ret;
+
+	self->fd = self->group = self->container = -1;
+	if (access(VU_TYPE_DIR, F_OK))
+		SKIP(return, "vfio_user_mdev is not loaded");
+	ret = vu_server_start(&self->srv, SAMPLE, dma_args);
+	if (ret == -ENOENT)
+		SKIP(return, "sample server not built");
+	ASSERT_EQ(0, ret);
+	vu_uuid_gen(self->uuid);
+	ASSERT_EQ(0, vu_mdev_create(self->uuid));
+}
+
+FIXTURE_TEARDOWN(client)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->group >= 0)
+		close(self->group);
+	if (self->container >= 0)
+		close(self->container);
+	if (vu_mdev_exists(self->uuid))
+		vu_mdev_remove(self->uuid);
+	vu_server_stop(&self->srv);
+}
+
+static void open_dev(struct __test_metadata *_metadata,
+		     FIXTURE_DATA(client) *self)
+{
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	self->fd = vu_vfio_open(self->uuid, &self->container, &self->group);
+	ASSERT_LE(0, self->fd);
+}
+
+static void expect_state(struct __test_metadata *_metadata, const char *uuid,
+			 const char *prefix)
+{
+	char buf[160];
+
+	ASSERT_EQ(0, vu_mdev_attr_read(uuid, "state", buf, sizeof(buf)));
+	EXPECT_EQ(0, strncmp(buf, prefix, strlen(prefix)))
+		TH_LOG("state is '%s', expected '%s...'", buf, prefix);
+}
+
+TEST_F(client, attach_and_detach)
+{
+	char buf[160];
+
+	expect_state(_metadata, self->uuid, "detached");
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	expect_state(_metadata, self->uuid, "ready");
+	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "socket", buf, sizeof(buf)));
+	EXPECT_STREQ(self->srv.socket, buf);
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "socket", "\n"));
+	expect_state(_metadata, self->uuid, "detached");
+	EXPECT_EQ(-ENOTCONN, vu_vfio_open(self->uuid, &self->container,
+					  &self->group));
+	/* The server takes the next client: attach again. */
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	expect_state(_metadata, self->uuid, "ready");
+}
+
+TEST_F(client, attach_bad_paths)
+{
+	char dir[] = "/tmp/vu-dirXXXXXX", file[64], link[64];
+	int fd;
+
+	ASSERT_NE(NULL, mkdtemp(dir));
+	snprintf(file, sizeof(file), "%s/file", dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	fd = open(file, O_CREAT | O_WRONLY, 0600);
+	ASSERT_LE(0, fd);
+	close(fd);
+	ASSERT_EQ(0, symlink(file, link));
+
+	EXPECT_EQ(-ENOENT, vu_mdev_attr_write(self->uuid, "socket",
+					      "/tmp/vu-no-such.sock"));
+	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", dir));
+	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", file));
+	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", link));
+	expect_state(_metadata, self->uuid, "detached");
+
+	unlink(link);
+	unlink(file);
+	rmdir(dir);
+}
+
+/* Only CAP_SYS_ADMIN attaches: uid 0 without it gets EPERM. */
+TEST_F(client, attach_needs_cap_sys_admin)
+{
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		struct __user_cap_header_struct h = {
+			.version = _LINUX_CAPABILITY_VERSION_3,
+		};
+		struct __user_cap_data_struct d[2];
+
+		if (syscall(SYS_capget, &h, d))
+			_exit(2);
+		d[CAP_SYS_ADMIN / 32].effective &= ~(1U << (CAP_SYS_ADMIN % 32));
+		if (syscall(SYS_capset, &h, d))
+			_exit(3);
+		_exit(vu_mdev_attach(self->uuid, &self->srv) == -EPERM ? 0 : 1);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	expect_state(_metadata, self->uuid, "detached");
+}
+
+TEST_F(client, device_region_irq_info)
+{
+	struct vfio_device_info dinfo = { .argsz = sizeof(dinfo) };
+	struct vfio_irq_info iinfo = { .argsz = sizeof(iinfo) };
+	uint64_t off = 0, size = 0;
+	uint16_t ids[2];
+
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_INFO, &dinfo));
+	EXPECT_TRUE(dinfo.flags & VFIO_DEVICE_FLAGS_PCI);
+	EXPECT_LE(VFIO_PCI_NUM_REGIONS, dinfo.num_regions);
+	EXPECT_EQ(VFIO_PCI_NUM_IRQS, dinfo.num_irqs);
+
+	ASSERT_EQ(0, region_offset(self->fd, VFIO_PCI_CONFIG_REGION_INDEX,
+				   &off, &size));
+	EXPECT_LE(256, size);
+	ASSERT_EQ(0, region_offset(self->fd, VFIO_PCI_BAR0_REGION_INDEX,
+				   &off, &size));
+	EXPECT_LT(0, size);
+
+	ASSERT_EQ(0, __rd(self->fd, VFIO_PCI_CONFIG_REGION_INDEX, 0, ids, 4));
+	EXPECT_EQ(DMA_VENDOR, ids[0]);
+	EXPECT_EQ(DMA_DEVICE, ids[1]);
+
+	iinfo.index = VFIO_PCI_MSIX_IRQ_INDEX;
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &iinfo));
+	EXPECT_LE(1, iinfo.count);
+	iinfo.index = VFIO_PCI_REQ_IRQ_INDEX;
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &iinfo));
+	EXPECT_EQ(1, iinfo.count);
+	iinfo.index = VFIO_PCI_NUM_IRQS;
+	EXPECT_EQ(-1, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &iinfo));
+	EXPECT_EQ(EINVAL, errno);
+}
+
+TEST_F(client, bar_access)
+{
+	uint64_t off = 0, size = 0;
+	uint32_t v = 0;
+	char big[64];
+
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_MAGIC, &v));
+	EXPECT_EQ(DMA_MAGIC, v);
+	ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, 0x12345678));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
+	EXPECT_EQ(0x12345678, v);
+
+	/* Past the end of the region, and an index that does not exist. */
+	ASSERT_EQ(0, region_offset(self->fd, VFIO_PCI_BAR0_REGION_INDEX,
+				   &off, &size));
+	EXPECT_EQ(-1, pread(self->fd, big, sizeof(big), off + size - 4));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, pread(self->fd, big, 4, (uint64_t)60 << 40));
+	EXPECT_EQ(EINVAL, errno);
+}
+
+TEST_F(client, dma_copy_with_msix)
+{
+	const size_t sz = 1 << 20;
+	uint32_t status = 0, err = 0;
+	uint8_t *buf;
+	int efd;
+	size_t i;
+
+	open_dev(_metadata, self);
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	for (i = 0; i < sz; i++)
+		buf[i] = i * 7 + 3;
+	memset(buf + sz, 0, sz);
+	ASSERT_EQ(0, dma_map(self->container, buf, 1ULL << 32, 2 * sz));
+
+	efd = eventfd(0, EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, msix_enable(self->fd));
+	ASSERT_EQ(0, set_eventfds(self->fd, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &efd));
+
+	ASSERT_EQ(0, dma_copy(self->fd, 1ULL << 32, (1ULL << 32) + sz, sz));
+	ASSERT_EQ(0, wait_eventfd(efd, 20000));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_DONE, status);
+	EXPECT_EQ(0, memcmp(buf, buf + sz, sz));
+
+	/* After the unmap the server cannot reach the memory any more. */
+	ASSERT_EQ(0, dma_unmap(self->container, 1ULL << 32, 2 * sz));
+	memset(buf + sz, 0xee, sz);
+	ASSERT_EQ(0, dma_copy(self->fd, 1ULL << 32, (1ULL << 32) + sz, 4096));
+	ASSERT_EQ(0, wait_eventfd(efd, 20000));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_ERROR, status);
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_ERROR, &err));
+	EXPECT_NE(0, err);
+	EXPECT_EQ(0xee, buf[sz]);
+	expect_state(_metadata, self->uuid, "ready");
+	close(efd);
+	munmap(buf, 2 * sz);
+}
+
+/* A server that exits: calls fail at once, the device reads broken. */
+TEST_F(client, server_exit_fails_fast)
+{
+	uint32_t v;
+	double t0;
+
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGKILL));
+	usleep(100000);
+	t0 = vu_now();
+	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
+	EXPECT_GT(2.0, vu_now() - t0);
+	expect_state(_metadata, self->uuid, "broken: ");
+}
+
+/* A server that stops answering: bounded by timeout_ms, then broken. */
+TEST_F(client, hung_server_times_out)
+{
+	uint32_t v;
+	double t0, dt;
+	int ret;
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "500"));
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	t0 = vu_now();
+	ret = __bar_read32(self->fd, REG_MAGIC, &v);
+	dt = vu_now() - t0;
+	EXPECT_EQ(-ETIMEDOUT, ret);
+	EXPECT_LE(0.45, dt);
+	EXPECT_GT(3.0, dt) TH_LOG("timeout took %.2f s", dt);
+	expect_state(_metadata, self->uuid, "broken: ");
+	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
+	vu_server_signal(&self->srv, SIGCONT);
+}
+
+/* Re-attach to a restarted server without the consumer reopening. */
+TEST_F(client, reattach_restarted_server)
+{
+	const size_t sz = 64 << 10;
+	uint32_t v = 0;
+	uint8_t *buf;
+	int efd;
+
+	open_dev(_metadata, self);
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	memset(buf, 0x5a, sz);
+	memset(buf + sz, 0, sz);
+	ASSERT_EQ(0, dma_map(self->container, buf, 0x10000000, 2 * sz));
+	efd = eventfd(0, EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, msix_enable(self->fd));
+	ASSERT_EQ(0, set_eventfds(self->fd, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &efd));
+
+	ASSERT_EQ(0, vu_server_restart(&self->srv));
+	usleep(100000);
+	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	expect_state(_metadata, self->uuid, "ready");
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_MAGIC, &v));
+	EXPECT_EQ(DMA_MAGIC, v);
+
+	/* The new server has the DMA window and the eventfd again. */
+	ASSERT_EQ(0, msix_enable(self->fd));
+	ASSERT_EQ(0, dma_copy(self->fd, 0x10000000, 0x10000000 + sz, sz));
+	ASSERT_EQ(0, wait_eventfd(efd, 20000));
+	EXPECT_EQ(0, memcmp(buf, buf + sz, sz));
+	close(efd);
+	munmap(buf, 2 * sz);
+}
+
+/* The module stays while a consumer holds a device. */
+TEST_F(client, rmmod_refused_while_open)
+{
+	int ret;
+
+	open_dev(_metadata, self);
+	ret = vu_module_unload();
+	EXPECT_TRUE(ret == -EAGAIN || ret == -EBUSY) TH_LOG("unload: %d", ret);
+	EXPECT_TRUE(vu_module_loaded());
+}
+
+struct remover {
+	const char *uuid;
+	int ret;
+};
+
+static void *remove_thread(void *arg)
+{
+	struct remover *r = arg;
+
+	r->ret = vu_mdev_remove(r->uuid);
+	return NULL;
+}
+
+/* Removal under a consumer: the consumer is asked (REQ), then it goes. */
+TEST_F_TIMEOUT(client, remove_asks_consumer, 60)
+{
+	struct remover r = { .uuid = self->uuid, .ret = 1 };
+	pthread_t t;
+	int efd;
+
+	open_dev(_metadata, self);
+	efd = eventfd(0, EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, set_eventfds(self->fd, VFIO_PCI_REQ_IRQ_INDEX, 0, 1, &efd));
+	ASSERT_EQ(0, pthread_create(&t, NULL, remove_thread, &r));
+	ASSERT_EQ(0, wait_eventfd(efd, 20000));
+	EXPECT_EQ(1, r.ret);	/* still waiting for us */
+	close(self->fd);
+	self->fd = -1;
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	EXPECT_EQ(0, r.ret);
+	EXPECT_FALSE(vu_mdev_exists(self->uuid));
+	close(efd);
+}
+
+struct reader {
+	int fd;
+	int iters;
+	int bad;
+};
+
+static void *reader_thread(void *arg)
+{
+	struct reader *r = arg;
+	uint32_t v;
+	int i;
+
+	for (i = 0; i < r->iters; i++)
+		if (__bar_read32(r->fd, REG_MAGIC, &v) || v != DMA_MAGIC)
+			r->bad++;
+	return NULL;
+}
+
+/* Requests in flight from several threads: replies matched by msg_id. */
+TEST_F_TIMEOUT(client, concurrent_readers, 120)
+{
+	struct reader r[8];
+	pthread_t t[8];
+	int i;
+
+	open_dev(_metadata, self);
+	for (i = 0; i < 8; i++) {
+		r[i] = (struct reader){ .fd = self->fd, .iters = 300 };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, reader_thread, &r[i]));
+	}
+	for (i = 0; i < 8; i++) {
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+		EXPECT_EQ(0, r[i].bad);
+	}
+	expect_state(_metadata, self->uuid, "ready");
+}
+
+#define MANY	64
+
+/* 64 devices, each with its own server, all open at once. */
+TEST_F_TIMEOUT(client, many_devices, 240)
+{
+	static struct vu_server srv[MANY];
+	char uuid[MANY][VU_UUID_LEN + 1];
+	int c[MANY], g[MANY], fd[MANY];
+	uint32_t v;
+	int i, n = 0;
+
+	for (i = 0; i < MANY; i++) {
+		ASSERT_EQ(0, vu_server_start(&srv[i], SAMPLE, dma_args));
+		vu_uuid_gen(uuid[i]);
+		fd[i] = vu_open_attached(uuid[i], &srv[i], &c[i], &g[i]);
+		ASSERT_LE(0, fd[i]) TH_LOG("device %d: %d", i, fd[i]);
+		n++;
+	}
+	for (i = 0; i < n; i++) {
+		v = 0;
+		EXPECT_EQ(0, __bar_read32(fd[i], REG_MAGIC, &v));
+		EXPECT_EQ(DMA_MAGIC, v);
+	}
+	for (i = 0; i < n; i++) {
+		close(fd[i]);
+		close(g[i]);
+		close(c[i]);
+		EXPECT_EQ(0, vu_mdev_remove(uuid[i]));
+		vu_server_stop(&srv[i]);
+	}
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vfio-user-sample --device dma: a DMA engine. The client programs source
+ * and destination IOVAs and a length in BAR0 and rings the doorbell; the
+ * device copies with DMA_READ then DMA_WRITE (the library splits them by
+ * the client's max_data_xfer_size, or uses the client's fd mappings) before
+ * the doorbell write completes, then raises MSI-X vector 0 (MSI or INTx
+ * when MSI-X has no eventfd).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sample.h"
+
+/* BAR0 register layout; 64-bit registers may be accessed as two halves */
+#define DMA_REG_MAGIC		0x00	/* u32 RO 'DMA1' = 0x31414d44 */
+#define DMA_REG_VERSION		0x04	/* u32 RO 1 */
+#define DMA_REG_SRC		0x08	/* u64 RW source IOVA */
+#define DMA_REG_DST		0x10	/* u64 RW destination IOVA */
+#define DMA_REG_LEN		0x18	/* u64 RW bytes to copy */
+#define DMA_REG_DOORBELL	0x20	/* u32 WO any write starts the copy */
+#define DMA_REG_STATUS		0x24	/* u32 RO DMA_STATUS_* */
+#define DMA_REG_ERROR		0x28	/* u32 RO errno of the last copy */
+#define DMA_REG_IRQ_CTRL	0x2c	/* u32 RW bit 0: interrupt when done */
+#define DMA_REG_COUNT		0x30	/* u64 RO copies completed */
+#define DMA_REG_BYTES		0x38	/* u64 RO bytes copied */
+#define DMA_REG_SCRATCH		0x40	/* u32 RW scratch / ping */
+#define DMA_REG_END		0x44
+
+#define DMA_MAGIC		0x31414d44
+#define DMA_STATUS_IDLE		0
+#define DMA_STATUS_BUSY		1
+#define DMA_STATUS_DONE		2
+#define DMA_STATUS_ERROR	3
+#define DMA_IRQ_CTRL_ENABLE	(1U << 0)
+
+#define DMA_BAR0_SIZE		4096
+#define DMA_MSIX_VECTORS	4
+#define DMA_MSIX_TABLE		0x800
+#define DMA_MSIX_PBA		0xc00
+#define DMA_MAX_LEN		(64ULL << 20)
+#define DMA_CHUNK		(1U << 20)
+
+struct dma_dev {
+	uint8_t regs[DMA_REG_END];
+	uint8_t *buf;
+};
+
+static struct dma_dev dma_state;
+
+static uint64_t reg64(struct dma_dev *d, unsigned int off)
+{
+	uint64_t v;
+
+	memcpy(&v, d->regs + off, 8);
+	return le64toh(v);
+}
+
+static void set32(struct dma_dev *d, unsigned int off, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(d->regs + off, &v, 4);
+}
+
+static void set64(struct dma_dev *d, unsigned int off, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(d->regs + off, &v, 8);
+}
+
+static void dma_reset(void *priv)
+{
+	struct dma_dev *d = priv;
+
+	memset(d->regs, 0, sizeof(d->regs));
+	set32(d, DMA_REG_MAGIC, DMA_MAGIC);
+	set32(d, DMA_REG_VERSION, 1);
+	set32(d, DMA_REG_IRQ_CTRL, DMA_IRQ_CTRL_ENABLE);
+}
+
+static int dma_copy(struct vus_dev *dev, struct dma_dev *d, uint64_t src,
+		    uint64_t dst, uint64_t len)
+{
+	uint64_t pos;
+	int err;
+
+	if (len > DMA_MAX_LEN || src + len < src || dst + len < dst)
+		return -EINVAL;
+	for (pos = 0; pos < len; pos += DMA_CHUNK) {
+		size_t n = len - pos < DMA_CHUNK ? len - pos : DMA_CHUNK;
+
+		err = vus_dev__dma_read(dev, src + pos, d->buf, n);
+		if (err)
+			return err;
+		err = vus_dev__dma_write(dev, dst + pos, d->buf, n);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void dma_doorbell(struct vus_dev *dev, struct dma_dev *d)
+{
+	uint64_t src = reg64(d, DMA_REG_SRC), dst = reg64(d, DMA_REG_DST);
+	uint64_t len = reg64(d, DMA_REG_LEN);
+	int err;
+
+	set32(d, DMA_REG_STATUS, DMA_STATUS_BUSY);
+	err = dma_copy(dev, d, src, dst, len);
+	if (err) {
+		set32(d, DMA_REG_STATUS, DMA_STATUS_ERROR);
+		set32(d, DMA_REG_ERROR, -err);
+	} else {
+		set32(d, DMA_REG_STATUS, DMA_STATUS_DONE);
+		set32(d, DMA_REG_ERROR, 0);
+		set64(d, DMA_REG_COUNT, reg64(d, DMA_REG_COUNT) + 1);
+		set64(d, DMA_REG_BYTES, reg64(d, DMA_REG_BYTES) + len);
+	}
+	if (sample_verbose)
+		sample_log("dma: copy %#llx -> %#llx, %llu bytes: %s",
+			   (unsigned long long)src, (unsigned long long)dst,
+			   (unsigned long long)len, err ? strerror(-err) : "ok");
+	if (reg64(d, DMA_REG_IRQ_CTRL) & DMA_IRQ_CTRL_ENABLE) {
+		err = sample_raise_irq(dev, 0);
+		if (sample_verbose)
+			sample_log("dma: interrupt: %s",
+				   err < 0 ? strerror(-err) :
+				   err ? "masked, pending" : "raised");
+	}
+}
+
+static bool writable(unsigned int off)
+{
+	return (off >= DMA_REG_SRC && off < DMA_REG_DOORBELL) ||
+	       (off >= DMA_REG_IRQ_CTRL && off < DMA_REG_COUNT) ||
+	       (off >= DMA_REG_SCRATCH && off < DMA_REG_END);
+}
+
+static int dma_bar0(struct vus_dev *dev, void *priv, uint64_t off, void *buf,
+		    size_t count, bool is_write)
+{
+	struct dma_dev *d = priv;
+	uint8_t *p = buf;
+	size_t i;
+
+	/* devices decode exact widths: 4- and 8-byte aligned accesses only */
+	if ((count != 4 && count != 8) || (off & (count - 1)))
+		return is_write ? 0 : (memset(buf, 0xff, count), 0);
+	if (!is_write) {
+		for (i = 0; i < count; i++)
+			p[i] = off + i < DMA_REG_END ? d->regs[off + i] : 0;
+		return 0;
+	}
+	for (i = 0; i < count; i++)
+		if (off + i < DMA_REG_END && writable(off + i))
+			d->regs[off + i] = p[i];
+	if (off <= DMA_REG_DOORBELL && off + count > DMA_REG_DOORBELL)
+		dma_doorbell(dev, d);
+	return 0;
+}
+
+static int dma_setup(struct vus_dev *dev, const struct sample_opts *o,
+		     void *priv)
+{
+	struct dma_dev *d = priv;
+	VUS_OPTS(vus_region_opts, bar0, .size = DMA_BAR0_SIZE,
+		 .access = dma_bar0, .priv = d);
+	int err;
+
+	d->buf = malloc(DMA_CHUNK);
+	if (!d->buf)
+		return -ENOMEM;
+	dma_reset(d);
+	err = vus_dev__add_region(dev, VFIO_PCI_BAR0_REGION_INDEX, &bar0);
+	if (err)
+		return err;
+	err = vus_dev__add_msix(dev, DMA_MSIX_VECTORS, 0, DMA_MSIX_TABLE,
+				DMA_MSIX_PBA);
+	return err < 0 ? err : 0;
+}
+
+struct sample_backend sample_dma_backend = {
+	.name = "dma",
+	.vendor_id = SAMPLE_VENDOR_ID,
+	.device_id = SAMPLE_DMA_DEVICE_ID,
+	.setup = dma_setup,
+	.reset = dma_reset,
+	.priv = &dma_state,
+	.help =
+"  A DMA engine. BAR0 (4 KiB, 32-bit memory BAR), little endian, 4- or\n"
+"  8-byte aligned accesses (64-bit registers also as two 32-bit halves):\n"
+"    0x00 u32 RO MAGIC     0x31414d44 ('DMA1')\n"
+"    0x04 u32 RO VERSION   1\n"
+"    0x08 u64 RW SRC       source IOVA\n"
+"    0x10 u64 RW DST       destination IOVA\n"
+"    0x18 u64 RW LEN       bytes to copy (at most 64 MiB)\n"
+"    0x20 u32 WO DOORBELL  any write copies SRC->DST (DMA_READ then\n"
+"                          DMA_WRITE, split by the client's\n"
+"                          max_data_xfer_size) before the write completes\n"
+"    0x24 u32 RO STATUS    0 idle, 1 busy, 2 done, 3 error\n"
+"    0x28 u32 RO ERROR     errno of the last copy: 0, EFAULT (not mapped),\n"
+"                          EIO (client error reply), EINVAL (LEN), ...\n"
+"    0x2c u32 RW IRQ_CTRL  bit 0: interrupt on completion (reset: 1);\n"
+"                          MSI-X vector 0, else MSI 0, else INTx\n"
+"    0x30 u64 RO COUNT     copies completed\n"
+"    0x38 u64 RO BYTES     bytes copied\n"
+"    0x40 u32 RW SCRATCH   scratch / ping register\n"
+"  MSI-X: 4 vectors, table at BAR0+0x800, PBA at BAR0+0xc00. INTx: pin A.\n",
+};

@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vfio-user-sample --device null: registers only, for tests and benchmarks.
+ * A scratch and a ping register, a register whose accesses take a
+ * configurable time, an interrupt-raising register, a large BAR and a
+ * (optionally mmap-able) sparse BAR.
+ */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "sample.h"
+
+#define NULL_REG_MAGIC		0x00	/* u32 RO 'NUL1' = 0x314c554e */
+#define NULL_REG_VERSION	0x04	/* u32 RO 1 */
+#define NULL_REG_SCRATCH	0x08	/* u64 RW */
+#define NULL_REG_PING		0x10	/* u32 RW reads return last write + 1 */
+#define NULL_REG_LATENCY_US	0x14	/* u32 RW delay of SLOW accesses */
+#define NULL_REG_SLOW		0x18	/* u32 RW scratch, delayed */
+#define NULL_REG_IRQ		0x1c	/* u32 WO raise MSI-X vector (value) */
+#define NULL_REG_ACCESSES	0x20	/* u64 RO BAR0 accesses so far */
+#define NULL_REG_END		0x28
+
+#define NULL_MAGIC		0x314c554e
+#define NULL_BAR0_SIZE		4096
+#define NULL_BAR4_SIZE		(64 * 1024)
+#define NULL_MSIX_VECTORS	4
+#define NULL_MSIX_TABLE		0x800
+#define NULL_MSIX_PBA		0xc00
+
+struct null_dev {
+	uint8_t regs[NULL_REG_END];
+};
+
+static struct null_dev null_state;
+
+static uint32_t get32(struct null_dev *n, unsigned int off)
+{
+	uint32_t v;
+
+	memcpy(&v, n->regs + off, 4);
+	return le32toh(v);
+}
+
+static void set32(struct null_dev *n, unsigned int off, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(n->regs + off, &v, 4);
+}
+
+static void null_reset(void *priv)
+{
+	struct null_dev *n = priv;
+
+	memset(n->regs, 0, sizeof(n->regs));
+	set32(n, NULL_REG_MAGIC, NULL_MAGIC);
+	set32(n, NULL_REG_VERSION, 1);
+}
+
+static void delay_us(uint32_t us)
+{
+	struct timespec ts = {
+		.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000L,
+	};
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
+		     void *buf, size_t count, bool is_write)
+{
+	struct null_dev *n = priv;
+	uint64_t acc;
+	uint32_t v;
+
+	memcpy(&acc, n->regs + NULL_REG_ACCESSES, 8);
+	acc = htole64(le64toh(acc) + 1);
+	memcpy(n->regs + NULL_REG_ACCESSES, &acc, 8);
+
+	if ((count != 4 && count != 8) || (off & (count - 1)) ||
+	    off + count > NULL_REG_END) {
+		if (!is_write)
+			memset(buf, 0xff, count);
+		return 0;
+	}
+	if (off == NULL_REG_SLOW)
+		delay_us(get32(n, NULL_REG_LATENCY_US));
+	if (!is_write) {
+		memcpy(buf, n->regs + off, count);
+		if (off == NULL_REG_PING && count == 4) {
+			v = htole32(get32(n, NULL_REG_PING) + 1);
+			memcpy(buf, &v, 4);
+		}
+		return 0;
+	}
+	if (off == NULL_REG_IRQ && count == 4) {
+		int err;
+
+		memcpy(&v, buf, 4);
+		err = sample_raise_irq(dev, le32toh(v));
+		if (sample_verbose)
+			sample_log("null: interrupt %u: %s", le32toh(v),
+				   err < 0 ? strerror(-err) :
+				   err ? "masked, pending" : "raised");
+		return 0;
+	}
+	if (off >= NULL_REG_SCRATCH && off + count <= NULL_REG_IRQ)
+		memcpy(n->regs + off, buf, count);
+	return 0;
+}
+
+static const struct vus_sparse_area null_sparse[] = {
+	{ .offset = 0, .size = 16 * 1024 },
+	{ .offset = 32 * 1024, .size = 16 * 1024 },
+};
+
+static int null_setup(struct vus_dev *dev, const struct sample_opts *o,
+		      void *priv)
+{
+	struct null_dev *n = priv;
+	VUS_OPTS(vus_region_opts, bar0, .size = NULL_BAR0_SIZE,
+		 .access = null_bar0, .priv = n);
+	VUS_OPTS(vus_region_opts, bar2, .size = o->bar_size,
+		 .flags = VUS_REGION_READ | VUS_REGION_WRITE |
+			  VUS_REGION_BAR_MEM64 | VUS_REGION_BAR_PREFETCH);
+	VUS_OPTS(vus_region_opts, bar4, .size = NULL_BAR4_SIZE,
+		 .flags = VUS_REGION_READ | VUS_REGION_WRITE |
+			  (o->mmap ? VUS_REGION_MMAP : 0),
+		 .sparse = o->mmap ? null_sparse : NULL,
+		 .nr_sparse = o->mmap ? 2 : 0);
+	int err;
+
+	null_reset(n);
+	err = vus_dev__add_region(dev, VFIO_PCI_BAR0_REGION_INDEX, &bar0);
+	if (!err)
+		err = vus_dev__add_region(dev, VFIO_PCI_BAR2_REGION_INDEX, &bar2);
+	if (!err)
+		err = vus_dev__add_region(dev, VFIO_PCI_BAR4_REGION_INDEX, &bar4);
+	if (err)
+		return err;
+	err = vus_dev__add_msix(dev, NULL_MSIX_VECTORS, 0, NULL_MSIX_TABLE,
+				NULL_MSIX_PBA);
+	return err < 0 ? err : 0;
+}
+
+struct sample_backend sample_null_backend = {
+	.name = "null",
+	.vendor_id = SAMPLE_VENDOR_ID,
+	.device_id = SAMPLE_NULL_DEVICE_ID,
+	.setup = null_setup,
+	.reset = null_reset,
+	.priv = &null_state,
+	.help =
+"  Registers only. BAR0 (4 KiB), little endian, 4- or 8-byte aligned:\n"
+"    0x00 u32 RO MAGIC      0x314c554e ('NUL1')\n"
+"    0x04 u32 RO VERSION    1\n"
+"    0x08 u64 RW SCRATCH\n"
+"    0x10 u32 RW PING       a 4-byte read returns the last value written + 1\n"
+"    0x14 u32 RW LATENCY_US every access to SLOW takes this long\n"
+"    0x18 u32 RW SLOW       scratch register answered after LATENCY_US\n"
+"    0x1c u32 WO IRQ        raise MSI-X vector <value> (else MSI/INTx)\n"
+"    0x20 u64 RO ACCESSES   BAR0 accesses so far\n"
+"  BAR2: large 64-bit prefetchable memory BAR (--bar-size, default 256 MiB,\n"
+"  sparse memory). BAR4: 64 KiB memory; with --mmap it is mmap-able with\n"
+"  a sparse-mmap capability: [0, 16K) and [32K, 48K).\n"
+"  MSI-X: 4 vectors, table at BAR0+0x800, PBA at BAR0+0xc00. INTx: pin A.\n",
+};

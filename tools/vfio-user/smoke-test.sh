@@ -1,0 +1,129 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# Smoke test of vfio-user-sample as a new user would run it: start it on a
+# socket, talk to it with a small independent client (Python, written from
+# the spec), check the log lines and the clean exit on SIGTERM.
+#
+#   smoke-test.sh path/to/vfio-user-sample
+set -eu
+
+sample=${1:?usage: $0 path/to/vfio-user-sample}
+dir=$(mktemp -d /tmp/vus-smoke.XXXXXX)
+log=$dir/server.log
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+"$sample" --help | grep -q "vendor 0x4e58 device 0x0001"
+
+for dev in dma null; do
+	sock=$dir/$dev.sock
+	"$sample" --socket "$sock" --device "$dev" 2>"$log" &
+	pid=$!
+	i=0
+	while [ ! -S "$sock" ]; do
+		i=$((i + 1))
+		[ $i -lt 100 ] || { echo "FAIL: $dev: no socket"; cat "$log"; exit 1; }
+		sleep 0.05
+	done
+	python3 - "$sock" "$dev" <<'PY'
+import json, os, socket, struct, sys
+
+path, dev = sys.argv[1], sys.argv[2]
+HDR = struct.Struct("<HHIII")
+mem = bytearray(1 << 16)          # client memory at IOVA 0x10000
+IOVA = 0x10000
+next_id = [0]
+
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    return b
+
+def recv_msg(s):
+    mid, cmd, size, flags, err = HDR.unpack(recv_exact(s, 16))
+    return mid, cmd, flags, err, recv_exact(s, size - 16)
+
+def cmd(s, c, payload=b""):
+    mid = next_id[0]; next_id[0] += 1
+    s.sendall(HDR.pack(mid, c, 16 + len(payload), 0, 0) + payload)
+    while True:
+        rid, rc, flags, err, data = recv_msg(s)
+        if flags & 0xf == 0:      # server command: DMA_READ 11 / DMA_WRITE 12
+            addr, count = struct.unpack_from("<QQ", data)
+            off = addr - IOVA
+            if rc == 11:
+                reply = struct.pack("<QQ", addr, count) + bytes(mem[off:off + count])
+            else:
+                mem[off:off + count] = data[16:16 + count]
+                reply = struct.pack("<QQ", addr, count)
+            s.sendall(HDR.pack(rid, rc, 16 + len(reply), 1, 0) + reply)
+            continue
+        assert rid == mid and rc == c, (rid, mid, rc, c)
+        if flags & 0x20:
+            raise OSError(err, "command %d failed" % c)
+        return data
+
+def rd(s, region, off, n):
+    d = cmd(s, 9, struct.pack("<QII", off, region, n))
+    return d[16:]
+
+def wr(s, region, off, data):
+    cmd(s, 10, struct.pack("<QII", off, region, len(data)) + data)
+
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+caps = json.dumps({"capabilities": {"max_msg_fds": 1,
+                                    "max_data_xfer_size": 1024}}).encode()
+v = cmd(s, 1, struct.pack("<HH", 0, 2) + caps + b"\0")
+major, minor = struct.unpack_from("<HH", v)
+json.loads(v[4:-1])
+assert (major, minor) == (0, 2)
+info = cmd(s, 4, struct.pack("<IIII", 16, 0, 0, 0))
+argsz, flags, nreg, nirq = struct.unpack("<IIII", info)
+assert flags & 2 and nreg >= 9 and nirq >= 5, info
+vid, did = struct.unpack("<HH", rd(s, 7, 0, 4))
+assert vid == 0x4e58 and did == (1 if dev == "dma" else 2), (hex(vid), hex(did))
+if dev == "dma":
+    assert struct.unpack("<I", rd(s, 0, 0, 4))[0] == 0x31414d44
+    cmd(s, 2, struct.pack("<IIQQQ", 32, 3, 0, IOVA, len(mem)))
+    efd = os.eventfd(0, os.EFD_NONBLOCK)
+    hdr = HDR.pack(next_id[0], 8, 16 + 20, 0, 0)
+    next_id[0] += 1
+    socket.send_fds(s, [hdr + struct.pack("<IIIII", 20, 4 | 32, 2, 0, 1)], [efd])
+    _, _, fl, _, _ = recv_msg(s)
+    assert not fl & 0x20
+    mem[0:3000] = os.urandom(3000)
+    wr(s, 0, 0x08, struct.pack("<Q", IOVA))
+    wr(s, 0, 0x10, struct.pack("<Q", IOVA + 0x8000))
+    wr(s, 0, 0x18, struct.pack("<Q", 3000))
+    wr(s, 0, 0x20, struct.pack("<I", 1))
+    status = struct.unpack("<I", rd(s, 0, 0x24, 4))[0]
+    error = struct.unpack("<I", rd(s, 0, 0x28, 4))[0]
+    assert (status, error) == (2, 0), (status, error)
+    assert mem[0:3000] == mem[0x8000:0x8000 + 3000]
+    assert os.eventfd_read(efd) == 1
+else:
+    wr(s, 0, 0x10, struct.pack("<I", 41))
+    assert struct.unpack("<I", rd(s, 0, 0x10, 4))[0] == 42
+s.close()
+print("smoke: %s ok" % dev)
+PY
+	sleep 0.2
+	kill -TERM "$pid"
+	wait "$pid" || { echo "FAIL: $dev: exit status $?"; cat "$log"; exit 1; }
+	pid=
+	grep -q "client connected" "$log" || { echo "FAIL: no connect log"; cat "$log"; exit 1; }
+	grep -q "client disconnected" "$log" || { echo "FAIL: no disconnect log"; cat "$log"; exit 1; }
+	[ ! -e "$sock" ] || { echo "FAIL: socket left behind"; exit 1; }
+	cat "$log"
+done
+echo "smoke test passed"

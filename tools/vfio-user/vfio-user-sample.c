@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vfio-user-sample: sample vfio-user servers built on libvfio-user-server.
+ *
+ *   vfio-user-sample --socket /run/dma.sock [--device dma|null] ...
+ *
+ * Serves one client at a time on a UNIX socket, accepts the next one when
+ * it goes away, logs one line per client connect and disconnect to stderr,
+ * and exits cleanly (removing the socket) on SIGTERM or SIGINT.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/signalfd.h>
+
+#include "sample.h"
+
+static struct sample_backend *const backends[] = {
+	&sample_dma_backend,
+	&sample_null_backend,
+};
+
+static struct sample_backend *backend;
+bool sample_verbose;
+
+void sample_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "vfio-user-sample[%d]: ", getpid());
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int lib_print(enum vus_print_level level, const char *fmt, va_list ap)
+{
+	if (level != VUS_WARN && !sample_verbose)
+		return 0;
+	fprintf(stderr, "vfio-user-sample[%d]: ", getpid());
+	return vfprintf(stderr, fmt, ap);
+}
+
+int sample_raise_irq(struct vus_dev *dev, unsigned int msix_vector)
+{
+	if (vus_dev__irq_enabled(dev, VFIO_PCI_MSIX_IRQ_INDEX, msix_vector))
+		return vus_dev__trigger_irq(dev, VFIO_PCI_MSIX_IRQ_INDEX,
+					    msix_vector);
+	if (vus_dev__irq_enabled(dev, VFIO_PCI_MSI_IRQ_INDEX, 0))
+		return vus_dev__trigger_irq(dev, VFIO_PCI_MSI_IRQ_INDEX, 0);
+	if (vus_dev__irq_enabled(dev, VFIO_PCI_INTX_IRQ_INDEX, 0))
+		return vus_dev__trigger_irq(dev, VFIO_PCI_INTX_IRQ_INDEX, 0);
+	return -ENOENT;
+}
+
+static void on_connect(struct vus_dev *dev, void *priv)
+{
+	struct vus_peer_caps c;
+
+	if (vus_dev__peer_caps(dev, &c))
+		return;
+	sample_log("client connected (protocol %u.%u, max_data_xfer_size %u, max_msg_fds %u)",
+		   c.major, c.minor, c.max_data_xfer_size, c.max_msg_fds);
+}
+
+static void on_disconnect(struct vus_dev *dev, void *priv)
+{
+	sample_log("client disconnected");
+}
+
+static int on_reset(struct vus_dev *dev, void *priv)
+{
+	if (backend->reset)
+		backend->reset(priv);
+	if (sample_verbose)
+		sample_log("device reset");
+	return 0;
+}
+
+static const struct vus_dev_ops sample_ops = {
+	.connect = on_connect,
+	.disconnect = on_disconnect,
+	.reset = on_reset,
+};
+
+static void usage(FILE *f)
+{
+	unsigned int i;
+
+	fprintf(f,
+"Usage: vfio-user-sample --socket PATH [OPTIONS]\n"
+"\n"
+"A sample vfio-user server (device model in a process) built on\n"
+"libvfio-user-server. It listens on PATH, serves one client at a time,\n"
+"accepts the next client when one goes away, logs client connects and\n"
+"disconnects to stderr and exits on SIGTERM/SIGINT.\n"
+"\n"
+"Options:\n"
+"  -s, --socket PATH     UNIX socket to listen on (replaced if it exists)\n"
+"  -d, --device NAME     device model: dma (default), null\n"
+"  -b, --bar-size BYTES  null: size of the large BAR2 (power of two,\n"
+"                        default 256M; K/M/G suffixes)\n"
+"  -m, --mmap            null: offer BAR4 for mmap with a sparse-mmap\n"
+"                        capability (the region fd is sent with\n"
+"                        GET_REGION_INFO)\n"
+"  -v, --verbose         log library messages and every DMA/IRQ\n"
+"  -h, --help            this text\n"
+"\n"
+"PCI IDs (test IDs, not assigned by the PCI-SIG): vendor 0x%04x,\n"
+"class 0x%06x.\n", SAMPLE_VENDOR_ID, SAMPLE_CLASS_CODE);
+	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+		fprintf(f, "\n--device %s: vendor 0x%04x device 0x%04x\n%s",
+			backends[i]->name, backends[i]->vendor_id,
+			backends[i]->device_id, backends[i]->help);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K':
+		v <<= 10; end++; break;
+	case 'm': case 'M':
+		v <<= 20; end++; break;
+	case 'g': case 'G':
+		v <<= 30; end++; break;
+	}
+	if (*end || !v || (v & (v - 1)))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "device", required_argument, NULL, 'd' },
+		{ "bar-size", required_argument, NULL, 'b' },
+		{ "mmap", no_argument, NULL, 'm' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ },
+	};
+	struct sample_opts o = { .bar_size = 256ULL << 20 };
+	const char *device = "dma";
+	struct vus_dev *dev;
+	struct pollfd pfd[2];
+	sigset_t mask;
+	unsigned int i;
+	int c, err, ret = 1;
+
+	while ((c = getopt_long(argc, argv, "s:d:b:mvh", lopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o.socket = optarg;
+			break;
+		case 'd':
+			device = optarg;
+			break;
+		case 'b':
+			if (parse_size(optarg, &o.bar_size)) {
+				fprintf(stderr, "bad --bar-size %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'm':
+			o.mmap = true;
+			break;
+		case 'v':
+			o.verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!o.socket || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+		if (!strcmp(device, backends[i]->name))
+			backend = backends[i];
+	if (!backend) {
+		fprintf(stderr, "unknown --device %s\n", device);
+		return 2;
+	}
+	sample_verbose = o.verbose;
+	vus_set_print(lib_print);
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	pfd[1].fd = signalfd(-1, &mask, SFD_CLOEXEC);
+	pfd[1].events = POLLIN;
+	if (pfd[1].fd < 0) {
+		perror("signalfd");
+		return 1;
+	}
+
+	{
+		VUS_OPTS(vus_dev_opts, dopts, .ops = &sample_ops,
+			 .priv = backend->priv);
+		VUS_OPTS(vus_pci_opts, popts, .vendor_id = backend->vendor_id,
+			 .device_id = backend->device_id,
+			 .subsys_vendor_id = backend->vendor_id,
+			 .subsys_id = backend->device_id,
+			 .class_code = SAMPLE_CLASS_CODE, .irq_pin = 1);
+
+		dev = vus_dev__new(&dopts);
+		if (!dev) {
+			perror("vus_dev__new");
+			return 1;
+		}
+		err = vus_dev__setup_pci(dev, &popts);
+		if (!err)
+			err = backend->setup(dev, &o, backend->priv);
+	}
+	if (err) {
+		fprintf(stderr, "device setup: %s\n", strerror(-err));
+		goto out;
+	}
+	err = vus_dev__listen(dev, o.socket);
+	if (err) {
+		fprintf(stderr, "listen on %s: %s\n", o.socket, strerror(-err));
+		goto out;
+	}
+	sample_log("device %s (%04x:%04x) listening on %s", backend->name,
+		   backend->vendor_id, backend->device_id, o.socket);
+
+	pfd[0].fd = vus_dev__fd(dev);
+	pfd[0].events = POLLIN;
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("poll");
+			goto out;
+		}
+		if (pfd[1].revents) {
+			struct signalfd_siginfo si;
+
+			if (read(pfd[1].fd, &si, sizeof(si)) == sizeof(si))
+				sample_log("signal %u, exiting", si.ssi_signo);
+			break;
+		}
+		if (pfd[0].revents) {
+			err = vus_dev__process(dev);
+			if (err < 0) {
+				fprintf(stderr, "vus_dev__process: %s\n",
+					strerror(-err));
+				goto out;
+			}
+		}
+	}
+	ret = 0;
+out:
+	vus_dev__delete(dev);
+	close(pfd[1].fd);
+	return ret;
+}
