@@ -7,6 +7,10 @@
 #   make check        install dependencies, build everything, run all tests
 #   make run          the demo, in the test VM
 #   make lint         sparse C=2, checkpatch --strict, W=1, kernel-doc
+#   make docs         Documentation/ with sphinx (warnings are errors), into build/docs
+#   make install      server library, header, pkg-config file, sample server and
+#                     its man page into $(DESTDIR)$(PREFIX) (default /usr/local);
+#                     the module itself installs with DKMS (dkms.conf)
 #   make clean
 
 TOP	:= $(CURDIR)
@@ -15,6 +19,9 @@ KDIR	?= $(shell ls -d /usr/src/linux-headers-6.12.*-amd64 2>/dev/null | sort -V 
 SERIES	?= 6.12
 
 KSRCS	:= $(shell find drivers include -name '*.[ch]') Kbuild
+
+PREFIX	?= /usr/local
+MANDIR	?= $(PREFIX)/share/man
 
 all: modules
 
@@ -45,6 +52,22 @@ run:
 lint:
 	scripts/lint
 
+# Debian's python3-sphinx, installed when missing.
+docs:
+	@command -v sphinx-build > /dev/null || { \
+		echo "docs: installing python3-sphinx"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			python3-sphinx > /dev/null; }
+	sphinx-build -W --keep-going -q -b html -d $(BUILD)/docs/doctrees \
+		Documentation $(BUILD)/docs/html
+	@echo "docs: $(BUILD)/docs/html/index.html"
+
+install:
+	$(MAKE) -C tools/lib/vfio-user install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+	$(MAKE) -C tools/vfio-user install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+	install -d $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 tools/vfio-user/vfio-user-sample.1 $(DESTDIR)$(MANDIR)/man1/
+
 clean:
 	rm -rf $(BUILD)/kmod $(BUILD)/selftests $(BUILD)/tools $(BUILD)/vm $(BUILD)/lint
 	rm -f *.o *.ko *.mod *.mod.c modules.order Module.symvers .*.cmd
@@ -54,4 +77,4 @@ clean:
 distclean: clean
 	rm -rf $(BUILD)
 
-.PHONY: all modules tools selftests deps check run lint clean distclean
+.PHONY: all modules tools selftests deps check run lint docs install clean distclean

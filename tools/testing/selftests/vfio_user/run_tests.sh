@@ -5,7 +5,8 @@
 # program, with the programs' own TAP indented as comments. Must run as
 # root with vfio_user_mdev loaded (tools/testing/vm/vm-run does both).
 #
-#   run_tests.sh [TEST...]     default: every *_test in $O
+#   run_tests.sh [TEST...]     default: every *_test in $O (C, TEST_GEN_PROGS),
+#                              every *_test.sh here (shell, TEST_PROGS)
 
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +23,7 @@ if [ $# -gt 0 ]; then
 	tests=("$@")
 else
 	mapfile -t tests < <(cd "$O" && ls -1 -- *_test 2>/dev/null)
+	mapfile -t -O ${#tests[@]} tests < <(cd "$here" && ls -1 -- *_test.sh 2>/dev/null)
 fi
 
 echo "TAP version 13"
@@ -31,7 +33,9 @@ for t in "${tests[@]}"; do
 	n=$((n + 1))
 	echo "# selftests: vfio_user: $t"
 	[ -w /dev/kmsg ] && echo "vfio_user selftest: starting $t" > /dev/kmsg
-	"$O/$t" 2>&1 | sed -e 's/^/# /'
+	prog=$O/$t
+	case $t in *.sh) prog=$here/$t ;; esac	# scripts run from the source tree
+	"$prog" 2>&1 | sed -e 's/^/# /'
 	rc=${PIPESTATUS[0]}
 	[ -w /dev/kmsg ] && echo "vfio_user selftest: $t exit $rc" > /dev/kmsg
 	case $rc in

@@ -1,0 +1,126 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# mdevctl manages a vfio_user-pci device: define, modify (the vfio_user/socket
+# attribute), start (the device is created and attached: state "ready"),
+# list, stop, undefine; and a start whose server is absent fails and leaves
+# no device behind. Prints TAP; exits 0 pass, 4 skip (not root, no mdevctl),
+# 1 fail. Runs as root with vfio_user_mdev loaded (tools/testing/vm/vm-run).
+#
+# mdevctl keeps its definitions in /etc/mdevctl.d, which has no
+# environment override. The test never touches the real one: it re-runs
+# itself in a private mount namespace with a tmpfs over /etc/mdevctl.d
+# (the VM's root is read-only anyway). No udev or systemd is needed:
+# define/start/stop/undefine only write files and sysfs.
+
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../../../.." && pwd)
+sample=${VFIO_USER_SAMPLE:-$top/build/tools/vfio-user/vfio-user-sample}
+confdir=/etc/mdevctl.d
+parent=vfio_user
+type=vfio_user-pci
+
+skip() {
+	echo "1..0 # SKIP $*"
+	exit 4
+}
+
+[ "$(id -u)" = 0 ] || skip "must run as root"
+command -v mdevctl > /dev/null || skip "mdevctl is not installed (apt-get install mdevctl)"
+command -v unshare > /dev/null || skip "unshare (util-linux) is not installed"
+
+if [ -z "${MDEVCTL_TEST_NS:-}" ]; then
+	MDEVCTL_TEST_NS=1 exec unshare --mount --propagation private "$0" "$@"
+fi
+mount -t tmpfs -o mode=0755 mdevctl-test "$confdir" ||
+	{ echo "1..0 # cannot mount a tmpfs over $confdir"; exit 1; }
+mkdir -p "$confdir/scripts.d/callouts" "$confdir/scripts.d/notifiers"
+
+work=$(mktemp -d /tmp/mdevctl_test.XXXXXX)
+sock=$work/server.sock
+uuid=$(cat /proc/sys/kernel/random/uuid)
+uuid2=$(cat /proc/sys/kernel/random/uuid)
+srv_pid=
+
+cleanup() {
+	local u
+	for u in "$uuid" "$uuid2"; do
+		[ -e "/sys/bus/mdev/devices/$u" ] && echo 1 > "/sys/bus/mdev/devices/$u/remove"
+	done
+	if [ -n "$srv_pid" ]; then
+		kill "$srv_pid" 2> /dev/null
+		wait "$srv_pid" 2> /dev/null
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+n=0 fail=0
+check() {	# check NAME CMD...: one TAP line from CMD's exit status
+	local name=$1
+	shift
+	n=$((n + 1))
+	if "$@" > "$work/out" 2>&1; then
+		echo "ok $n $name"
+	else
+		echo "not ok $n $name"
+		sed 's/^/# /' "$work/out"
+		fail=1
+	fi
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s.
+wait_for() {
+	local i tries=$(($1 * 10))
+	shift
+	for ((i = 0; i < tries; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	"$@"
+}
+
+defined() { mdevctl list --defined | grep -q "^$1 $parent $type manual"; }
+active() { mdevctl list | grep -q "^$1 $parent $type"; }
+state_is() { [ "$(cat "/sys/bus/mdev/devices/$1/vfio_user/state" 2>&1)" = "$2" ]; }
+socket_is() { [ "$(cat "/sys/bus/mdev/devices/$1/vfio_user/socket" 2>&1)" = "$2" ]; }
+gone() { [ ! -e "/sys/bus/mdev/devices/$1" ]; }
+not() { ! "$@"; }
+defined_not_started() { defined "$1" && gone "$1"; }
+ready_on() { state_is "$1" ready && socket_is "$1" "$2"; }
+stopped_still_defined() { gone "$1" && defined "$1"; }
+gone_and_undefine() { gone "$1" && mdevctl undefine -u "$1"; }
+
+[ -d /sys/class/mdev_bus/$parent ] ||
+	{ echo "1..0 # no mdev parent $parent: load vfio_user_mdev"; exit 1; }
+[ -x "$sample" ] || { echo "1..0 # no sample server $sample (make tools)"; exit 1; }
+
+echo "TAP version 13"
+echo "1..14"
+
+"$sample" --socket "$sock" > "$work/server.log" 2>&1 &
+srv_pid=$!
+check "sample server listens" wait_for 10 test -S "$sock"
+
+check "define" mdevctl define -u "$uuid" -p "$parent" -t "$type"
+check "modify --addattr=vfio_user/socket" \
+	mdevctl modify -u "$uuid" --addattr=vfio_user/socket --value="$sock"
+check "list --defined shows the device, not started" defined_not_started "$uuid"
+check "the definition holds the attribute" \
+	grep -q "\"vfio_user/socket\": \"$sock\"" "$confdir/$parent/$uuid"
+check "start" mdevctl start -u "$uuid"
+check "started device is ready on the socket" ready_on "$uuid" "$sock"
+check "list shows the active device" active "$uuid"
+check "stop" mdevctl stop -u "$uuid"
+check "stopped device is gone, still defined" stopped_still_defined "$uuid"
+check "undefine" mdevctl undefine -u "$uuid"
+check "undefined device is not listed" not defined "$uuid"
+
+# A definition whose server is absent: start fails, no device is left.
+mdevctl define -u "$uuid2" -p "$parent" -t "$type" > /dev/null 2>&1
+mdevctl modify -u "$uuid2" --addattr=vfio_user/socket --value="$work/absent.sock" > /dev/null 2>&1
+check "start with an absent server fails" not mdevctl start -u "$uuid2"
+check "failed start leaves no device" gone_and_undefine "$uuid2"
+
+exit $fail
