@@ -6,7 +6,9 @@
 #   make              the module against KDIR (default: installed 6.12 headers)
 #   make check        install dependencies, build everything, run all tests
 #   make run          the demo, in the test VM
+#   make run-nested   the demo with a nested guest boot (slow: TCG in TCG)
 #   make lint         sparse C=2, checkpatch --strict, W=1, kernel-doc
+#   make bench        benchmarks in the VM: ratios, JSON and a histogram
 #   make docs         Documentation/ with sphinx (warnings are errors), into build/docs
 #   make install      server library, header, pkg-config file, sample server and
 #                     its man page into $(DESTDIR)$(PREFIX) (default /usr/local);
@@ -49,8 +51,18 @@ check:
 run:
 	scripts/run-demo
 
+# The slower demo: QEMU boots a tiny Linux guest (TCG inside the TCG VM)
+# that finds the device and reads its register; prints the boot time.
+run-nested:
+	scripts/run-demo --nested
+.PHONY: run-nested
+
 lint:
 	scripts/lint
+
+# Benchmarks (not part of check): table, build/bench/results.json, latency.png.
+bench:
+	scripts/bench
 
 # Debian's python3-sphinx, installed when missing.
 docs:
@@ -69,7 +81,7 @@ install:
 	install -m 0644 tools/vfio-user/vfio-user-sample.1 $(DESTDIR)$(MANDIR)/man1/
 
 clean:
-	rm -rf $(BUILD)/kmod $(BUILD)/selftests $(BUILD)/tools $(BUILD)/vm $(BUILD)/lint
+	rm -rf $(BUILD)/kmod $(BUILD)/selftests $(BUILD)/tools $(BUILD)/vm $(BUILD)/lint $(BUILD)/bench
 	rm -f *.o *.ko *.mod *.mod.c modules.order Module.symvers .*.cmd
 	find drivers -name '*.o' -o -name '.*.cmd' | xargs rm -f
 
@@ -77,4 +89,4 @@ clean:
 distclean: clean
 	rm -rf $(BUILD)
 
-.PHONY: all modules tools selftests deps check run lint docs install clean distclean
+.PHONY: all modules tools selftests deps check run lint bench docs install clean distclean

@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vu_bench - measurements for `make bench`, run as root in the test VM.
+ *
+ *   vu_bench pingpong N               raw AF_UNIX ping-pong, REGION_READ sizes
+ *   vu_bench bar-read UUID N          4-byte BAR0 reads through the module
+ *   vu_bench bar-write UUID N         4-byte BAR0 writes through the module
+ *   vu_bench mtty UUID N              1-byte reads of an mtty mdev (VFIO floor)
+ *   vu_bench dma UUID MIB             one DMA-engine copy of MIB MiB, and memcpy
+ *   vu_bench irq UUID N               null device: write IRQ reg, wait eventfd
+ *   vu_bench eventfd N                raw eventfd ping-pong between processes
+ *   vu_bench scale SECS UUID...       one reader thread per device, ops/s
+ *
+ * Each prints one JSON object on stdout. Latencies are per operation in ns:
+ * median, p99, mean; every figure is only compared with others of the same
+ * VM run (TCG distorts absolute time). Per-op samples go to $VU_SAMPLES
+ * (one number per line) when set, for the histogram.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/vfio.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#define MDEV_DIR	"/sys/bus/mdev/devices"
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "vu_bench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static unsigned long long ctxt_total(void)
+{
+	unsigned long long v = 0;
+	char line[256];
+	FILE *f = fopen("/proc/stat", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "ctxt %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Prints the stats of @n samples as JSON members (no braces). */
+static void print_stats(uint64_t *s, long n)
+{
+	const char *path = getenv("VU_SAMPLES");
+	double sum = 0;
+	long i;
+
+	if (path && *path) {
+		FILE *f = fopen(path, "w");
+
+		for (i = 0; f && i < n; i++)
+			fprintf(f, "%llu\n", (unsigned long long)s[i]);
+		if (f)
+			fclose(f);
+	}
+	for (i = 0; i < n; i++)
+		sum += s[i];
+	qsort(s, n, sizeof(*s), cmp_u64);
+	printf("\"ops\": %ld, \"median_ns\": %llu, \"p99_ns\": %llu, \"mean_ns\": %.0f",
+	       n, (unsigned long long)s[n / 2],
+	       (unsigned long long)s[(long)(n * 0.99)], sum / n);
+}
+
+/* A VFIO device fd for an mdev (container with type1, like QEMU). */
+static int open_mdev(const char *uuid, int *container)
+{
+	char path[256], link[256];
+	int c, g, fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), MDEV_DIR "/%s/iommu_group", uuid);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		die("iommu_group");
+	link[n] = '\0';
+	snprintf(path, sizeof(path), "/dev/vfio/%s", strrchr(link, '/') + 1);
+	c = open("/dev/vfio/vfio", O_RDWR);
+	g = open(path, O_RDWR);
+	if (c < 0 || g < 0)
+		die("open vfio");
+	if (ioctl(g, VFIO_GROUP_SET_CONTAINER, &c) ||
+	    ioctl(c, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		die("container");
+	fd = ioctl(g, VFIO_GROUP_GET_DEVICE_FD, uuid);
+	if (fd < 0)
+		die("device fd");
+	*container = c;
+	return fd;
+}
+
+static uint64_t region_off(int fd, unsigned int index)
+{
+	struct vfio_region_info info = { .argsz = sizeof(info), .index = index };
+
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &info))
+		die("region info");
+	return info.offset;
+}
+
+static void bar_rw(const char *uuid, long n, int write, uint64_t reg, int width)
+{
+	unsigned long long c0, c1;
+	uint64_t *s, bar, t;
+	uint32_t v = 0;
+	int c, fd;
+	long i;
+
+	fd = open_mdev(uuid, &c);
+	bar = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX) + reg;
+	s = calloc(n, sizeof(*s));
+	c0 = ctxt_total();
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		if ((write ? pwrite(fd, &v, width, bar) :
+			     pread(fd, &v, width, bar)) != width)
+			die("bar access");
+		s[i] = now_ns() - t;
+	}
+	c1 = ctxt_total();
+	printf("{\"test\": \"%s\", ", write ? "bar_write" : "bar_read");
+	print_stats(s, n);
+	printf(", \"ctxt_per_op\": %.2f}\n", (double)(c1 - c0) / n);
+}
+
+/* The transport floor: the same bytes a REGION_READ moves, raw. */
+static void pingpong(long n)
+{
+	char req[32] = { 0 }, rep[36] = { 0 };
+	unsigned long long c0, c1;
+	int sv[2];
+	uint64_t *s, t;
+	pid_t pid;
+	long i;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		die("socketpair");
+	pid = fork();
+	if (!pid) {
+		close(sv[0]);
+		while (read(sv[1], req, sizeof(req)) == sizeof(req))
+			if (write(sv[1], rep, sizeof(rep)) != sizeof(rep))
+				break;
+		_exit(0);
+	}
+	close(sv[1]);
+	s = calloc(n, sizeof(*s));
+	c0 = ctxt_total();
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		if (write(sv[0], req, sizeof(req)) != sizeof(req) ||
+		    recv(sv[0], rep, sizeof(rep), MSG_WAITALL) != sizeof(rep))
+			die("pingpong");
+		s[i] = now_ns() - t;
+	}
+	c1 = ctxt_total();
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	printf("{\"test\": \"pingpong\", ");
+	print_stats(s, n);
+	printf(", \"ctxt_per_op\": %.2f}\n", (double)(c1 - c0) / n);
+}
+
+/* Raw eventfd: one process signals, the other wakes (and answers). */
+static void eventfd_pingpong(long n)
+{
+	int a = eventfd(0, 0), b = eventfd(0, 0);
+	uint64_t v = 1, *s, t;
+	pid_t pid;
+	long i;
+
+	pid = fork();
+	if (!pid) {
+		for (i = 0; i < n; i++)
+			if (read(a, &v, 8) != 8 || write(b, &v, 8) != 8)
+				break;
+		_exit(0);
+	}
+	s = calloc(n, sizeof(*s));
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		if (write(a, &v, 8) != 8 || read(b, &v, 8) != 8)
+			die("eventfd");
+		s[i] = now_ns() - t;
+	}
+	waitpid(pid, NULL, 0);
+	printf("{\"test\": \"eventfd\", ");
+	print_stats(s, n);
+	printf("}\n");
+}
+
+static void set_msix_eventfd(int fd, int efd)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *set = (void *)buf;
+
+	set->argsz = sizeof(buf);
+	set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+	set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+	set->start = 0;
+	set->count = 1;
+	memcpy(set->data, &efd, sizeof(int));
+	if (ioctl(fd, VFIO_DEVICE_SET_IRQS, set))
+		die("SET_IRQS");
+}
+
+/* null device: REGION_WRITE to IRQ (raises MSI-X 0) then eventfd wake. */
+static void irq(const char *uuid, long n)
+{
+	uint64_t bar, *s, t, v;
+	uint32_t vec = 0;
+	int c, fd, efd;
+	long i;
+
+	fd = open_mdev(uuid, &c);
+	efd = eventfd(0, 0);
+	set_msix_eventfd(fd, efd);
+	bar = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX);
+	s = calloc(n, sizeof(*s));
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		if (pwrite(fd, &vec, 4, bar + 0x1c) != 4 || read(efd, &v, 8) != 8)
+			die("irq");
+		s[i] = now_ns() - t;
+	}
+	printf("{\"test\": \"irq\", ");
+	print_stats(s, n);
+	printf("}\n");
+}
+
+static void mtty(const char *uuid, long n)
+{
+	uint64_t bar, *s, t;
+	int c, fd;
+	char b;
+	long i;
+
+	fd = open_mdev(uuid, &c);
+	bar = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX);
+	s = calloc(n, sizeof(*s));
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		if (pread(fd, &b, 1, bar + 5) != 1)	/* LSR: no side effect */
+			die("mtty read");
+		s[i] = now_ns() - t;
+	}
+	printf("{\"test\": \"mtty_read\", ");
+	print_stats(s, n);
+	printf("}\n");
+}
+
+static void bar_write64(int fd, uint64_t bar, uint64_t reg, uint64_t v)
+{
+	if (pwrite(fd, &v, 8, bar + reg) != 8)
+		die("bar write");
+}
+
+/* One DMA-engine copy of @mib MiB (DMA_READ + DMA_WRITE), and memcpy. */
+static void dma(const char *uuid, long mib)
+{
+	size_t sz = (size_t)mib << 20;
+	struct vfio_iommu_type1_dma_map map = {
+		.argsz = sizeof(map),
+		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+		.iova = 1ULL << 32, .size = 2 * sz,
+	};
+	uint64_t bar, t, t_dma, t_mem;
+	uint32_t one = 1, st = 0;
+	char *buf;
+	int c, fd;
+
+	fd = open_mdev(uuid, &c);
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (buf == MAP_FAILED)
+		die("mmap");
+	memset(buf, 0x5a, sz);
+	map.vaddr = (uintptr_t)buf;
+	if (ioctl(c, VFIO_IOMMU_MAP_DMA, &map))
+		die("MAP_DMA");
+	bar = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX);
+	bar_write64(fd, bar, 0x08, 1ULL << 32);
+	bar_write64(fd, bar, 0x10, (1ULL << 32) + sz);
+	bar_write64(fd, bar, 0x18, sz);
+	t = now_ns();
+	/* The doorbell write returns when the copy is done. */
+	if (pwrite(fd, &one, 4, bar + 0x20) != 4)
+		die("doorbell");
+	t_dma = now_ns() - t;
+	if (pread(fd, &st, 4, bar + 0x24) != 4 || st != 2 ||
+	    memcmp(buf, buf + sz, sz)) {
+		fprintf(stderr, "vu_bench: DMA copy failed (status %u)\n", st);
+		exit(1);
+	}
+	t = now_ns();
+	memcpy(buf + sz, buf, sz);
+	t_mem = now_ns() - t;
+	printf("{\"test\": \"dma\", \"bytes\": %zu, \"dma_copy_mib_s\": %.1f, \"memcpy_mib_s\": %.1f}\n",
+	       sz, mib / (t_dma / 1e9), mib / (t_mem / 1e9));
+}
+
+struct scaler {
+	int fd;
+	uint64_t bar;
+	volatile int *stop;
+	long ops;
+};
+
+static void *scale_thread(void *arg)
+{
+	struct scaler *s = arg;
+	uint32_t v;
+
+	while (!*s->stop) {
+		if (pread(s->fd, &v, 4, s->bar) != 4)
+			die("scale read");
+		s->ops++;
+	}
+	return NULL;
+}
+
+static void scale(double secs, int n, char **uuids)
+{
+	struct scaler *s = calloc(n, sizeof(*s));
+	pthread_t *t = calloc(n, sizeof(*t));
+	volatile int stop = 0;
+	uint64_t t0, t1;
+	long total = 0;
+	int i, c;
+
+	for (i = 0; i < n; i++) {
+		s[i].fd = open_mdev(uuids[i], &c);
+		s[i].bar = region_off(s[i].fd, VFIO_PCI_BAR0_REGION_INDEX);
+		s[i].stop = &stop;
+	}
+	t0 = now_ns();
+	for (i = 0; i < n; i++)
+		pthread_create(&t[i], NULL, scale_thread, &s[i]);
+	usleep(secs * 1e6);
+	stop = 1;
+	for (i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		total += s[i].ops;
+	}
+	t1 = now_ns();
+	printf("{\"test\": \"scale\", \"devices\": %d, \"ops\": %ld, \"ops_per_s\": %.0f}\n",
+	       n, total, total / ((t1 - t0) / 1e9));
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 3 && !strcmp(argv[1], "pingpong"))
+		pingpong(atol(argv[2]));
+	else if (argc >= 3 && !strcmp(argv[1], "eventfd"))
+		eventfd_pingpong(atol(argv[2]));
+	else if (argc >= 4 && !strcmp(argv[1], "bar-read"))
+		bar_rw(argv[2], atol(argv[3]), 0, 0, 4);
+	else if (argc >= 4 && !strcmp(argv[1], "bar-write"))
+		bar_rw(argv[2], atol(argv[3]), 1, 0x40, 4);
+	else if (argc >= 4 && !strcmp(argv[1], "mtty"))
+		mtty(argv[2], atol(argv[3]));
+	else if (argc >= 4 && !strcmp(argv[1], "dma"))
+		dma(argv[2], atol(argv[3]));
+	else if (argc >= 4 && !strcmp(argv[1], "irq"))
+		irq(argv[2], atol(argv[3]));
+	else if (argc >= 4 && !strcmp(argv[1], "scale"))
+		scale(atof(argv[2]), argc - 3, argv + 3);
+	else {
+		fprintf(stderr, "usage: see the comment at the top of vu_bench.c\n");
+		return 2;
+	}
+	return 0;
+}
