@@ -414,6 +414,63 @@ TEST_F(client, dma_copy_with_msix)
 	munmap(buf, 2 * sz);
 }
 
+struct doorbell {
+	int fd;
+	int ret;
+};
+
+static void *doorbell_thread(void *arg)
+{
+	struct doorbell *d = arg;
+
+	d->ret = __bar_write32(d->fd, REG_DOORBELL, 1);
+	return NULL;
+}
+
+/*
+ * The consumer unmaps while the server is in the middle of a long copy:
+ * the unmap returns promptly, the server's later accesses fail cleanly,
+ * and the device stays usable.
+ */
+TEST_F_TIMEOUT(client, unmap_during_dma, 120)
+{
+	const size_t sz = 32 << 20;
+	struct doorbell d = { .ret = 1 };
+	uint32_t status = 0, v = 0;
+	pthread_t t;
+	uint8_t *buf;
+	double t0, dt;
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
+	open_dev(_metadata, self);
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	memset(buf, 0x11, sz);
+	ASSERT_EQ(0, dma_map(self->container, buf, 1ULL << 32, 2 * sz));
+	ASSERT_EQ(0, __bar_write64(self->fd, REG_SRC, 1ULL << 32));
+	ASSERT_EQ(0, __bar_write64(self->fd, REG_DST, (1ULL << 32) + sz));
+	ASSERT_EQ(0, __bar_write64(self->fd, REG_LEN, sz));
+	d.fd = self->fd;
+	ASSERT_EQ(0, pthread_create(&t, NULL, doorbell_thread, &d));
+	usleep(200000);
+
+	t0 = vu_now();
+	ASSERT_EQ(0, dma_unmap(self->container, 1ULL << 32, 2 * sz));
+	dt = vu_now() - t0;
+	EXPECT_GT(5.0, dt) TH_LOG("unmap took %.2f s", dt);
+	/* The memory may go now: the server cannot reach it any more. */
+	munmap(buf, 2 * sz);
+
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	EXPECT_EQ(0, d.ret);
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_TRUE(status == STATUS_DONE || status == STATUS_ERROR);
+	expect_state(_metadata, self->uuid, "ready");
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_MAGIC, &v));
+	EXPECT_EQ(DMA_MAGIC, v);
+}
+
 /* A server that exits: calls fail at once, the device reads broken. */
 TEST_F(client, server_exit_fails_fast)
 {
