@@ -60,6 +60,12 @@ run-nested:
 lint:
 	scripts/lint
 
+# Cross-check of the server library and the DMA sample with QEMU's own
+# vfio-user client (-device vfio-user-pci, QEMU >= 10.1 installed into the
+# trixie chroot, cached); no module, no VM. Logs in build/interop-qemu.
+interop: tools
+	scripts/interop-qemu
+
 # Benchmarks (not part of check): table, build/bench/results.json, latency.png.
 bench:
 	scripts/bench
@@ -89,4 +95,4 @@ clean:
 distclean: clean
 	rm -rf $(BUILD)
 
-.PHONY: all modules tools selftests deps check run lint bench docs install clean distclean
+.PHONY: all modules tools selftests deps check run lint bench docs install clean distclean interop

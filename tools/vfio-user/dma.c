@@ -3,7 +3,7 @@
  * vfio-user-sample --device dma: a DMA engine. The client programs source
  * and destination IOVAs and a length in BAR0 and rings the doorbell; the
  * device copies with DMA_READ then DMA_WRITE (the library splits them by
- * the client's max_data_xfer_size, or uses the client's fd mappings) before
+ * max_data_xfer_size, or uses the client's fd mappings) before
  * the doorbell write completes, then raises MSI-X vector 0 (MSI or INTx
  * when MSI-X has no eventfd).
  */
@@ -197,8 +197,8 @@ struct sample_backend sample_dma_backend = {
 "    0x10 u64 RW DST       destination IOVA\n"
 "    0x18 u64 RW LEN       bytes to copy (at most 64 MiB)\n"
 "    0x20 u32 WO DOORBELL  any write copies SRC->DST (DMA_READ then\n"
-"                          DMA_WRITE, split by the client's\n"
-"                          max_data_xfer_size) before the write completes\n"
+"                          DMA_WRITE, split by max_data_xfer_size)\n"
+"                          before the write completes\n"
 "    0x24 u32 RO STATUS    0 idle, 1 busy, 2 done, 3 error\n"
 "    0x28 u32 RO ERROR     errno of the last copy: 0, EFAULT (not mapped),\n"
 "                          EIO (client error reply), EINVAL (LEN), ...\n"

@@ -1452,7 +1452,15 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 				memcpy((uint8_t *)buf + pos,
 				       (uint8_t *)r->vaddr + roff, n);
 		} else {
-			uint64_t max = VUS_MIN(dev->peer.max_data_xfer_size,
+			/*
+			 * At most what either side announced: the spec has
+			 * the client's value bound what we send, while
+			 * QEMU's vfio-user-pci (E2BIG) and vfio_user_mdev
+			 * (drops the connection) hold server DMA messages
+			 * to the server's own max_data_xfer_size.
+			 */
+			uint64_t max = VUS_MIN(VUS_MIN(dev->peer.max_data_xfer_size,
+						       dev->max_xfer),
 					       VUS_MAX_XFER_LIMIT);
 
 			n = VUS_MIN(n, max);

@@ -525,7 +525,8 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
  *
  * [@iova, @iova + @len) must lie in DMA regions the client mapped readable.
  * Regions mapped with an fd are read directly; others with DMA_READ
- * messages of at most the client's max_data_xfer_size each. Waits for each
+ * messages of at most max_data_xfer_size each (the smaller of the client's
+ * and ours: QEMU's client holds us to ours). Waits for each
  * reply (bounded by timeout_ms); client commands that arrive meanwhile are
  * queued (up to 64) and handled, in order, after the current one.
  * Callable from an access callback (e.g. on a doorbell write) before the

@@ -1222,6 +1222,37 @@ TEST_F(vus, dma_doorbell_split)
 	EXPECT_EQ(3, cl->dma_reads);
 }
 
+/*
+ * A client that accepts larger messages than the server announced: the
+ * server's DMA messages still stay within its own max_data_xfer_size
+ * (QEMU's vfio-user-pci rejects larger ones with E2BIG, vfio_user_mdev
+ * drops the connection).
+ */
+TEST_F(vus, dma_split_by_server_max_xfer)
+{
+	struct cl *cl = &self->cl;
+	const uint64_t len = 3 * T_MAX_XFER + 100;
+	struct cl_msg r;
+	int64_t status;
+	unsigned int i;
+
+	ASSERT_EQ(0, cl_version(cl, 0, 2, "{\"capabilities\":"
+				"{\"max_data_xfer_size\":1048576}}", &r));
+	cl_msg_free(&r);
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE,
+				VFIO_USER_F_DMA_REGION_READ |
+				VFIO_USER_F_DMA_REGION_WRITE, -1, 0));
+	for (i = 0; i < len; i++)
+		cl->mem[i] = i * 7 + 3;
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x40000, len,
+			      &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 0x40000, len));
+	EXPECT_EQ(4, cl->dma_reads);
+	EXPECT_EQ(4, cl->dma_writes);
+	EXPECT_EQ(T_MAX_XFER, cl->max_dma_count);
+}
+
 TEST_F(vus, dma_across_regions_and_permissions)
 {
 	struct cl *cl = &self->cl;
