@@ -99,7 +99,8 @@ static int vfio_user_set_req(struct vfio_user_device *udev,
 		vfio_user_drop_triggers(irq, 0, irq->count);
 		return 0;
 	}
-	if (type != VFIO_IRQ_SET_DATA_EVENTFD)
+	/* One vector: no eventfd to read with count 0 (data is NULL then). */
+	if (type != VFIO_IRQ_SET_DATA_EVENTFD || hdr->count != 1)
 		return -EINVAL;
 	if (fds[0] < 0) {
 		vfio_user_drop_triggers(irq, 0, 1);
@@ -196,8 +197,21 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 		/* Eventfds for mask/unmask: pass through, no replay. */
 		const s32 *fds = (const s32 *)data;
 
-		ret = vfio_user_send_eventfds(conn, hdr.flags, index, hdr.start,
-					      hdr.count, fds);
+		/* Only eventfds go to the server, as for triggers. */
+		for (i = 0; i < hdr.count && !ret; i++) {
+			struct file *file;
+
+			if (fds[i] < 0)
+				continue;
+			file = eventfd_fget(fds[i]);
+			if (IS_ERR(file))
+				ret = PTR_ERR(file);
+			else
+				fput(file);
+		}
+		if (!ret)
+			ret = vfio_user_send_eventfds(conn, hdr.flags, index,
+						      hdr.start, hdr.count, fds);
 	} else {
 		ret = vfio_user_send_irq_set(conn, hdr.flags, index, hdr.start,
 					     hdr.count, data, data_size, NULL, 0);

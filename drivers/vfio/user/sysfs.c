@@ -103,6 +103,9 @@ static ssize_t timeout_ms_store(struct device *dev,
 	unsigned int val;
 	int ret;
 
+	/* As for socket: only the admin decides how long we wait. */
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
 	ret = kstrtouint(buf, 0, &val);
 	if (ret)
 		return ret;

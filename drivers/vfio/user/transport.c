@@ -19,6 +19,7 @@
 #include <linux/ctype.h>
 #include <linux/file.h>
 #include <linux/kthread.h>
+#include <linux/sizes.h>
 #include <linux/net.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -33,6 +34,18 @@
 
 /* Longest error payload we read and drop. */
 #define VFIO_USER_MAX_ERROR_PAYLOAD	4096
+/* Most bytes handed to the socket at once (one socket buffer). */
+#define VFIO_USER_XMIT_CHUNK		SZ_16K
+
+/*
+ * A server's errno must be a user-visible one: 1..511. From ERESTARTSYS
+ * (512) on they are kernel-internal; returned from a syscall they restart
+ * it or leak a meaningless number.
+ */
+static bool vfio_user_errno_ok(u32 err)
+{
+	return err && err < ERESTARTSYS;
+}
 
 static void vfio_user_req_release(struct kref *ref)
 {
@@ -122,17 +135,35 @@ bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len)
  * a partial message, so anything short of all of it is an error the caller
  * turns into a broken connection.
  */
-static int vfio_user_xmit(struct vfio_user_conn *conn, struct msghdr *msg)
+static int vfio_user_xmit(struct vfio_user_conn *conn, struct msghdr *msg,
+			  size_t *sent)
 {
+	unsigned long deadline = jiffies + conn->timeout;
+	struct sock *sk = conn->sock->sk;
+	size_t left;
+	long timeo;
 	int ret;
 
 	lockdep_assert_held(&conn->send_mutex);
 
 	msg->msg_flags |= MSG_NOSIGNAL;
-	while (msg_data_left(msg)) {
+	while ((left = msg_data_left(msg))) {
+		/*
+		 * The socket arms sk_sndtimeo afresh for every buffer it
+		 * waits for, so a server draining the socket a trickle at a
+		 * time could stretch one message without bound: send in
+		 * chunks, each allowed only what is left of the timeout.
+		 */
+		timeo = (long)(deadline - jiffies);
+		if (timeo <= 0)
+			return -ETIMEDOUT;
+		WRITE_ONCE(sk->sk_sndtimeo, timeo);
+		iov_iter_truncate(&msg->msg_iter, VFIO_USER_XMIT_CHUNK);
 		ret = sock_sendmsg(conn->sock, msg);
+		iov_iter_reexpand(&msg->msg_iter, left - max(ret, 0));
 		if (ret <= 0)
 			return ret ? ret : -EPIPE;
+		*sent += ret;
 		/* Control data goes with the first bytes only. */
 		msg->msg_control = NULL;
 		msg->msg_controllen = 0;
@@ -140,15 +171,28 @@ static int vfio_user_xmit(struct vfio_user_conn *conn, struct msghdr *msg)
 	return 0;
 }
 
-/* Receives exactly @len bytes; 0 bytes means the server closed. */
-static int vfio_user_recv(struct vfio_user_conn *conn, void *buf, size_t len)
+/*
+ * Receives exactly @len bytes; 0 bytes means the server closed. With a
+ * @deadline (jiffies; 0 for none) the whole of it must come by then,
+ * -EAGAIN otherwise: sk_rcvtimeo alone bounds each wait for data, and a
+ * server sending a byte at a time would never trip it.
+ */
+static int __vfio_user_recv(struct vfio_user_conn *conn, void *buf,
+			    size_t len, unsigned long deadline)
 {
 	struct kvec iov = { .iov_base = buf, .iov_len = len };
 	struct msghdr msg = { };
+	long timeo;
 	int ret;
 
 	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
 	while (msg_data_left(&msg)) {
+		if (deadline) {
+			timeo = (long)(deadline - jiffies);
+			if (timeo <= 0)
+				return -EAGAIN;
+			WRITE_ONCE(conn->sock->sk->sk_rcvtimeo, timeo);
+		}
 		ret = sock_recvmsg(conn->sock, &msg, MSG_WAITALL);
 		if (ret <= 0)
 			return ret ? ret : -EPIPE;
@@ -162,6 +206,11 @@ static int vfio_user_recv(struct vfio_user_conn *conn, void *buf, size_t len)
 		msg.msg_flags = 0;
 	}
 	return 0;
+}
+
+static int vfio_user_recv(struct vfio_user_conn *conn, void *buf, size_t len)
+{
+	return __vfio_user_recv(conn, buf, len, 0);
 }
 
 /* Reads and drops @len bytes of a payload nobody wants. */
@@ -210,6 +259,7 @@ static int vfio_user_send_msg(struct vfio_user_conn *conn,
 	size_t total = sizeof(*hdr) + len + data_len;
 	struct msghdr msg = { };
 	void *cbuf = NULL;
+	size_t sent = 0;
 	int ret;
 
 	if (nr_fds) {
@@ -230,10 +280,16 @@ static int vfio_user_send_msg(struct vfio_user_conn *conn,
 	iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, iov, 3, total);
 
 	mutex_lock(&conn->send_mutex);
-	ret = vfio_user_xmit(conn, &msg);
+	ret = vfio_user_xmit(conn, &msg, &sent);
 	mutex_unlock(&conn->send_mutex);
 	kfree(cbuf);
 
+	/*
+	 * Fds the consumer closed (or never had) fail the send before a
+	 * byte goes out: the stream is intact, the caller gets the errno.
+	 */
+	if (ret && !sent && nr_fds && (ret == -EBADF || ret == -EINVAL))
+		return ret;
 	if (ret)
 		vfio_user_conn_broken(conn, "send of command %u failed (%d)",
 				      le16_to_cpu(hdr->command), ret);
@@ -343,6 +399,17 @@ int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
 			   VFIO_USER_F_TYPE_COMMAND, 0);
 	ret = vfio_user_send_msg(conn, &hdr, payload, len, data, data_len,
 				 fds, nr_fds);
+	if (ret == -EBADF || ret == -EINVAL) {
+		/* Never sent, connection intact: take the tag back. */
+		spin_lock(&conn->lock);
+		if (idr_find(&conn->reqs, id) == req) {
+			idr_remove(&conn->reqs, id);
+			vfio_user_req_put(req);		/* the table's */
+		}
+		spin_unlock(&conn->lock);
+		vfio_user_req_put(req);
+		return ret;
+	}
 	if (ret) {
 		/* Broken: the table's reference is gone with the request. */
 		vfio_user_req_put(req);
@@ -378,12 +445,20 @@ static int vfio_user_handle_reply(struct vfio_user_conn *conn,
 	u16 command = le16_to_cpu(hdr->command);
 	u32 flags = le32_to_cpu(hdr->flags);
 	struct vfio_user_req *req;
+	u16 sent = 0;
 	int ret;
 
 	spin_lock(&conn->lock);
 	req = idr_find(&conn->reqs, msg_id);
-	if (req && req->command == command)
-		idr_remove(&conn->reqs, msg_id);	/* its ref is ours now */
+	/*
+	 * A request left in the table is not ours to touch after the
+	 * unlock: a timed-out waiter may free it. Read what we need here.
+	 */
+	if (req) {
+		sent = req->command;
+		if (sent == command)
+			idr_remove(&conn->reqs, msg_id);	/* its ref is ours now */
+	}
 	spin_unlock(&conn->lock);
 
 	if (!req) {
@@ -392,17 +467,18 @@ static int vfio_user_handle_reply(struct vfio_user_conn *conn,
 				      msg_id, command);
 		return -EPROTO;
 	}
-	if (req->command != command) {
+	if (sent != command) {
 		vfio_user_conn_broken(conn,
 				      "reply to msg_id %u is for command %u, sent %u",
-				      msg_id, command, req->command);
+				      msg_id, command, sent);
 		return -EPROTO;
 	}
 
 	if (flags & VFIO_USER_F_ERROR) {
 		u32 err = le32_to_cpu(hdr->error_no);
 
-		if (!err || err >= MAX_ERRNO || len > VFIO_USER_MAX_ERROR_PAYLOAD) {
+		if (!vfio_user_errno_ok(err) ||
+		    len > VFIO_USER_MAX_ERROR_PAYLOAD) {
 			vfio_user_req_complete(req, -EPROTO);
 			vfio_user_conn_broken(conn,
 					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
@@ -492,14 +568,18 @@ static int vfio_user_handle_cmd(struct vfio_user_conn *conn,
 	return 0;
 }
 
-/* Reads and checks one header; returns the payload length or -errno. */
+/*
+ * Reads and checks one header, by @deadline if not 0; returns the payload
+ * length or -errno.
+ */
 static int vfio_user_recv_hdr(struct vfio_user_conn *conn,
-			      struct vfio_user_hdr *hdr, size_t max_payload)
+			      struct vfio_user_hdr *hdr, size_t max_payload,
+			      unsigned long deadline)
 {
 	u32 size, flags;
 	int ret;
 
-	ret = vfio_user_recv(conn, hdr, sizeof(*hdr));
+	ret = __vfio_user_recv(conn, hdr, sizeof(*hdr), deadline);
 	if (ret)
 		return ret;
 	size = le32_to_cpu(hdr->size);
@@ -540,7 +620,7 @@ static int vfio_user_recv_thread(void *data)
 			    VFIO_USER_MAX_REGION_INFO);
 
 	while (!kthread_should_stop()) {
-		len = vfio_user_recv_hdr(conn, &hdr, max_payload);
+		len = vfio_user_recv_hdr(conn, &hdr, max_payload, 0);
 		if (len < 0) {
 			ret = len;
 			break;
@@ -760,6 +840,7 @@ static int vfio_user_negotiate(struct vfio_user_conn *conn)
 	};
 	struct vfio_user_version *rver;
 	struct vfio_user_hdr hdr;
+	unsigned long deadline;
 	char json[160];
 	int len, jlen, ret;
 	u32 flags;
@@ -775,8 +856,11 @@ static int vfio_user_negotiate(struct vfio_user_conn *conn)
 	if (ret)
 		return ret;
 
+	/* The whole reply within the timeout, however it trickles in. */
+	deadline = jiffies + conn->timeout;
 	len = vfio_user_recv_hdr(conn, &hdr,
-				 sizeof(*rver) + VFIO_USER_MAX_VERSION_JSON);
+				 sizeof(*rver) + VFIO_USER_MAX_VERSION_JSON,
+				 deadline);
 	if (len == -EAGAIN) {
 		vfio_user_conn_broken(conn, "no VERSION reply within %u ms",
 				      jiffies_to_msecs(conn->timeout));
@@ -799,7 +883,7 @@ static int vfio_user_negotiate(struct vfio_user_conn *conn)
 
 		vfio_user_conn_broken(conn, "server refused VERSION (errno %u)",
 				      err);
-		return err && err < MAX_ERRNO ? -(int)err : -EPROTO;
+		return vfio_user_errno_ok(err) ? -(int)err : -EPROTO;
 	}
 	if (len < sizeof(*rver)) {
 		vfio_user_conn_broken(conn, "VERSION reply of %d bytes", len);
@@ -809,7 +893,12 @@ static int vfio_user_negotiate(struct vfio_user_conn *conn)
 	rver = kmalloc(len + 1, GFP_KERNEL);
 	if (!rver)
 		return -ENOMEM;
-	ret = vfio_user_recv(conn, rver, len);
+	ret = __vfio_user_recv(conn, rver, len, deadline);
+	if (ret == -EAGAIN) {
+		vfio_user_conn_broken(conn, "no VERSION reply within %u ms",
+				      jiffies_to_msecs(conn->timeout));
+		ret = -ETIMEDOUT;
+	}
 	if (ret)
 		goto out;
 

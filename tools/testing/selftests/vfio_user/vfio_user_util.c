@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -257,6 +258,29 @@ const char *vu_tool_path(const char *name, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * Whether a socket is listening on @path: /proc/net/unix flags
+ * __SO_ACCEPTCON (0x10000). The file exists from bind() on, but a connect
+ * before listen() gets ECONNREFUSED.
+ */
+static bool vu_socket_listening(const char *path)
+{
+	char line[512], p[256];
+	unsigned long flags;
+	bool found = false;
+	FILE *f;
+
+	f = fopen("/proc/net/unix", "re");
+	if (!f)
+		return access(path, F_OK) == 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %255s", &flags, p) == 2)
+			found = (flags & 0x10000) && !strcmp(p, path);
+	}
+	fclose(f);
+	return found;
+}
+
 static int vu_server_spawn(struct vu_server *srv)
 {
 	const char *argv[32];
@@ -280,6 +304,11 @@ static int vu_server_spawn(struct vu_server *srv)
 
 		if (null >= 0)
 			dup2(null, 0);
+		/*
+		 * Die with the test: a server left behind by a failed
+		 * assertion would hold run_tests.sh's output pipe open.
+		 */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execv(srv->prog, (char *const *)argv);
 		_exit(127);
 	}
@@ -287,9 +316,11 @@ static int vu_server_spawn(struct vu_server *srv)
 	for (t0 = vu_now(); vu_now() - t0 < 20;) {
 		int status;
 
-		if (access(srv->socket, F_OK) == 0)
+		if (vu_socket_listening(srv->socket))
 			return 0;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
+			fprintf(stderr, "%s exited before listening: status %#x\n",
+				srv->prog, status);
 			srv->pid = 0;
 			return -ECHILD;
 		}
@@ -302,11 +333,20 @@ static int vu_server_spawn(struct vu_server *srv)
 int vu_server_start(struct vu_server *srv, const char *name,
 		    const char *const *args)
 {
+	char prog[256];
+
+	if (!vu_tool_path(name, prog, sizeof(prog)))
+		return -ENOENT;
+	return vu_server_start_prog(srv, prog, args);
+}
+
+int vu_server_start_prog(struct vu_server *srv, const char *prog,
+			 const char *const *args)
+{
 	static int seq;
 
 	memset(srv, 0, sizeof(*srv));
-	if (!vu_tool_path(name, srv->prog, sizeof(srv->prog)))
-		return -ENOENT;
+	snprintf(srv->prog, sizeof(srv->prog), "%s", prog);
 	if (access(srv->prog, X_OK))
 		return -errno;
 	snprintf(srv->socket, sizeof(srv->socket), "/tmp/vu-%d-%d.sock",

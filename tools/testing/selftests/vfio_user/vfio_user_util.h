@@ -68,6 +68,9 @@ struct vu_server {
 const char *vu_tool_path(const char *name, char *buf, size_t len);
 int vu_server_start(struct vu_server *srv, const char *name,
 		    const char *const *args);
+/* The same with the program's path (e.g. a helper next to the test). */
+int vu_server_start_prog(struct vu_server *srv, const char *prog,
+			 const char *const *args);
 /* Starts the same server again on the same socket path. */
 int vu_server_restart(struct vu_server *srv);
 /* Sends @sig and, for SIGTERM/SIGKILL, reaps the process. */
