@@ -10,6 +10,9 @@
  *   vu_bench irq UUID N               null device: write IRQ reg, wait eventfd
  *   vu_bench eventfd N                raw eventfd ping-pong between processes
  *   vu_bench scale SECS UUID...       one reader thread per device, ops/s
+ *   vu_bench user-rt SOCKET N         the same 4-byte BAR0 read as REGION_READ
+ *                                     from a userspace client: the server's
+ *                                     own cost, without the module
  *
  * Each prints one JSON object on stdout. Latencies are per operation in ns:
  * median, p99, mean; every figure is only compared with others of the same
@@ -28,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/vfio.h>
+#include <linux/vfio_user.h>
+#include <sys/un.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -380,6 +385,75 @@ static void scale(double secs, int n, char **uuids)
 	       n, total, total / ((t1 - t0) / 1e9));
 }
 
+static void xfer(int fd, void *buf, size_t len, int out)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = out ? write(fd, (char *)buf + done, len - done) :
+			  read(fd, (char *)buf + done, len - done);
+		if (n <= 0)
+			die("user-rt socket");
+		done += n;
+	}
+}
+
+/* A minimal userspace vfio-user client: VERSION, then REGION_READs. */
+static void user_rt(const char *path, long n)
+{
+	static const char json[] = "{\"capabilities\":{\"max_msg_fds\":0}}";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct {
+		struct vfio_user_hdr hdr;
+		struct vfio_user_region_access acc;
+		uint32_t data;
+	} __attribute__((packed)) req, rep;
+	struct {
+		struct vfio_user_hdr hdr;
+		struct vfio_user_version ver;
+		char json[sizeof(json)];
+	} __attribute__((packed)) v = {
+		.hdr = { .command = VFIO_USER_VERSION, .size = sizeof(v) },
+		.ver = { .major = 0, .minor = 2 },
+	};
+	char rbuf[4096];
+	uint64_t *s, t;
+	int fd;
+	long i;
+
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		die("user-rt connect");
+	memcpy(v.json, json, sizeof(json));
+	xfer(fd, &v, sizeof(v), 1);
+	xfer(fd, rbuf, sizeof(struct vfio_user_hdr), 0);
+	if (((struct vfio_user_hdr *)rbuf)->size > sizeof(rbuf))
+		die("user-rt version");
+	xfer(fd, rbuf + 16, ((struct vfio_user_hdr *)rbuf)->size - 16, 0);
+
+	memset(&req, 0, sizeof(req));
+	req.hdr.command = VFIO_USER_REGION_READ;
+	req.hdr.size = sizeof(req.hdr) + sizeof(req.acc);
+	req.acc.region = VFIO_PCI_BAR0_REGION_INDEX;
+	req.acc.count = 4;
+	s = calloc(n, sizeof(*s));
+	for (i = 0; i < n; i++) {
+		req.hdr.msg_id = i + 1;
+		t = now_ns();
+		xfer(fd, &req, req.hdr.size, 1);
+		xfer(fd, &rep, sizeof(rep), 0);
+		s[i] = now_ns() - t;
+		if (rep.hdr.msg_id != req.hdr.msg_id || rep.hdr.flags != 1)
+			die("user-rt reply");
+	}
+	close(fd);
+	printf("{\"test\": \"user_rt\", ");
+	print_stats(s, n);
+	printf("}\n");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "pingpong"))
@@ -396,6 +470,8 @@ int main(int argc, char **argv)
 		dma(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "irq"))
 		irq(argv[2], atol(argv[3]));
+	else if (argc >= 4 && !strcmp(argv[1], "user-rt"))
+		user_rt(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "scale"))
 		scale(atof(argv[2]), argc - 3, argv + 3);
 	else {
