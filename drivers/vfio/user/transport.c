@@ -64,6 +64,38 @@ static void vfio_user_req_complete(struct vfio_user_conn *conn,
 	wake_up_all(&conn->rx_wait);
 }
 
+/* The one way a connection dies; @expected ends it without an error. */
+static void vfio_user_conn_kill(struct vfio_user_conn *conn, bool expected,
+				const char *fmt, va_list args)
+{
+	struct vfio_user_req *req;
+	int id;
+
+	spin_lock(&conn->lock);
+	if (conn->dead) {
+		spin_unlock(&conn->lock);
+		return;
+	}
+	conn->dead = true;
+	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
+	idr_for_each_entry(&conn->reqs, req, id) {
+		idr_remove(&conn->reqs, id);
+		req->status = -EIO;
+		complete(&req->done);
+		vfio_user_req_put(req);
+	}
+	spin_unlock(&conn->lock);
+
+	if (expected)
+		dev_dbg(vfio_user_dev(conn->udev), "connection closed: %s\n",
+			conn->reason);
+	else
+		dev_err(vfio_user_dev(conn->udev),
+			"connection to server broken: %s\n", conn->reason);
+	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	wake_up_all(&conn->rx_wait);
+}
+
 /**
  * vfio_user_conn_broken() - kill a connection, once
  * @conn: the connection
@@ -78,32 +110,36 @@ static void vfio_user_req_complete(struct vfio_user_conn *conn,
  */
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 {
-	struct vfio_user_req *req;
-	LIST_HEAD(failed);
 	va_list args;
-	int id;
 
-	spin_lock(&conn->lock);
-	if (conn->dead) {
-		spin_unlock(&conn->lock);
-		return;
-	}
-	conn->dead = true;
 	va_start(args, fmt);
-	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
+	vfio_user_conn_kill(conn, false, fmt, args);
 	va_end(args);
-	idr_for_each_entry(&conn->reqs, req, id) {
-		idr_remove(&conn->reqs, id);
-		req->status = -EIO;
-		complete(&req->done);
-		vfio_user_req_put(req);
-	}
-	spin_unlock(&conn->lock);
+}
 
-	dev_err(vfio_user_dev(conn->udev), "connection to server broken: %s\n",
-		conn->reason);
-	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
-	wake_up_all(&conn->rx_wait);
+/* The same for a deliberate end (detach, remove): logged at debug level. */
+static void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt,
+				 ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vfio_user_conn_kill(conn, true, fmt, args);
+	va_end(args);
+}
+
+/**
+ * vfio_user_conn_stop_waiters() - end a connection on purpose
+ * @conn: the connection
+ *
+ * As vfio_user_conn_broken() with the reason "detached", logged at debug
+ * level: every request in flight fails with -EIO at once.
+ *
+ * Context: any process context.
+ */
+void vfio_user_conn_stop_waiters(struct vfio_user_conn *conn)
+{
+	vfio_user_conn_close(conn, "detached");
 }
 
 /**
@@ -1069,7 +1105,7 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 
 	struct sock *sk = conn->sock->sk;
 
-	vfio_user_conn_broken(conn, "detached");
+	vfio_user_conn_close(conn, "detached");
 	write_lock_bh(&sk->sk_callback_lock);
 	if (sk->sk_user_data == conn) {
 		sk->sk_user_data = NULL;

@@ -220,8 +220,7 @@ struct vfio_user_irq {
  *	(vfio_alloc_device() in probe, freed by the core after .release)
  * @mdev: the mdev this device is bound to
  * @lock: protects @state, @socket_path, @timeout_ms, and the attach,
- *	detach and re-attach sequence; never held while waiting on a server
- *	for a consumer call
+ *	detach and re-attach sequence; consumer calls never take it
  * @state: &enum vfio_user_state
  * @socket_path: path of the attached server's socket
  * @timeout_ms: bound on each wait for the server
@@ -237,7 +236,7 @@ struct vfio_user_irq {
  * @dma_sem: readers: DMA served to the server; writer: open/close
  * @dma_enabled: a consumer has the device open, DMA may be served;
  *	under @dma_sem
- * @open: the consumer has the device open, under @lock
+ * @open: the consumer has the device open, under @conn_sem (write)
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -289,6 +288,7 @@ void vfio_user_conn_start(struct vfio_user_conn *conn);
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
 void vfio_user_conn_stop(struct vfio_user_conn *conn);
+void vfio_user_conn_stop_waiters(struct vfio_user_conn *conn);
 bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len);
 int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
 			const void *payload, size_t len,
