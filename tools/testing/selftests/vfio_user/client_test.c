@@ -265,7 +265,7 @@ TEST_F(client, attach_and_detach)
 
 TEST_F(client, attach_bad_paths)
 {
-	char dir[] = "/tmp/vu-dirXXXXXX", file[64], link[64];
+	char dir[] = "/tmp/vu-dirXXXXXX", file[64], link[64], buf[160];
 	int fd;
 
 	ASSERT_NE(NULL, mkdtemp(dir));
@@ -282,6 +282,9 @@ TEST_F(client, attach_bad_paths)
 	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", file));
 	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", link));
 	expect_state(_metadata, self->uuid, "detached");
+	/* A failed attach leaves no path behind. */
+	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "socket", buf, sizeof(buf)));
+	EXPECT_STREQ("", buf);
 
 	unlink(link);
 	unlink(file);
