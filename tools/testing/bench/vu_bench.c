@@ -9,6 +9,8 @@
  *   vu_bench dma UUID MIB             one DMA-engine copy of MIB MiB, and memcpy
  *   vu_bench irq UUID N               null device: write IRQ reg, wait eventfd
  *   vu_bench eventfd N                raw eventfd ping-pong between processes
+ *   vu_bench stream MIB               raw AF_UNIX stream of 1 MiB messages:
+ *                                     the transport floor for DMA
  *   vu_bench scale SECS UUID...       one reader thread per device, ops/s
  *   vu_bench user-rt SOCKET N         the same 4-byte BAR0 read as REGION_READ
  *                                     from a userspace client: the server's
@@ -40,6 +42,8 @@
 #include <sys/wait.h>
 
 #define MDEV_DIR	"/sys/bus/mdev/devices"
+
+static void xfer(int fd, void *buf, size_t len, int out);
 
 static uint64_t now_ns(void)
 {
@@ -225,6 +229,36 @@ static void eventfd_pingpong(long n)
 	printf("{\"test\": \"eventfd\", ");
 	print_stats(s, n);
 	printf("}\n");
+}
+
+/* MIB MiB in 1 MiB writes from one process to another: kernel copies. */
+static void stream(long mib)
+{
+	const size_t chunk = 1 << 20;
+	char *buf = malloc(chunk);
+	int sv[2];
+	uint64_t t;
+	pid_t pid;
+	long i;
+
+	if (!buf || socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		die("stream");
+	memset(buf, 0x3c, chunk);
+	pid = fork();
+	if (!pid) {
+		close(sv[0]);
+		for (i = 0; i < mib; i++)
+			xfer(sv[1], buf, chunk, 1);
+		_exit(0);
+	}
+	close(sv[1]);
+	t = now_ns();
+	for (i = 0; i < mib; i++)
+		xfer(sv[0], buf, chunk, 0);
+	t = now_ns() - t;
+	waitpid(pid, NULL, 0);
+	printf("{\"test\": \"stream\", \"bytes\": %ld, \"mib_s\": %.1f}\n",
+	       mib << 20, mib / (t / 1e9));
 }
 
 static void set_msix_eventfd(int fd, int efd)
@@ -458,6 +492,8 @@ int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "pingpong"))
 		pingpong(atol(argv[2]));
+	else if (argc >= 3 && !strcmp(argv[1], "stream"))
+		stream(atol(argv[2]));
 	else if (argc >= 3 && !strcmp(argv[1], "eventfd"))
 		eventfd_pingpong(atol(argv[2]));
 	else if (argc >= 4 && !strcmp(argv[1], "bar-read"))
