@@ -447,26 +447,28 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
  * @vdev: the VFIO device
  *
  * Context: process context, the VFIO core's dev_set lock held. Never waits
- * on a server.
+ * on a server; waits at most for an attach to publish its connection.
  * Return: 0 when a server is attached; -ENOTCONN when none is attached;
  * -EIO when the attached server broke the connection.
  */
 static int vfio_user_open_device(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
-	struct vfio_user_conn *conn;
-	int ret;
+	int ret = 0;
 
-	mutex_lock(&udev->lock);
-	ret = vfio_user_get_conn(udev, &conn);
+	/* conn_sem, not udev->lock: an attach holds that across its waits. */
+	down_write(&udev->conn_sem);
+	if (!udev->conn)
+		ret = -ENOTCONN;
+	else if (vfio_user_conn_dead(udev->conn, NULL, 0))
+		ret = -EIO;
 	if (!ret) {
-		vfio_user_put_conn(udev);
 		down_write(&udev->dma_sem);
 		udev->dma_enabled = true;
 		up_write(&udev->dma_sem);
 		udev->open = true;
 	}
-	mutex_unlock(&udev->lock);
+	up_write(&udev->conn_sem);
 
 	if (ret)
 		dev_dbg(vfio_user_dev(udev), "open refused: %s (%d)\n",
@@ -489,7 +491,6 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 
-	mutex_lock(&udev->lock);
 	down_write(&udev->dma_sem);
 	udev->dma_enabled = false;
 	up_write(&udev->dma_sem);
@@ -497,8 +498,10 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 	down_read(&udev->conn_sem);
 	vfio_user_irqs_release(udev);
 	up_read(&udev->conn_sem);
+
+	down_write(&udev->conn_sem);
 	udev->open = false;
-	mutex_unlock(&udev->lock);
+	up_write(&udev->conn_sem);
 }
 
 /**
@@ -787,7 +790,7 @@ static void vfio_user_drop_conn(struct vfio_user_device *udev)
 	if (!conn)
 		return;
 	/* Fail every waiter first, so the writer lock comes quickly. */
-	vfio_user_conn_broken(conn, "detached");
+	vfio_user_conn_stop_waiters(conn);
 	down_write(&udev->conn_sem);
 	udev->conn = NULL;
 	up_write(&udev->conn_sem);
@@ -887,6 +890,7 @@ err_conn:
 err_detached:
 	vfio_user_info_free(&info);
 	udev->state = VFIO_USER_DETACHED;
+	udev->socket_path[0] = '\0';
 	mutex_unlock(&udev->lock);
 	return ret;
 }

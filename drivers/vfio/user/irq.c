@@ -245,6 +245,17 @@ int vfio_user_irqs_replay(struct vfio_user_device *udev,
 	lockdep_assert_held(&udev->lock);
 
 	mutex_lock(&udev->irq_lock);
+	for (index = 0; index < VFIO_PCI_REQ_IRQ_INDEX && !conn->caps.max_msg_fds;
+	     index++)
+		for (i = 0; i < udev->irqs[index].count; i++)
+			if (udev->irqs[index].triggers[i])
+				ret = -EOPNOTSUPP;
+	if (ret) {
+		mutex_unlock(&udev->irq_lock);
+		dev_err(vfio_user_dev(udev),
+			"server takes no fds (max_msg_fds 0): cannot replay eventfds\n");
+		return ret;
+	}
 	for (index = 0; index < VFIO_PCI_REQ_IRQ_INDEX && !ret; index++) {
 		struct vfio_user_irq *irq = &udev->irqs[index];
 

@@ -205,5 +205,6 @@ module_init(vfio_user_init);
 module_exit(vfio_user_exit);
 
 MODULE_LICENSE("GPL");
+MODULE_VERSION("0.1.0");
 MODULE_DESCRIPTION(VFIO_USER_DRIVER_DESC);
 MODULE_AUTHOR("vfio-user-mdev developers");

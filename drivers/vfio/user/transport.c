@@ -4,10 +4,14 @@
  *
  * One AF_UNIX stream socket per attached device. Consumer calls build a
  * message, take a tag (msg_id) from the connection's table, send it under
- * send_mutex and wait, bounded by the device's timeout, for the reply the
- * receiver thread matches by msg_id. Commands from the server (DMA_READ,
- * DMA_WRITE) are handed to a work item (dma.c) so that serving them never
- * waits for a reply the server has not sent yet.
+ * send_mutex and wait, bounded by the device's timeout, for the reply
+ * matched by msg_id. There is no receiver thread: a waiting consumer takes
+ * what arrives off the socket itself (recv_mutex makes one reader at a
+ * time), so a reply wakes the thread that wants it and nobody else; when
+ * no consumer waits, the socket's data_ready callback queues recv_work.
+ * Commands from the server (DMA_READ, DMA_WRITE) are handed to a work item
+ * (dma.c) so that serving them never waits for a reply the server has not
+ * sent yet.
  *
  * Nothing from the socket is trusted: every header and length is checked
  * before use; a violation, a timeout or a closed socket kills the
@@ -18,7 +22,6 @@
 
 #include <linux/ctype.h>
 #include <linux/file.h>
-#include <linux/kthread.h>
 #include <linux/sizes.h>
 #include <linux/net.h>
 #include <linux/sched/signal.h>
@@ -47,6 +50,9 @@ static bool vfio_user_errno_ok(u32 err)
 	return err && err < ERESTARTSYS;
 }
 
+static int vfio_user_wait_reply(struct vfio_user_conn *conn,
+				struct vfio_user_req *req);
+
 static void vfio_user_req_release(struct kref *ref)
 {
 	kfree(container_of(ref, struct vfio_user_req, ref));
@@ -59,13 +65,49 @@ static void vfio_user_req_put(struct vfio_user_req *req)
 
 /*
  * Completes @req once with @status and drops the reference the tag table
- * held; the caller has removed it from the table under conn->lock.
+ * held; the caller has removed it from the table under conn->lock. Its
+ * sender waits on conn->rx_wait.
  */
-static void vfio_user_req_complete(struct vfio_user_req *req, int status)
+static void vfio_user_req_complete(struct vfio_user_conn *conn,
+				   struct vfio_user_req *req, int status)
 {
 	req->status = status;
 	complete(&req->done);
 	vfio_user_req_put(req);
+	wake_up_all(&conn->rx_wait);
+}
+
+/* The one way a connection dies; @expected ends it without an error. */
+static __printf(3, 0)
+void vfio_user_conn_kill(struct vfio_user_conn *conn, bool expected,
+			 const char *fmt, va_list args)
+{
+	struct vfio_user_req *req;
+	int id;
+
+	spin_lock(&conn->lock);
+	if (conn->dead) {
+		spin_unlock(&conn->lock);
+		return;
+	}
+	conn->dead = true;
+	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
+	idr_for_each_entry(&conn->reqs, req, id) {
+		idr_remove(&conn->reqs, id);
+		req->status = -EIO;
+		complete(&req->done);
+		vfio_user_req_put(req);
+	}
+	spin_unlock(&conn->lock);
+
+	if (expected)
+		dev_dbg(vfio_user_dev(conn->udev), "connection closed: %s\n",
+			conn->reason);
+	else
+		dev_err(vfio_user_dev(conn->udev),
+			"connection to server broken: %s\n", conn->reason);
+	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	wake_up_all(&conn->rx_wait);
 }
 
 /**
@@ -82,31 +124,36 @@ static void vfio_user_req_complete(struct vfio_user_req *req, int status)
  */
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 {
-	struct vfio_user_req *req;
-	LIST_HEAD(failed);
 	va_list args;
-	int id;
 
-	spin_lock(&conn->lock);
-	if (conn->dead) {
-		spin_unlock(&conn->lock);
-		return;
-	}
-	conn->dead = true;
 	va_start(args, fmt);
-	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
+	vfio_user_conn_kill(conn, false, fmt, args);
 	va_end(args);
-	idr_for_each_entry(&conn->reqs, req, id) {
-		idr_remove(&conn->reqs, id);
-		req->status = -EIO;
-		complete(&req->done);
-		vfio_user_req_put(req);
-	}
-	spin_unlock(&conn->lock);
+}
 
-	dev_err(vfio_user_dev(conn->udev), "connection to server broken: %s\n",
-		conn->reason);
-	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+/* The same for a deliberate end (detach, remove): logged at debug level. */
+static void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt,
+				 ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vfio_user_conn_kill(conn, true, fmt, args);
+	va_end(args);
+}
+
+/**
+ * vfio_user_conn_stop_waiters() - end a connection on purpose
+ * @conn: the connection
+ *
+ * As vfio_user_conn_broken() with the reason "detached", logged at debug
+ * level: every request in flight fails with -EIO at once.
+ *
+ * Context: any process context.
+ */
+void vfio_user_conn_stop_waiters(struct vfio_user_conn *conn)
+{
+	vfio_user_conn_close(conn, "detached");
 }
 
 /**
@@ -361,7 +408,6 @@ int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
 {
 	struct vfio_user_req *req;
 	struct vfio_user_hdr hdr;
-	long left;
 	int id, ret;
 
 	req = kmalloc(struct_size(req, reply, reply_max), GFP_KERNEL);
@@ -416,22 +462,19 @@ int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
 		return -EIO;
 	}
 
-	left = wait_for_completion_killable_timeout(&req->done, conn->timeout);
-	if (left > 0) {
+	ret = vfio_user_wait_reply(conn, req);
+	if (!ret) {
 		ret = req->status;
 		if (!ret) {
 			if (reply_max)
 				memcpy(reply, req->reply, req->reply_len);
 			ret = req->reply_len;
 		}
-	} else if (!left) {
+	} else if (ret == -ETIMEDOUT) {
 		vfio_user_conn_broken(conn,
 				      "no reply to msg_id %u (command %u) within %u ms",
 				      id, command,
 				      jiffies_to_msecs(conn->timeout));
-		ret = -ETIMEDOUT;
-	} else {
-		ret = -EINTR;
 	}
 	vfio_user_req_put(req);
 	return ret;
@@ -479,19 +522,19 @@ static int vfio_user_handle_reply(struct vfio_user_conn *conn,
 
 		if (!vfio_user_errno_ok(err) ||
 		    len > VFIO_USER_MAX_ERROR_PAYLOAD) {
-			vfio_user_req_complete(req, -EPROTO);
+			vfio_user_req_complete(conn, req, -EPROTO);
 			vfio_user_conn_broken(conn,
 					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
 					      msg_id, command, err, len);
 			return -EPROTO;
 		}
 		ret = vfio_user_recv_discard(conn, len);
-		vfio_user_req_complete(req, ret ? -EIO : -(int)err);
+		vfio_user_req_complete(conn, req, ret ? -EIO : -(int)err);
 		return ret;
 	}
 
 	if (len < req->reply_min || len > req->reply_max) {
-		vfio_user_req_complete(req, -EPROTO);
+		vfio_user_req_complete(conn, req, -EPROTO);
 		vfio_user_conn_broken(conn,
 				      "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
 				      msg_id, command, len, req->reply_min,
@@ -500,11 +543,11 @@ static int vfio_user_handle_reply(struct vfio_user_conn *conn,
 	}
 	ret = vfio_user_recv(conn, req->reply, len);
 	if (ret) {
-		vfio_user_req_complete(req, -EIO);
+		vfio_user_req_complete(conn, req, -EIO);
 		return ret;
 	}
 	req->reply_len = len;
-	vfio_user_req_complete(req, 0);
+	vfio_user_req_complete(conn, req, 0);
 	return 0;
 }
 
@@ -603,24 +646,34 @@ static int vfio_user_recv_hdr(struct vfio_user_conn *conn,
 	return size - sizeof(*hdr);
 }
 
-/*
- * The receiver: one per connection. It never takes send_mutex, so a
- * sender waiting for a reply can never block it.
- */
-static int vfio_user_recv_thread(void *data)
+/* Whether the socket has something for a reader: data, EOF or an error. */
+static bool vfio_user_rx_pending(struct vfio_user_conn *conn)
 {
-	struct vfio_user_conn *conn = data;
+	struct sock *sk = conn->sock->sk;
+
+	return !skb_queue_empty_lockless(&sk->sk_receive_queue) ||
+	       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
+	       READ_ONCE(sk->sk_err) || READ_ONCE(conn->dead);
+}
+
+/*
+ * Reads and dispatches every message the socket holds. It never waits for
+ * a message to start; once one has started, the rest of it is waited for,
+ * bounded by the socket's receive timeout. Any failure breaks the
+ * connection. Callers hold recv_mutex, so one reader works at a time and
+ * never takes send_mutex: a sender waiting for a reply cannot block it.
+ */
+static int vfio_user_recv_ready(struct vfio_user_conn *conn)
+{
 	struct vfio_user_hdr hdr;
-	size_t max_payload;
-	int len, ret;
+	int len, ret = 0;
 
-	/* Replies carry at most max_xfer bytes of data after a region header. */
-	max_payload = max_t(size_t, conn->caps.max_xfer +
-			    sizeof(struct vfio_user_dma_access),
-			    VFIO_USER_MAX_REGION_INFO);
+	lockdep_assert_held(&conn->recv_mutex);
 
-	while (!kthread_should_stop()) {
-		len = vfio_user_recv_hdr(conn, &hdr, max_payload, 0);
+	while (!ret && vfio_user_rx_pending(conn)) {
+		if (READ_ONCE(conn->dead))
+			return -EIO;
+		len = vfio_user_recv_hdr(conn, &hdr, conn->max_payload, 0);
 		if (len < 0) {
 			ret = len;
 			break;
@@ -630,23 +683,109 @@ static int vfio_user_recv_thread(void *data)
 			ret = vfio_user_handle_reply(conn, &hdr, len);
 		else
 			ret = vfio_user_handle_cmd(conn, &hdr, len);
-		if (ret)
-			break;
+		WRITE_ONCE(conn->last_rx, jiffies);
 	}
 
 	if (ret == -EPIPE || ret == -ECONNRESET)
 		vfio_user_conn_broken(conn, "server closed the connection");
-	else
+	else if (ret == -EAGAIN)
+		vfio_user_conn_broken(conn, "message cut short for %u ms",
+				      jiffies_to_msecs(conn->timeout));
+	else if (ret)
 		vfio_user_conn_broken(conn, "receive failed (%d)", ret);
+	return ret;
+}
 
-	/* Wait for vfio_user_conn_stop(). */
-	set_current_state(TASK_INTERRUPTIBLE);
-	while (!kthread_should_stop()) {
-		schedule();
-		set_current_state(TASK_INTERRUPTIBLE);
+/* The reader when no consumer waits: queued by the data_ready callback. */
+static void vfio_user_recv_work(struct work_struct *work)
+{
+	struct vfio_user_conn *conn = container_of(work, struct vfio_user_conn,
+						   recv_work);
+
+	mutex_lock(&conn->recv_mutex);
+	vfio_user_recv_ready(conn);
+	mutex_unlock(&conn->recv_mutex);
+}
+
+/*
+ * Socket callbacks, in the server's send (or close) path: wake the
+ * consumers waiting for replies, who read themselves, or else queue
+ * recv_work. A consumer that stops waiting re-checks the socket (see
+ * vfio_user_wait_reply()), so nothing is left unread in between.
+ */
+static void vfio_user_rx_kick(struct sock *sk, bool state)
+{
+	struct vfio_user_conn *conn;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	conn = sk->sk_user_data;
+	if (conn) {
+		/* A reader blocked in the middle of a message sleeps there. */
+		if (state)
+			conn->saved_state_change(sk);
+		else
+			conn->saved_data_ready(sk);
+		if (atomic_read(&conn->rx_pollers))
+			wake_up_all(&conn->rx_wait);
+		else
+			queue_work(vfio_user_wq, &conn->recv_work);
 	}
-	__set_current_state(TASK_RUNNING);
-	return 0;
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+static void vfio_user_data_ready(struct sock *sk)
+{
+	vfio_user_rx_kick(sk, false);
+}
+
+static void vfio_user_state_change(struct sock *sk)
+{
+	vfio_user_rx_kick(sk, true);
+}
+
+/*
+ * Waits for @req's reply, reading the socket meanwhile. The deadline is
+ * the timeout after the later of the send and the last message from the
+ * server: a server busy sending DMA commands is not a hung one.
+ * Returns 0 when @req is complete, -ETIMEDOUT or -EINTR.
+ */
+static int vfio_user_wait_reply(struct vfio_user_conn *conn,
+				struct vfio_user_req *req)
+{
+	unsigned long start = jiffies, last, deadline;
+	int ret = 0;
+	long left;
+
+	atomic_inc(&conn->rx_pollers);
+	while (!completion_done(&req->done)) {
+		if (mutex_lock_killable(&conn->recv_mutex)) {
+			ret = -EINTR;
+			break;
+		}
+		vfio_user_recv_ready(conn);
+		mutex_unlock(&conn->recv_mutex);
+
+		last = READ_ONCE(conn->last_rx);
+		deadline = (time_after(last, start) ? last : start) + conn->timeout;
+		left = (long)(deadline - jiffies);
+		if (left <= 0) {
+			ret = completion_done(&req->done) ? 0 : -ETIMEDOUT;
+			break;
+		}
+		left = wait_event_killable_timeout(conn->rx_wait,
+						   completion_done(&req->done) ||
+						   vfio_user_rx_pending(conn),
+						   left);
+		if (left < 0) {
+			ret = -EINTR;
+			break;
+		}
+	}
+	atomic_dec(&conn->rx_pollers);
+	/* What arrived after our last read, with nobody left to read it. */
+	if (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead))
+		queue_work(vfio_user_wq, &conn->recv_work);
+	return ret;
 }
 
 /*
@@ -976,6 +1115,9 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	INIT_LIST_HEAD(&conn->cmds);
 	mutex_init(&conn->send_mutex);
 	INIT_WORK(&conn->cmd_work, vfio_user_cmd_work);
+	INIT_WORK(&conn->recv_work, vfio_user_recv_work);
+	mutex_init(&conn->recv_mutex);
+	init_waitqueue_head(&conn->rx_wait);
 
 	ret = sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM, 0, &conn->sock);
 	if (ret)
@@ -997,8 +1139,12 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 			path, ret);
 		goto err_sock;
 	}
-	/* The receiver waits for the server as long as the server likes. */
-	conn->sock->sk->sk_rcvtimeo = MAX_SCHEDULE_TIMEOUT;
+	/* Replies carry at most max_xfer bytes of data after a region header. */
+	conn->max_payload = max_t(size_t, conn->caps.max_xfer +
+				  sizeof(struct vfio_user_dma_access),
+				  VFIO_USER_MAX_REGION_INFO);
+	/* Negotiation shortened it: it bounds the wait for the rest of a message. */
+	WRITE_ONCE(conn->sock->sk->sk_rcvtimeo, conn->timeout);
 	return conn;
 
 err_sock:
@@ -1010,46 +1156,54 @@ err_free:
 }
 
 /**
- * vfio_user_conn_start() - start the receiver of a negotiated connection
+ * vfio_user_conn_start() - start receiving on a negotiated connection
  * @conn: the connection from vfio_user_conn_connect()
+ *
+ * Installs the socket callbacks that wake waiting consumers or queue
+ * recv_work, and reads anything that came before them.
  *
  * Context: process context.
  */
 void vfio_user_conn_start(struct vfio_user_conn *conn)
 {
-	struct task_struct *task;
+	struct sock *sk = conn->sock->sk;
 
-	task = kthread_run(vfio_user_recv_thread, conn, "vfio-user/%s",
-			   dev_name(vfio_user_dev(conn->udev)));
-	if (IS_ERR(task)) {
-		vfio_user_conn_broken(conn, "cannot start receiver (%ld)",
-				      PTR_ERR(task));
-		return;
-	}
-	get_task_struct(task);
-	conn->recv_task = task;
+	write_lock_bh(&sk->sk_callback_lock);
+	conn->saved_data_ready = sk->sk_data_ready;
+	conn->saved_state_change = sk->sk_state_change;
+	sk->sk_user_data = conn;
+	sk->sk_data_ready = vfio_user_data_ready;
+	sk->sk_state_change = vfio_user_state_change;
+	write_unlock_bh(&sk->sk_callback_lock);
+	queue_work(vfio_user_wq, &conn->recv_work);
 }
 
 /**
  * vfio_user_conn_stop() - tear a connection down and free it
  * @conn: the connection, no longer published in the device
  *
- * Breaks the connection if it is not yet broken, stops the receiver,
- * cancels the DMA work, drops queued server commands and releases the
+ * Breaks the connection if it is not yet broken, takes the socket
+ * callbacks back, cancels the receive and DMA work, drops queued server commands and releases the
  * socket. Never waits on the server: the socket is shut down first.
  *
- * Context: process context; sleeps until the receiver and the DMA work
- * have finished (the DMA work may be in vfio_dma_rw()).
+ * Context: process context; sleeps until the receive and DMA work have
+ * finished (the DMA work may be in vfio_dma_rw()).
  */
 void vfio_user_conn_stop(struct vfio_user_conn *conn)
 {
 	struct vfio_user_cmd *cmd, *tmp;
 
-	vfio_user_conn_broken(conn, "detached");
-	if (conn->recv_task) {
-		kthread_stop(conn->recv_task);
-		put_task_struct(conn->recv_task);
+	struct sock *sk = conn->sock->sk;
+
+	vfio_user_conn_close(conn, "detached");
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_user_data == conn) {
+		sk->sk_user_data = NULL;
+		sk->sk_data_ready = conn->saved_data_ready;
+		sk->sk_state_change = conn->saved_state_change;
 	}
+	write_unlock_bh(&sk->sk_callback_lock);
+	cancel_work_sync(&conn->recv_work);
 	cancel_work_sync(&conn->cmd_work);
 	list_for_each_entry_safe(cmd, tmp, &conn->cmds, node) {
 		list_del(&cmd->node);
@@ -1058,6 +1212,7 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 	sock_release(conn->sock);
 	WARN_ON_ONCE(!idr_is_empty(&conn->reqs));
 	idr_destroy(&conn->reqs);
+	mutex_destroy(&conn->recv_mutex);
 	mutex_destroy(&conn->send_mutex);
 	kfree(conn);
 }

@@ -22,6 +22,7 @@
 #include <linux/spinlock.h>
 #include <linux/un.h>
 #include <linux/vfio.h>
+#include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <linux/vfio_user.h>
 
@@ -141,15 +142,24 @@ struct vfio_user_cmd {
  * @dead: set once by vfio_user_conn_broken(); no new request is accepted
  * @reason: why the connection died
  * @send_mutex: serialises whole messages onto @sock
- * @recv_task: the receiver thread, stopped in vfio_user_conn_free()
+ * @recv_mutex: one reader of @sock at a time: a waiting consumer or
+ *	@recv_work
+ * @rx_wait: consumers waiting for their reply (and for data to read)
+ * @rx_pollers: number of consumers waiting on @rx_wait
+ * @recv_work: reads @sock when data comes and no consumer waits
+ * @last_rx: jiffies of the last message from the server
+ * @max_payload: largest payload accepted from the server
+ * @saved_data_ready: the socket's callback before ours
+ * @saved_state_change: the socket's callback before ours
  * @cmds: server commands (DMA_READ/WRITE) waiting for @cmd_work
  * @nr_cmds: length of @cmds
  * @cmd_work: serves @cmds, on vfio_user_wq
  *
  * Created by vfio_user_conn_connect() in the sysfs writer's context and
  * published in vfio_user_device.conn. Torn down by vfio_user_conn_stop()
- * once it is dead and unpublished: the receiver is stopped and @cmd_work
- * cancelled before the memory goes, so neither needs a reference.
+ * once it is dead and unpublished: the socket callbacks are taken back and
+ * @recv_work and @cmd_work cancelled before the memory goes, so neither
+ * needs a reference.
  */
 struct vfio_user_conn {
 	struct vfio_user_device *udev;
@@ -165,7 +175,14 @@ struct vfio_user_conn {
 	unsigned int nr_cmds;
 
 	struct mutex send_mutex;	/* whole messages on sock */
-	struct task_struct *recv_task;
+	struct mutex recv_mutex;	/* one reader of sock */
+	wait_queue_head_t rx_wait;
+	atomic_t rx_pollers;
+	struct work_struct recv_work;
+	unsigned long last_rx;
+	size_t max_payload;
+	void (*saved_data_ready)(struct sock *sk);
+	void (*saved_state_change)(struct sock *sk);
 	struct work_struct cmd_work;
 };
 
@@ -203,8 +220,7 @@ struct vfio_user_irq {
  *	(vfio_alloc_device() in probe, freed by the core after .release)
  * @mdev: the mdev this device is bound to
  * @lock: protects @state, @socket_path, @timeout_ms, and the attach,
- *	detach and re-attach sequence; never held while waiting on a server
- *	for a consumer call
+ *	detach and re-attach sequence; consumer calls never take it
  * @state: &enum vfio_user_state
  * @socket_path: path of the attached server's socket
  * @timeout_ms: bound on each wait for the server
@@ -220,7 +236,7 @@ struct vfio_user_irq {
  * @dma_sem: readers: DMA served to the server; writer: open/close
  * @dma_enabled: a consumer has the device open, DMA may be served;
  *	under @dma_sem
- * @open: the consumer has the device open, under @lock
+ * @open: the consumer has the device open, under @conn_sem (write)
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -272,6 +288,7 @@ void vfio_user_conn_start(struct vfio_user_conn *conn);
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
 void vfio_user_conn_stop(struct vfio_user_conn *conn);
+void vfio_user_conn_stop_waiters(struct vfio_user_conn *conn);
 bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len);
 int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
 			const void *payload, size_t len,

@@ -43,6 +43,8 @@
 #define DMA_MAGIC		0x31414d44
 #define STATUS_DONE		2
 #define STATUS_ERROR		3
+#define DMA_BAR0_SIZE		4096
+#define DMA_MSIX_VECTORS	4
 
 #define SAMPLE			"vfio-user-sample"
 
@@ -256,8 +258,9 @@ TEST_F(client, attach_and_detach)
 
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "socket", "\n"));
 	expect_state(_metadata, self->uuid, "detached");
-	EXPECT_EQ(-ENOTCONN, vu_vfio_open(self->uuid, &self->container,
-					  &self->group));
+	/* Kept in self->fd: a wrongly opened device must not block teardown. */
+	self->fd = vu_vfio_open(self->uuid, &self->container, &self->group);
+	EXPECT_EQ(-ENOTCONN, self->fd);
 	/* The server takes the next client: attach again. */
 	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
 	expect_state(_metadata, self->uuid, "ready");
@@ -265,7 +268,7 @@ TEST_F(client, attach_and_detach)
 
 TEST_F(client, attach_bad_paths)
 {
-	char dir[] = "/tmp/vu-dirXXXXXX", file[64], link[64];
+	char dir[] = "/tmp/vu-dirXXXXXX", file[64], link[64], buf[160];
 	int fd;
 
 	ASSERT_NE(NULL, mkdtemp(dir));
@@ -282,6 +285,9 @@ TEST_F(client, attach_bad_paths)
 	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", file));
 	EXPECT_EQ(-ECONNREFUSED, vu_mdev_attr_write(self->uuid, "socket", link));
 	expect_state(_metadata, self->uuid, "detached");
+	/* A failed attach leaves no path behind. */
+	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "socket", buf, sizeof(buf)));
+	EXPECT_STREQ("", buf);
 
 	unlink(link);
 	unlink(file);
@@ -332,7 +338,7 @@ TEST_F(client, device_region_irq_info)
 	EXPECT_LE(256, size);
 	ASSERT_EQ(0, region_offset(self->fd, VFIO_PCI_BAR0_REGION_INDEX,
 				   &off, &size));
-	EXPECT_LT(0, size);
+	EXPECT_EQ(DMA_BAR0_SIZE, size);
 
 	ASSERT_EQ(0, __rd(self->fd, VFIO_PCI_CONFIG_REGION_INDEX, 0, ids, 4));
 	EXPECT_EQ(DMA_VENDOR, ids[0]);
@@ -340,7 +346,7 @@ TEST_F(client, device_region_irq_info)
 
 	iinfo.index = VFIO_PCI_MSIX_IRQ_INDEX;
 	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &iinfo));
-	EXPECT_LE(1, iinfo.count);
+	EXPECT_EQ(DMA_MSIX_VECTORS, iinfo.count);
 	iinfo.index = VFIO_PCI_REQ_IRQ_INDEX;
 	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &iinfo));
 	EXPECT_EQ(1, iinfo.count);
@@ -369,6 +375,15 @@ TEST_F(client, bar_access)
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(-1, pread(self->fd, big, 4, (uint64_t)60 << 40));
 	EXPECT_EQ(EINVAL, errno);
+
+	/* The client checks the range itself: a stopped server is not asked. */
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	EXPECT_EQ(-1, pread(self->fd, big, sizeof(big), off + size - 4));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, pwrite(self->fd, big, sizeof(big), off + size - 4));
+	EXPECT_EQ(EINVAL, errno);
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
+	expect_state(_metadata, self->uuid, "ready");
 }
 
 TEST_F(client, dma_copy_with_msix)
@@ -440,6 +455,7 @@ TEST_F_TIMEOUT(client, unmap_during_dma, 120)
 	pthread_t t;
 	uint8_t *buf;
 	double t0, dt;
+	bool busy;
 
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
 	open_dev(_metadata, self);
@@ -455,6 +471,8 @@ TEST_F_TIMEOUT(client, unmap_during_dma, 120)
 	ASSERT_EQ(0, pthread_create(&t, NULL, doorbell_thread, &d));
 	usleep(200000);
 
+	/* Still copying? (the doorbell write returns when the copy ends) */
+	busy = __atomic_load_n(&d.ret, __ATOMIC_SEQ_CST) == 1;
 	t0 = vu_now();
 	ASSERT_EQ(0, dma_unmap(self->container, 1ULL << 32, 2 * sz));
 	dt = vu_now() - t0;
@@ -466,6 +484,11 @@ TEST_F_TIMEOUT(client, unmap_during_dma, 120)
 	EXPECT_EQ(0, d.ret);
 	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
 	EXPECT_TRUE(status == STATUS_DONE || status == STATUS_ERROR);
+	/* A copy the unmap overtook cannot complete: the unmap did not wait. */
+	if (busy)
+		EXPECT_EQ(STATUS_ERROR, status)
+			TH_LOG("copy in progress at the unmap ended %u, unmap took %.2f s",
+			       status, dt);
 	expect_state(_metadata, self->uuid, "ready");
 	ASSERT_EQ(0, __bar_read32(self->fd, REG_MAGIC, &v));
 	EXPECT_EQ(DMA_MAGIC, v);
@@ -483,6 +506,42 @@ TEST_F(client, server_exit_fails_fast)
 	t0 = vu_now();
 	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
 	EXPECT_GT(2.0, vu_now() - t0);
+	expect_state(_metadata, self->uuid, "broken: ");
+}
+
+struct bar_reader {
+	int fd;
+	int ret;
+};
+
+static void *bar_reader_thread(void *arg)
+{
+	struct bar_reader *r = arg;
+	uint32_t v;
+
+	r->ret = __bar_read32(r->fd, REG_MAGIC, &v);
+	return NULL;
+}
+
+/* A server that exits with a request in flight: it fails at once too. */
+TEST_F(client, server_exit_in_flight_fails_fast)
+{
+	struct bar_reader r = { .ret = 1 };
+	pthread_t t;
+	double t0, dt;
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "20000"));
+	open_dev(_metadata, self);
+	r.fd = self->fd;
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	ASSERT_EQ(0, pthread_create(&t, NULL, bar_reader_thread, &r));
+	usleep(200000);
+	t0 = vu_now();
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGKILL));
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	dt = vu_now() - t0;
+	EXPECT_EQ(-EIO, r.ret);
+	EXPECT_GT(2.0, dt) TH_LOG("the request took %.2f s to fail", dt);
 	expect_state(_metadata, self->uuid, "broken: ");
 }
 
@@ -594,6 +653,8 @@ struct reader {
 	int fd;
 	int iters;
 	int bad;
+	uint64_t reg;
+	uint32_t expect;
 };
 
 static void *reader_thread(void *arg)
@@ -603,21 +664,35 @@ static void *reader_thread(void *arg)
 	int i;
 
 	for (i = 0; i < r->iters; i++)
-		if (__bar_read32(r->fd, REG_MAGIC, &v) || v != DMA_MAGIC)
+		if (__bar_read32(r->fd, r->reg, &v) || v != r->expect)
 			r->bad++;
 	return NULL;
 }
 
-/* Requests in flight from several threads: replies matched by msg_id. */
+/*
+ * Requests in flight from several threads: replies matched by msg_id.
+ * Each thread reads its own register, holding its own value, so a reply
+ * handed to the wrong request shows.
+ */
 TEST_F_TIMEOUT(client, concurrent_readers, 120)
 {
+	static const uint64_t regs[8] = {
+		REG_MAGIC, REG_SRC, REG_SRC + 4, REG_DST, REG_DST + 4,
+		REG_LEN, REG_LEN + 4, REG_SCRATCH,
+	};
+	uint32_t vals[8] = { DMA_MAGIC };
 	struct reader r[8];
 	pthread_t t[8];
 	int i;
 
 	open_dev(_metadata, self);
+	for (i = 1; i < 8; i++) {
+		vals[i] = 0x10101010u * i + 0x01020304u;
+		ASSERT_EQ(0, __bar_write32(self->fd, regs[i], vals[i]));
+	}
 	for (i = 0; i < 8; i++) {
-		r[i] = (struct reader){ .fd = self->fd, .iters = 300 };
+		r[i] = (struct reader){ .fd = self->fd, .iters = 300,
+					.reg = regs[i], .expect = vals[i] };
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, reader_thread, &r[i]));
 	}
 	for (i = 0; i < 8; i++) {
@@ -645,10 +720,16 @@ TEST_F_TIMEOUT(client, many_devices, 240)
 		ASSERT_LE(0, fd[i]) TH_LOG("device %d: %d", i, fd[i]);
 		n++;
 	}
+	/* Each device reaches its own server: a value per device. */
+	for (i = 0; i < n; i++)
+		EXPECT_EQ(0, __bar_write32(fd[i], REG_SCRATCH, 0x5c000000 + i));
 	for (i = 0; i < n; i++) {
 		v = 0;
 		EXPECT_EQ(0, __bar_read32(fd[i], REG_MAGIC, &v));
 		EXPECT_EQ(DMA_MAGIC, v);
+		v = 0;
+		EXPECT_EQ(0, __bar_read32(fd[i], REG_SCRATCH, &v));
+		EXPECT_EQ(0x5c000000 + i, v) TH_LOG("device %d", i);
 	}
 	for (i = 0; i < n; i++) {
 		close(fd[i]);

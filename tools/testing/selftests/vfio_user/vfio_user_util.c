@@ -194,6 +194,9 @@ const char *vu_module_path(void)
 {
 	const char *p = getenv("VFIO_USER_MDEV_KO");
 
+	/* vm-run exports the module it loaded as VM_MODULE. */
+	if (!p || !*p)
+		p = getenv("VM_MODULE");
 	return p && *p ? p : NULL;
 }
 

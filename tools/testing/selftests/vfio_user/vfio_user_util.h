@@ -44,7 +44,7 @@ int vu_mdev_group(const char *uuid);
  */
 int vu_vfio_open(const char *uuid, int *container, int *group);
 
-/* Module handling: path of vfio_user_mdev.ko from $VFIO_USER_MDEV_KO. */
+/* Module handling: path of vfio_user_mdev.ko from $VFIO_USER_MDEV_KO or $VM_MODULE. */
 const char *vu_module_path(void);
 bool vu_module_loaded(void);
 int vu_module_load(void);
