@@ -147,14 +147,8 @@ FIXTURE_SETUP(fault)
 
 FIXTURE_TEARDOWN(fault)
 {
-	if (self->fd >= 0)
-		close(self->fd);
-	if (self->group >= 0)
-		close(self->group);
-	if (self->container >= 0)
-		close(self->container);
-	if (vu_mdev_exists(self->uuid))
-		vu_mdev_remove(self->uuid);
+	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
+			     &self->container);
 	vu_server_stop(&self->srv);
 	vu_server_stop(&self->good);
 	if (self->kmsg >= 0)
@@ -302,14 +296,8 @@ FIXTURE_SETUP(dma)
 
 FIXTURE_TEARDOWN(dma)
 {
-	if (self->fd >= 0)
-		close(self->fd);
-	if (self->group >= 0)
-		close(self->group);
-	if (self->container >= 0)
-		close(self->container);
-	if (vu_mdev_exists(self->uuid))
-		vu_mdev_remove(self->uuid);
+	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
+			     &self->container);
 	vu_server_stop(&self->srv);
 }
 

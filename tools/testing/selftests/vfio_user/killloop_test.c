@@ -251,14 +251,8 @@ FIXTURE_SETUP(hung)
 
 FIXTURE_TEARDOWN(hung)
 {
-	if (self->fd >= 0)
-		close(self->fd);
-	if (self->group >= 0)
-		close(self->group);
-	if (self->container >= 0)
-		close(self->container);
-	if (vu_mdev_exists(self->uuid))
-		vu_mdev_remove(self->uuid);
+	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
+			     &self->container);
 	vu_server_stop(&self->srv);
 }
 

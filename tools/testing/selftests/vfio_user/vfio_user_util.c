@@ -407,3 +407,18 @@ int vu_open_attached(const char *uuid, const struct vu_server *srv,
 		return ret;
 	return vu_vfio_open(uuid, container, group);
 }
+
+void vu_consumer_teardown(const char *uuid, int *fd, int *group,
+			  int *container)
+{
+	int *fds[] = { fd, group, container };
+	unsigned int i;
+
+	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+	if (vu_mdev_exists(uuid))
+		vu_mdev_remove(uuid);
+}

@@ -44,6 +44,13 @@ int vu_mdev_group(const char *uuid);
  */
 int vu_vfio_open(const char *uuid, int *container, int *group);
 
+/*
+ * A fixture's teardown: closes the device, group and container fds (any may
+ * be -1; each is set to -1) and removes the mdev if it still exists.
+ */
+void vu_consumer_teardown(const char *uuid, int *fd, int *group,
+			  int *container);
+
 /* Module handling: path of vfio_user_mdev.ko from $VFIO_USER_MDEV_KO or $VM_MODULE. */
 const char *vu_module_path(void);
 bool vu_module_loaded(void);
