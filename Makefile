@@ -5,6 +5,8 @@
 #
 #   make              the module against KDIR (default: installed 6.12 headers)
 #   make check        install dependencies, build everything, run all tests
+#   make check-debug  the VM suite on the 6.12-debug kernel only
+#   make soak         10^6 fuzzed messages, 1000 server kills (6.12-debug)
 #   make run          the demo, in the test VM
 #   make run-nested   the demo with a nested guest boot (slow: TCG in TCG)
 #   make lint         sparse C=2, checkpatch --strict, W=1, kernel-doc
@@ -47,6 +49,15 @@ deps:
 
 check:
 	scripts/check
+
+# The suite on the 6.12-debug kernel only (KASAN, lockdep, kmemleak, iommufd).
+check-debug:
+	CHECK_KERNELS=6.12-debug scripts/check
+
+# Long fault runs (not in check): 10^6 fuzzed messages and 1000 server
+# kills on the 6.12-debug kernel, with the kmemleak scan at the end.
+soak:
+	scripts/soak
 
 run:
 	scripts/run-demo
@@ -95,4 +106,4 @@ clean:
 distclean: clean
 	rm -rf $(BUILD)
 
-.PHONY: all modules tools selftests deps check run lint bench docs install clean distclean interop
+.PHONY: all modules tools selftests deps check check-debug soak run lint bench docs install clean distclean interop

@@ -41,7 +41,12 @@
 #define DMA_MSIX_TABLE		0x800
 #define DMA_MSIX_PBA		0xc00
 #define DMA_MAX_LEN		(64ULL << 20)
-#define DMA_CHUNK		(1U << 20)
+/* (the library splits each call by max_data_xfer_size) */
+#define DMA_CHUNK		(16U << 20)
+
+/* DOORBELL values: 2 and 3 move data one way only (benchmarks) */
+#define DMA_DOORBELL_READ	2	/* DMA_READ of SRC, LEN; data dropped */
+#define DMA_DOORBELL_WRITE	3	/* DMA_WRITE of LEN bytes of SCRATCH's low byte to DST */
 
 struct dma_dev {
 	uint8_t regs[DMA_REG_END];
@@ -80,35 +85,39 @@ static void dma_reset(void *priv)
 	set32(d, DMA_REG_IRQ_CTRL, DMA_IRQ_CTRL_ENABLE);
 }
 
-static int dma_copy(struct vus_dev *dev, struct dma_dev *d, uint64_t src,
-		    uint64_t dst, uint64_t len)
+static int dma_copy(struct vus_dev *dev, struct dma_dev *d, uint32_t mode,
+		    uint64_t src, uint64_t dst, uint64_t len)
 {
+	bool rd = mode != DMA_DOORBELL_WRITE, wr = mode != DMA_DOORBELL_READ;
 	uint64_t pos;
 	int err;
 
 	if (len > DMA_MAX_LEN || src + len < src || dst + len < dst)
 		return -EINVAL;
+	if (!rd)
+		memset(d->buf, d->regs[DMA_REG_SCRATCH],
+		       len < DMA_CHUNK ? len : DMA_CHUNK);
 	for (pos = 0; pos < len; pos += DMA_CHUNK) {
 		size_t n = len - pos < DMA_CHUNK ? len - pos : DMA_CHUNK;
 
-		err = vus_dev__dma_read(dev, src + pos, d->buf, n);
+		err = rd ? vus_dev__dma_read(dev, src + pos, d->buf, n) : 0;
 		if (err)
 			return err;
-		err = vus_dev__dma_write(dev, dst + pos, d->buf, n);
+		err = wr ? vus_dev__dma_write(dev, dst + pos, d->buf, n) : 0;
 		if (err)
 			return err;
 	}
 	return 0;
 }
 
-static void dma_doorbell(struct vus_dev *dev, struct dma_dev *d)
+static void dma_doorbell(struct vus_dev *dev, struct dma_dev *d, uint32_t mode)
 {
 	uint64_t src = reg64(d, DMA_REG_SRC), dst = reg64(d, DMA_REG_DST);
 	uint64_t len = reg64(d, DMA_REG_LEN);
 	int err;
 
 	set32(d, DMA_REG_STATUS, DMA_STATUS_BUSY);
-	err = dma_copy(dev, d, src, dst, len);
+	err = dma_copy(dev, d, mode, src, dst, len);
 	if (err) {
 		set32(d, DMA_REG_STATUS, DMA_STATUS_ERROR);
 		set32(d, DMA_REG_ERROR, -err);
@@ -156,8 +165,12 @@ static int dma_bar0(struct vus_dev *dev, void *priv, uint64_t off, void *buf,
 	for (i = 0; i < count; i++)
 		if (off + i < DMA_REG_END && writable(off + i))
 			d->regs[off + i] = p[i];
-	if (off <= DMA_REG_DOORBELL && off + count > DMA_REG_DOORBELL)
-		dma_doorbell(dev, d);
+	if (off <= DMA_REG_DOORBELL && off + count > DMA_REG_DOORBELL) {
+		uint32_t v;
+
+		memcpy(&v, p + (DMA_REG_DOORBELL - off), 4);
+		dma_doorbell(dev, d, le32toh(v));
+	}
 	return 0;
 }
 
@@ -196,9 +209,11 @@ struct sample_backend sample_dma_backend = {
 "    0x08 u64 RW SRC       source IOVA\n"
 "    0x10 u64 RW DST       destination IOVA\n"
 "    0x18 u64 RW LEN       bytes to copy (at most 64 MiB)\n"
-"    0x20 u32 WO DOORBELL  any write copies SRC->DST (DMA_READ then\n"
+"    0x20 u32 WO DOORBELL  a write copies SRC->DST (DMA_READ then\n"
 "                          DMA_WRITE, split by max_data_xfer_size)\n"
-"                          before the write completes\n"
+"                          before the write completes; the value 2\n"
+"                          only reads SRC (data dropped), 3 only\n"
+"                          writes DST with SCRATCH's low byte\n"
 "    0x24 u32 RO STATUS    0 idle, 1 busy, 2 done, 3 error\n"
 "    0x28 u32 RO ERROR     errno of the last copy: 0, EFAULT (not mapped),\n"
 "                          EIO (client error reply), EINVAL (LEN), ...\n"

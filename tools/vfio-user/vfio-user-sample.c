@@ -112,6 +112,8 @@ static void usage(FILE *f)
 "  -m, --mmap            null: offer BAR4 for mmap with a sparse-mmap\n"
 "                        capability (the region fd is sent with\n"
 "                        GET_REGION_INFO)\n"
+"  -x, --max-xfer BYTES  max_data_xfer_size to announce (default 1M;\n"
+"                        K/M suffixes; the smaller of both sides is used)\n"
 "  -v, --verbose         log library messages and every DMA/IRQ\n"
 "  -h, --help            this text\n"
 "\n"
@@ -153,19 +155,21 @@ int main(int argc, char **argv)
 		{ "device", required_argument, NULL, 'd' },
 		{ "bar-size", required_argument, NULL, 'b' },
 		{ "mmap", no_argument, NULL, 'm' },
+		{ "max-xfer", required_argument, NULL, 'x' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ },
 	};
 	struct sample_opts o = { .bar_size = 256ULL << 20 };
 	const char *device = "dma";
+	uint64_t max_xfer = 0;
 	struct vus_dev *dev;
 	struct pollfd pfd[2];
 	sigset_t mask;
 	unsigned int i;
 	int c, err, ret = 1;
 
-	while ((c = getopt_long(argc, argv, "s:d:b:mvh", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:d:b:mx:vh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			o.socket = optarg;
@@ -181,6 +185,12 @@ int main(int argc, char **argv)
 			break;
 		case 'm':
 			o.mmap = true;
+			break;
+		case 'x':
+			if (parse_size(optarg, &max_xfer) || max_xfer > UINT32_MAX) {
+				fprintf(stderr, "bad --max-xfer %s\n", optarg);
+				return 2;
+			}
 			break;
 		case 'v':
 			o.verbose = true;
@@ -220,7 +230,8 @@ int main(int argc, char **argv)
 
 	{
 		VUS_OPTS(vus_dev_opts, dopts, .ops = &sample_ops,
-			 .priv = backend->priv);
+			 .priv = backend->priv,
+			 .max_data_xfer_size = (uint32_t)max_xfer);
 		VUS_OPTS(vus_pci_opts, popts, .vendor_id = backend->vendor_id,
 			 .device_id = backend->device_id,
 			 .subsys_vendor_id = backend->vendor_id,

@@ -25,6 +25,32 @@ module_param(max_devices, uint, 0444);
 MODULE_PARM_DESC(max_devices,
 		 "Maximum number of vfio_user-pci mdevs (available_instances), default 256");
 
+unsigned int vfio_user_max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
+
+static int vfio_user_max_xfer_set(const char *val,
+				  const struct kernel_param *kp)
+{
+	unsigned int v;
+	int ret;
+
+	ret = kstrtouint(val, 0, &v);
+	if (ret)
+		return ret;
+	if (v < 4096 || v > VFIO_USER_MAX_XFER_LIMIT)
+		return -EINVAL;
+	WRITE_ONCE(vfio_user_max_xfer, v);
+	return 0;
+}
+
+static const struct kernel_param_ops vfio_user_max_xfer_ops = {
+	.set = vfio_user_max_xfer_set,
+	.get = param_get_uint,
+};
+module_param_cb(max_data_xfer_size, &vfio_user_max_xfer_ops,
+		&vfio_user_max_xfer, 0644);
+MODULE_PARM_DESC(max_data_xfer_size,
+		 "Largest data payload per message we announce, 4096..16777216 bytes, default 1048576; read at each attach");
+
 /*
  * The parent: a device of class "vfio_user" that the mdevs hang off, so
  * the type directory reads vfio_user-pci. Registered in vfio_user_init(),

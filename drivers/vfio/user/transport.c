@@ -132,7 +132,8 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 }
 
 /* The same for a deliberate end (detach, remove): logged at debug level. */
-static void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt,
+static __printf(2, 3)
+void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt,
 				 ...)
 {
 	va_list args;
@@ -929,7 +930,7 @@ static int vfio_user_json_caps(struct vfio_user_json *j,
 			if (!strcmp(key, "max_msg_fds"))
 				caps->max_msg_fds = min_t(u64, val, 253);
 			else if (!strcmp(key, "max_data_xfer_size"))
-				caps->max_xfer = min_t(u64, val, VFIO_USER_MAX_XFER);
+				caps->max_xfer = min_t(u64, val, U32_MAX);
 			else if (!strcmp(key, "max_dma_maps"))
 				caps->max_dma_maps = min_t(u64, val, U32_MAX);
 			else
@@ -985,8 +986,8 @@ static int vfio_user_negotiate(struct vfio_user_conn *conn)
 	u32 flags;
 
 	jlen = scnprintf(json, sizeof(json),
-			 "{\"capabilities\":{\"max_msg_fds\":0,\"max_data_xfer_size\":%lu,\"pgsizes\":%lu}}",
-			 VFIO_USER_MAX_XFER, PAGE_SIZE) + 1;
+			 "{\"capabilities\":{\"max_msg_fds\":0,\"max_data_xfer_size\":%u,\"pgsizes\":%lu}}",
+			 conn->max_xfer, PAGE_SIZE) + 1;
 	vfio_user_fill_hdr(&hdr, 0, VFIO_USER_VERSION,
 			   sizeof(hdr) + sizeof(ver) + jlen,
 			   VFIO_USER_F_TYPE_COMMAND, 0);
@@ -1066,6 +1067,8 @@ static int vfio_user_negotiate(struct vfio_user_conn *conn)
 			goto out;
 		}
 	}
+	/* The smaller of what each side announced (the server's default: 1 MiB). */
+	conn->caps.max_xfer = min(conn->caps.max_xfer, conn->max_xfer);
 	if (conn->caps.max_xfer < VFIO_USER_MIN_XFER) {
 		vfio_user_conn_broken(conn, "max_data_xfer_size %u is too small",
 				      conn->caps.max_xfer);
@@ -1107,6 +1110,7 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	conn->udev = udev;
 	conn->timeout = msecs_to_jiffies(timeout_ms);
 	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
+	conn->max_xfer = READ_ONCE(vfio_user_max_xfer);	/* what we announce */
 	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
 	conn->caps.max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS;
 	conn->caps.pgsizes = PAGE_SIZE;

@@ -41,9 +41,14 @@
 #define VFIO_USER_MAX_IRQ_COUNT		2048
 #define VFIO_USER_MAX_VERSION_JSON	4096
 #define VFIO_USER_MAX_REGION_INFO	4096
-/* Largest data payload of one REGION_READ/WRITE or DMA_READ/WRITE. */
-#define VFIO_USER_MAX_XFER		BIT(20)
+/*
+ * Largest data payload of one REGION_READ/WRITE or DMA_READ/WRITE we
+ * announce: the max_data_xfer_size module parameter (default 1 MiB, the
+ * spec's default), read at each attach, within these bounds.
+ */
+#define VFIO_USER_MAX_XFER_LIMIT	(16U << 20)
 #define VFIO_USER_MIN_XFER		512
+extern unsigned int vfio_user_max_xfer;
 /* Server commands queued for the DMA worker before we call it a flood. */
 #define VFIO_USER_MAX_PENDING_CMDS	64
 /* Biggest DMA region a server must accept (libvfio-user: 8 TiB). */
@@ -136,6 +141,7 @@ struct vfio_user_cmd {
  * @udev: the device; outlives the connection
  * @sock: connected AF_UNIX stream socket, released in vfio_user_conn_free()
  * @caps: negotiated capabilities, constant once the receiver runs
+ * @max_xfer: the max_data_xfer_size we announced (module parameter)
  * @timeout: bound on every wait for the server, in jiffies
  * @lock: protects @reqs, @dead, @reason, @cmds and @nr_cmds
  * @reqs: in-flight requests by msg_id
@@ -165,6 +171,7 @@ struct vfio_user_conn {
 	struct vfio_user_device *udev;
 	struct socket *sock;
 	struct vfio_user_caps caps;
+	u32 max_xfer;
 	unsigned long timeout;
 
 	spinlock_t lock;		/* reqs, dead, reason, cmds */

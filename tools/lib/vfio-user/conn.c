@@ -206,8 +206,9 @@ static int vus_add_fds(struct vus_dev *dev, struct vus_msg *m,
 }
 
 /*
- * Read exactly @len bytes, collecting fds. The first read waits at most
- * timeout_ms too (SO_RCVTIMEO); the caller polled first.
+ * Read exactly @len bytes straight into @buf (a payload larger than the
+ * receive buffer), collecting fds into @m. Waits at most timeout_ms for
+ * each read (SO_RCVTIMEO).
  */
 static int vus_recv_full(struct vus_dev *dev, void *buf, size_t len,
 			 struct vus_msg *m)
@@ -244,29 +245,227 @@ static int vus_recv_full(struct vus_dev *dev, void *buf, size_t len,
 	return 0;
 }
 
+/* ---- the receive buffer --------------------------------------------------- */
+
+static size_t vus_rx_avail(const struct vus_dev *dev)
+{
+	return dev->rx.tail - dev->rx.head;
+}
+
+static void vus_rx_close_fds(struct vus_rx_fds *b)
+{
+	unsigned int i;
+
+	for (i = 0; i < b->nr; i++)
+		close(b->fds[i]);
+	free(b->fds);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Drops buffered bytes and pending fds (disconnect). */
+VUS_HIDDEN void vus_rx_reset(struct vus_dev *dev)
+{
+	struct vus_rx *rx = &dev->rx;
+
+	while (rx->nr_fds)
+		vus_rx_close_fds(&rx->fds[--rx->nr_fds]);
+	rx->head = rx->tail = 0;
+	rx->off = 0;
+}
+
+/* Keeps the fds of one buffered read, which ended at stream offset @end. */
+static void vus_rx_note_fds(struct vus_dev *dev, struct msghdr *mh,
+			    uint64_t end)
+{
+	struct vus_rx *rx = &dev->rx;
+	struct vus_rx_fds *b;
+	struct vus_msg tmp = { 0 };
+
+	if (!CMSG_FIRSTHDR(mh) && !(mh->msg_flags & MSG_CTRUNC))
+		return;
+	vus_add_fds(dev, &tmp, mh);	/* (closes what it cannot keep) */
+	if (rx->nr_fds == VUS_RX_MAX_FDS) {
+		/*
+		 * Cannot happen with a sane peer: a read that returns fds ends
+		 * with them, and we read on only for an incomplete message.
+		 * The message these came with fails as if truncated.
+		 */
+		b = &rx->fds[rx->nr_fds - 1];
+		b->truncated = true;
+		b->end = end;
+		while (tmp.nr_fds)
+			close(tmp.fds[--tmp.nr_fds]);
+		free(tmp.fds);
+		return;
+	}
+	b = &rx->fds[rx->nr_fds++];
+	b->end = end;
+	b->fds = tmp.fds;
+	b->nr = tmp.nr_fds;
+	b->truncated = tmp.fds_err != 0;
+}
+
+/* Hands the fds of reads that ended inside a message [.., @end) to @m. */
+static void vus_rx_attach_fds(struct vus_dev *dev, struct vus_msg *m,
+			      uint64_t end)
+{
+	struct vus_rx *rx = &dev->rx;
+	unsigned int i, n = 0;
+
+	while (n < rx->nr_fds && rx->fds[n].end <= end) {
+		struct vus_rx_fds *b = &rx->fds[n++];
+		int *fds;
+
+		if (b->truncated)
+			m->fds_err = -EINVAL;
+		fds = b->nr ? realloc(m->fds, (m->nr_fds + b->nr) * sizeof(int)) : m->fds;
+		if (b->nr && !fds) {
+			m->fds_err = -ENOMEM;
+			vus_rx_close_fds(b);
+			continue;
+		}
+		m->fds = fds;
+		memcpy(m->fds + m->nr_fds, b->fds, b->nr * sizeof(int));
+		m->nr_fds += b->nr;
+		free(b->fds);
+		memset(b, 0, sizeof(*b));
+	}
+	for (i = n; i < rx->nr_fds; i++)
+		rx->fds[i - n] = rx->fds[i];
+	rx->nr_fds -= n;
+	if (m->nr_fds > dev->max_fds)
+		m->fds_err = -EINVAL;
+}
+
+/*
+ * Have at least @want (<= VUS_RX_BUF) bytes buffered: one recvmsg() for as
+ * much as fits, so a small message and whatever follows it come in one
+ * system call. Each read waits at most timeout_ms (SO_RCVTIMEO).
+ */
+static int vus_rx_fill(struct vus_dev *dev, size_t want)
+{
+	union {
+		char buf[CMSG_SPACE(VUS_SCM_MAX_FD * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct vus_rx *rx = &dev->rx;
+
+	if (!rx->buf) {
+		rx->buf = malloc(VUS_RX_BUF);
+		if (!rx->buf)
+			return -ENOMEM;
+	}
+	if (rx->head == rx->tail)
+		rx->head = rx->tail = 0;
+	if (VUS_RX_BUF - rx->head < want) {
+		memmove(rx->buf, rx->buf + rx->head, vus_rx_avail(dev));
+		rx->tail -= rx->head;
+		rx->head = 0;
+	}
+	while (vus_rx_avail(dev) < want) {
+		struct iovec iov = {
+			.iov_base = rx->buf + rx->tail,
+			.iov_len = VUS_RX_BUF - rx->tail,
+		};
+		struct msghdr mh = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = u.buf,
+			.msg_controllen = sizeof(u.buf),
+		};
+		ssize_t n = recvmsg(dev->conn_fd, &mh, MSG_CMSG_CLOEXEC);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		rx->tail += n;
+		vus_rx_note_fds(dev, &mh, rx->off + vus_rx_avail(dev));
+	}
+	return 0;
+}
+
+/*
+ * Take the next @len bytes of the stream into @dst: what is buffered, then
+ * the rest through the buffer if small, else straight into @dst (fds that
+ * come with those go to @m).
+ */
+static int vus_rx_take(struct vus_dev *dev, void *dst, size_t len,
+		       struct vus_msg *m)
+{
+	struct vus_rx *rx = &dev->rx;
+	size_t n = VUS_MIN(len, vus_rx_avail(dev));
+	int err;
+
+	memcpy(dst, rx->buf + rx->head, n);
+	rx->head += n;
+	rx->off += n;
+	dst = (char *)dst + n;
+	len -= n;
+	if (!len)
+		return 0;
+	if (len <= VUS_RX_BUF / 2) {
+		err = vus_rx_fill(dev, len);
+		if (err)
+			return err;
+		memcpy(dst, rx->buf + rx->head, len);
+		rx->head += len;
+	} else {
+		err = vus_recv_full(dev, dst, len, m);
+		if (err)
+			return err;
+	}
+	rx->off += len;
+	return 0;
+}
+
+/*
+ * Where the payload of one expected reply goes instead of a malloc'd copy:
+ * bytes [@skip, @skip + @len) of the payload of the reply to @id/@cmd land
+ * in @buf if the reply is a success of exactly that size (DMA_READ data);
+ * @used says it did.
+ */
+struct vus_rx_sink {
+	uint16_t id;
+	uint16_t cmd;
+	size_t skip;
+	void *buf;
+	size_t len;
+	bool used;
+};
+
 /*
  * Receive one message. Returns 0 with *out set, or a negative errno after
  * which the connection must be dropped (already marked dead).
  */
 static int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out,
-			size_t limit)
+			size_t limit, struct vus_rx_sink *sinks,
+			unsigned int nr_sinks)
 {
+	struct vus_rx_sink *sink = NULL;
 	struct vfio_user_hdr h;
+	unsigned int i;
 	struct vus_msg *m;
+	uint64_t end;
+	size_t keep;
 	int err;
 
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	err = vus_recv_full(dev, &h, HDR, m);
+	err = vus_rx_fill(dev, HDR);
 	if (err) {
-		if (err == -ECONNRESET)
+		if (err == -ECONNRESET && !vus_rx_avail(dev))
 			pr_debug("client closed the connection\n");
 		else
 			vus_conn_broken(dev, "receive", err);
 		dev->conn_dead = true;
 		goto err_free;
 	}
+	memcpy(&h, dev->rx.buf + dev->rx.head, HDR);
 	m->msg_id = le16toh(h.msg_id);
 	m->command = le16toh(h.command);
 	m->size = le32toh(h.size);
@@ -281,18 +480,35 @@ static int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out,
 		vus_conn_broken(dev, "bad message size", err);
 		goto err_free;
 	}
-	m->buf = malloc(m->size);
+	end = dev->rx.off + m->size;
+	keep = m->size;
+	for (i = 0; i < nr_sinks; i++) {
+		struct vus_rx_sink *k = &sinks[i];
+
+		if (!k->used && m->msg_id == k->id && m->command == k->cmd &&
+		    (m->flags & (VFIO_USER_F_TYPE_MASK | VFIO_USER_F_ERROR)) ==
+		    VFIO_USER_F_TYPE_REPLY && m->size == HDR + k->skip + k->len) {
+			sink = k;
+			keep = HDR + k->skip;
+			break;
+		}
+	}
+	m->buf = malloc(keep);
 	if (!m->buf) {
 		err = -ENOMEM;
 		vus_conn_broken(dev, "message allocation", err);
 		goto err_free;
 	}
-	memcpy(m->buf, &h, HDR);
-	err = vus_recv_full(dev, m->buf + HDR, m->size - HDR, m);
+	err = vus_rx_take(dev, m->buf, keep, m);
+	if (!err && keep < m->size) {
+		err = vus_rx_take(dev, sink->buf, sink->len, m);
+		sink->used = true;
+	}
 	if (err) {
 		vus_conn_broken(dev, "truncated message", err);
 		goto err_free;
 	}
+	vus_rx_attach_fds(dev, m, end);
 	*out = m;
 	return 0;
 
@@ -355,6 +571,7 @@ void vus_dev__disconnect(struct vus_dev *dev)
 	epoll_ctl(dev->epfd, EPOLL_CTL_DEL, dev->conn_fd, NULL);
 	close(dev->conn_fd);
 	dev->conn_fd = -1;
+	vus_rx_reset(dev);
 	vus_queue_drop_all(dev);
 	vus_dma_drop_all(dev);
 	vus_irq_drop_all(dev);
@@ -1215,16 +1432,31 @@ static int vus_accept(struct vus_dev *dev)
 	return vus_dev__attach_fd(dev, fd);
 }
 
-int vus_dev__process(struct vus_dev *dev)
+/*
+ * Handle the client's messages: one at least (the socket was readable),
+ * then every one the receive buffer still holds, since the socket will
+ * not wake us for those.
+ */
+static void vus_serve_conn(struct vus_dev *dev)
+{
+	do {
+		struct vus_msg *m;
+
+		if (vus_recv_msg(dev, &m, vus_msg_limit(dev), NULL, 0))
+			break;
+		vus_handle_msg(dev, m);
+		vus_drain_queue(dev);
+	} while (!dev->conn_dead && dev->conn_fd >= 0 && vus_rx_avail(dev));
+}
+
+static int vus_process(struct vus_dev *dev, int timeout)
 {
 	struct epoll_event ev[4];
 	int n, i, handled = 0;
 
-	if (!dev)
-		return vus_err(-EINVAL);
-	n = epoll_wait(dev->epfd, ev, VUS_ARRAY_SIZE(ev), 0);
+	n = epoll_wait(dev->epfd, ev, VUS_ARRAY_SIZE(ev), timeout);
 	if (n < 0)
-		return vus_err(errno == EINTR ? 0 : -errno);
+		return -errno;
 	for (i = 0; i < n; i++) {
 		int fd = ev[i].data.fd;
 
@@ -1233,6 +1465,10 @@ int vus_dev__process(struct vus_dev *dev)
 
 			if (read(fd, &v, sizeof(v)) < 0)
 				pr_debug("queue eventfd: %s\n", strerror(errno));
+			/* what a DMA wait read ahead of the socket */
+			if (dev->conn_fd >= 0 && !dev->conn_dead &&
+			    vus_rx_avail(dev))
+				vus_serve_conn(dev);
 		} else if (fd == dev->listen_fd && dev->conn_fd < 0) {
 			int err = vus_accept(dev);
 
@@ -1240,10 +1476,7 @@ int vus_dev__process(struct vus_dev *dev)
 				pr_warn("accept: %s\n", strerror(-err));
 		} else if (fd == dev->conn_fd && dev->conn_fd >= 0 &&
 			   !dev->conn_dead) {
-			struct vus_msg *m;
-
-			if (!vus_recv_msg(dev, &m, vus_msg_limit(dev)))
-				vus_handle_msg(dev, m);
+			vus_serve_conn(dev);
 		}
 		handled++;
 		vus_drain_queue(dev);
@@ -1253,22 +1486,30 @@ int vus_dev__process(struct vus_dev *dev)
 	return handled;
 }
 
+int vus_dev__process(struct vus_dev *dev)
+{
+	int n;
+
+	if (!dev)
+		return vus_err(-EINVAL);
+	n = vus_process(dev, 0);
+	if (n < 0)
+		return vus_err(n == -EINTR ? 0 : n);
+	return n;
+}
+
 int vus_dev__run(struct vus_dev *dev)
 {
-	struct pollfd pfd;
-	int err;
+	int n;
 
 	if (!dev)
 		return vus_err(-EINVAL);
 	dev->stop = false;
-	pfd.fd = dev->epfd;
-	pfd.events = POLLIN;
 	while (!dev->stop) {
-		if (poll(&pfd, 1, -1) < 0)
-			return vus_err(-errno);
-		err = vus_dev__process(dev);
-		if (err < 0)
-			return err;
+		/* one blocking epoll_wait() per wakeup, no poll() before it */
+		n = vus_process(dev, -1);
+		if (n < 0)
+			return vus_err(n);
 	}
 	return 0;
 }
@@ -1310,10 +1551,16 @@ static int vus_dma_check(struct vus_dev *dev, uint64_t iova, size_t len,
 	return 0;
 }
 
-static void vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
+static void vus_kick_queue(struct vus_dev *dev)
 {
 	uint64_t one = 1;
 
+	if (write(dev->queue_efd, &one, sizeof(one)) < 0)
+		pr_debug("queue eventfd: %s\n", strerror(errno));
+}
+
+static void vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
+{
 	if (dev->nr_queued >= VUS_MAX_QUEUED) {
 		vus_send_error(dev, m, EBUSY);
 		vus_msg_free(m);
@@ -1323,24 +1570,75 @@ static void vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
 	*dev->queue_tail = m;
 	dev->queue_tail = &m->next;
 	dev->nr_queued++;
-	if (write(dev->queue_efd, &one, sizeof(one)) < 0)
-		pr_debug("queue eventfd: %s\n", strerror(errno));
+	vus_kick_queue(dev);
 }
 
 /*
- * Wait for the reply to our command @id/@cmd; client commands arriving
- * meanwhile are queued. Any failure drops the connection.
+ * Server DMA through messages. Up to VUS_DMA_WINDOW DMA_READ/DMA_WRITE
+ * commands are in flight at once, so that the client serves one while the
+ * next travels; replies are matched by msg_id in whatever order they come
+ * (a DMA_READ reply's data lands straight in the caller's buffer).
  */
-static int vus_wait_reply(struct vus_dev *dev, uint16_t id, uint16_t cmd,
-			  size_t limit, struct vus_msg **out)
+#define VUS_DMA_WINDOW	4
+
+struct vus_dma_pend {
+	struct vus_rx_sink sink;	/* id, cmd; buf, len for a read */
+	bool write;
+	uint64_t iova;
+	size_t count;
+	struct vus_msg *reply;		/* received, not yet checked */
+};
+
+static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
+			void *buf)
+{
+	struct vfio_user_dma_access a = {
+		.addr = htole64(p->iova),
+		.count = htole64(p->count),
+	};
+	struct vfio_user_hdr h;
+	struct iovec iov[3] = {
+		{ .iov_base = &h, .iov_len = HDR },
+		{ .iov_base = &a, .iov_len = sizeof(a) },
+		{ .iov_base = buf, .iov_len = p->count },
+	};
+
+	p->sink.id = dev->next_msg_id++;
+	p->sink.cmd = p->write ? VFIO_USER_DMA_WRITE : VFIO_USER_DMA_READ;
+	p->sink.skip = sizeof(a);
+	p->sink.buf = buf;
+	/* only a read's reply carries data; a write's never matches the sink */
+	p->sink.len = p->write ? 0 : p->count;
+	p->sink.used = p->write;
+	p->reply = NULL;
+	vus_fill_hdr(&h, p->sink.id, p->sink.cmd,
+		     HDR + sizeof(a) + (p->write ? p->count : 0),
+		     VFIO_USER_F_TYPE_COMMAND, 0);
+	return vus_xmit(dev, iov, p->write ? 3 : 2, -1);
+}
+
+/*
+ * Receive until @want has its reply; replies to the other commands in
+ * @pend are kept with them, client commands queued. Any failure drops
+ * the connection.
+ */
+static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
+			unsigned int nr, struct vus_dma_pend *want)
 {
 	struct pollfd pfd = { .fd = dev->conn_fd, .events = POLLIN };
+	struct vus_rx_sink sinks[VUS_DMA_WINDOW];
+	size_t limit = vus_msg_limit(dev);
+	unsigned int i;
 
-	for (;;) {
+	for (i = 0; i < nr; i++)
+		limit = VUS_MAX(limit, HDR + sizeof(struct vfio_user_dma_access) +
+				(pend[i].write ? 0 : pend[i].count));
+	while (!want->reply) {
+		struct vus_dma_pend *p = NULL;
 		struct vus_msg *m;
 		int n, err;
 
-		n = poll(&pfd, 1, dev->timeout_ms);
+		n = vus_rx_avail(dev) ? 1 : poll(&pfd, 1, dev->timeout_ms);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -1348,77 +1646,69 @@ static int vus_wait_reply(struct vus_dev *dev, uint16_t id, uint16_t cmd,
 			vus_conn_broken(dev, "waiting for a DMA reply", err);
 			return err;
 		}
-		err = vus_recv_msg(dev, &m, limit);
+		for (i = 0; i < nr; i++)
+			sinks[i] = pend[i].sink;
+		err = vus_recv_msg(dev, &m, limit, sinks, nr);
+		for (i = 0; i < nr; i++)
+			pend[i].sink.used = sinks[i].used;
 		if (err)
 			return err == -ECONNRESET ? -ENOTCONN : err;
 		if ((m->flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_COMMAND) {
 			vus_enqueue(dev, m);
 			continue;
 		}
+		for (i = 0; i < nr; i++)
+			if (!pend[i].reply && pend[i].sink.id == m->msg_id)
+				p = &pend[i];
 		if ((m->flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY ||
-		    m->msg_id != id || m->command != cmd || m->nr_fds) {
-			pr_warn("DMA reply msg_id %u command %u flags %#x, expected msg_id %u command %u\n",
-				m->msg_id, m->command, m->flags, id, cmd);
+		    !p || m->command != p->sink.cmd || m->nr_fds) {
+			pr_warn("DMA reply msg_id %u command %u flags %#x matches no DMA command in flight\n",
+				m->msg_id, m->command, m->flags);
 			vus_msg_free(m);
 			vus_conn_broken(dev, "bad DMA reply", -EPROTO);
 			return -EPROTO;
 		}
-		*out = m;
-		return 0;
+		p->reply = m;
 	}
+	return 0;
 }
 
-static int vus_dma_msg(struct vus_dev *dev, uint64_t iova, void *buf,
-		       size_t count, bool write)
+/* Checks the reply of @p: 0, -EIO (the client refused), or -EPROTO. */
+static int vus_dma_check_reply(struct vus_dev *dev, struct vus_dma_pend *p)
 {
-	uint16_t cmd = write ? VFIO_USER_DMA_WRITE : VFIO_USER_DMA_READ;
-	uint16_t id = dev->next_msg_id++;
-	struct vfio_user_dma_access a = {
-		.addr = htole64(iova),
-		.count = htole64(count),
-	};
-	struct vfio_user_hdr h;
-	struct iovec iov[3] = {
-		{ .iov_base = &h, .iov_len = HDR },
-		{ .iov_base = &a, .iov_len = sizeof(a) },
-		{ .iov_base = buf, .iov_len = count },
-	};
-	size_t reply_size = HDR + sizeof(a) + (write ? 0 : count);
+	size_t reply_size = HDR + sizeof(struct vfio_user_dma_access) +
+			    (p->write ? 0 : p->count);
 	struct vfio_user_dma_access ra;
-	struct vus_msg *m = NULL;
-	int err;
+	struct vus_msg *m = p->reply;
+	int err = 0;
 
-	vus_fill_hdr(&h, id, cmd, HDR + sizeof(a) + (write ? count : 0),
-		     VFIO_USER_F_TYPE_COMMAND, 0);
-	err = vus_xmit(dev, iov, write ? 3 : 2, -1);
-	if (err)
-		return err;
-	err = vus_wait_reply(dev, id, cmd,
-			     VUS_MAX(vus_msg_limit(dev), reply_size), &m);
-	if (err)
-		return err;
+	p->reply = NULL;
 	if (m->flags & VFIO_USER_F_ERROR) {
 		pr_debug("DMA %s [%#llx, +%zu): client error %u\n",
-			 write ? "write" : "read", (unsigned long long)iova,
-			 count, m->error_no);
-		vus_msg_free(m);
-		return -EIO;
+			 p->write ? "write" : "read",
+			 (unsigned long long)p->iova, p->count, m->error_no);
+		err = -EIO;
+		goto out;
 	}
-	if (m->size != reply_size)
-		goto bad;
-	memcpy(&ra, m->buf + HDR, sizeof(ra));
-	if (ra.addr != a.addr || ra.count != a.count)
-		goto bad;
-	if (!write)
-		memcpy(buf, m->buf + HDR + sizeof(ra), count);
-	vus_msg_free(m);
-	return 0;
-bad:
+	if (m->size == reply_size) {
+		memcpy(&ra, m->buf + HDR, sizeof(ra));
+		/* (a DMA_READ reply of the right size went straight to buf) */
+		if (le64toh(ra.addr) == p->iova && le64toh(ra.count) == p->count &&
+		    p->sink.used)
+			goto out;
+	}
 	pr_warn("DMA %s reply: size %u, expected %zu\n",
-		write ? "write" : "read", m->size, reply_size);
-	vus_msg_free(m);
+		p->write ? "write" : "read", m->size, reply_size);
 	vus_conn_broken(dev, "bad DMA reply", -EPROTO);
-	return -EPROTO;
+	err = -EPROTO;
+out:
+	vus_msg_free(m);
+	return err;
+}
+
+static bool vus_conn_ok(const struct vus_dev *dev)
+{
+	return dev->conn_fd >= 0 && !dev->conn_dead;
 }
 
 static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
@@ -1426,8 +1716,10 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 {
 	uint32_t prot = write ? VFIO_USER_F_DMA_REGION_WRITE :
 				VFIO_USER_F_DMA_REGION_READ;
+	struct vus_dma_pend pend[VUS_DMA_WINDOW];
+	unsigned int nr = 0, i;
 	size_t pos = 0;
-	int err;
+	int err, first = 0;
 
 	if (!dev || (!buf && len))
 		return -EINVAL;
@@ -1436,12 +1728,14 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 	err = vus_dma_check(dev, iova, len, prot);
 	if (err)
 		return err;
-	while (pos < len) {
+	while (pos < len && !first) {
 		struct vus_dma_region *r = vus_dma_find(dev, iova + pos);
 		uint64_t roff, n;
 
-		if (!r)
-			return -EFAULT;
+		if (!r) {
+			first = -EFAULT;
+			break;
+		}
 		roff = iova + pos - r->iova;
 		n = VUS_MIN(len - pos, r->size - roff);
 		if (r->vaddr) {
@@ -1462,16 +1756,50 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 			uint64_t max = VUS_MIN(VUS_MIN(dev->peer.max_data_xfer_size,
 						       dev->max_xfer),
 					       VUS_MAX_XFER_LIMIT);
+			struct vus_dma_pend *p;
 
-			n = VUS_MIN(n, max);
-			err = vus_dma_msg(dev, iova + pos, (uint8_t *)buf + pos,
-					  n, write);
-			if (err)
-				return err;
+			if (nr == VUS_DMA_WINDOW) {
+				/* the oldest is done before the next goes */
+				err = vus_dma_wait(dev, pend, nr, &pend[0]);
+				if (!err)
+					err = vus_dma_check_reply(dev, &pend[0]);
+				if (err)
+					first = err;
+				memmove(&pend[0], &pend[1],
+					--nr * sizeof(pend[0]));
+				if (first)
+					break;
+			}
+			p = &pend[nr];
+			p->write = write;
+			p->iova = iova + pos;
+			p->count = n = VUS_MIN(n, max);
+			err = vus_dma_send(dev, p, (uint8_t *)buf + pos);
+			if (err) {
+				first = err;
+				break;
+			}
+			nr++;
 		}
 		pos += n;
 	}
-	return 0;
+	/* Every reply still due is taken off the stream, in order. */
+	for (i = 0; i < nr && vus_conn_ok(dev); i++) {
+		err = vus_dma_wait(dev, pend + i, nr - i, &pend[i]);
+		if (!err)
+			err = vus_dma_check_reply(dev, &pend[i]);
+		if (err && !first)
+			first = err;
+	}
+	for (i = 0; i < nr; i++)
+		vus_msg_free(pend[i].reply);
+	/*
+	 * A client command read ahead of the socket with a reply waits in
+	 * the receive buffer: wake the loop for it (the socket will not).
+	 */
+	if (vus_conn_ok(dev) && vus_rx_avail(dev))
+		vus_kick_queue(dev);
+	return first;
 }
 
 int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,

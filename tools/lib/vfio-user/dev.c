@@ -147,6 +147,8 @@ void vus_dev__delete(struct vus_dev *dev)
 			vus_region_free(&dev->regions[i]);
 	for (i = 0; i < VUS_MAX_IRQ_INDEXES; i++)
 		vus_irq_free(&dev->irqs[i]);
+	vus_rx_reset(dev);
+	free(dev->rx.buf);
 	vus_pci_free(dev);
 	if (dev->listen_fd >= 0)
 		close(dev->listen_fd);

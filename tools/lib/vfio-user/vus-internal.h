@@ -126,6 +126,35 @@ struct vus_msg {
 	struct vus_msg *next;
 };
 
+/*
+ * struct vus_rx_fds - fds that one recvmsg() returned. The socket stops a
+ * read at the end of the data the fds came with, so they belong to the
+ * message holding the last byte of that read, at stream offset @end - 1.
+ */
+struct vus_rx_fds {
+	uint64_t end;
+	int *fds;
+	unsigned int nr;
+	bool truncated;		/* MSG_CTRUNC */
+};
+
+#define VUS_RX_BUF	(64 * 1024)
+#define VUS_RX_MAX_FDS	8	/* batches pending at once */
+
+/*
+ * struct vus_rx - the receive buffer: one recvmsg() takes a small message
+ * whole (and whatever follows it); payloads larger than the buffer are
+ * read straight into the message. Bytes [@head, @tail) of @buf are
+ * unparsed; @off is the stream offset of @buf[@head].
+ */
+struct vus_rx {
+	uint8_t *buf;
+	size_t head, tail;
+	uint64_t off;
+	struct vus_rx_fds fds[VUS_RX_MAX_FDS];
+	unsigned int nr_fds;
+};
+
 struct vus_pci {
 	bool enabled;
 	uint8_t cfg[VUS_PCI_CFG_SIZE];
@@ -176,7 +205,12 @@ struct vus_dev {
 
 	struct vus_dma_region *dma;
 	unsigned int nr_dma;
+
+	struct vus_rx rx;
 };
+
+/* conn.c */
+VUS_HIDDEN void vus_rx_reset(struct vus_dev *dev);
 
 /* pci.c */
 VUS_HIDDEN int vus_pci_config_access(struct vus_dev *dev, uint64_t off,

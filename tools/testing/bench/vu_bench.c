@@ -6,7 +6,10 @@
  *   vu_bench bar-read UUID N          4-byte BAR0 reads through the module
  *   vu_bench bar-write UUID N         4-byte BAR0 writes through the module
  *   vu_bench mtty UUID N              1-byte reads of an mtty mdev (VFIO floor)
- *   vu_bench dma UUID MIB             one DMA-engine copy of MIB MiB, and memcpy
+ *   vu_bench dma UUID MIB [MODE]      one DMA-engine run of MIB MiB, and memcpy:
+ *                                     MODE copy (DMA_READ + DMA_WRITE, the
+ *                                     default), read (DMA_READ only) or write
+ *                                     (DMA_WRITE only)
  *   vu_bench irq UUID N               null device: write IRQ reg, wait eventfd
  *   vu_bench eventfd N                raw eventfd ping-pong between processes
  *   vu_bench stream MIB               raw AF_UNIX stream of 1 MiB messages:
@@ -327,8 +330,12 @@ static void bar_write64(int fd, uint64_t bar, uint64_t reg, uint64_t v)
 		die("bar write");
 }
 
-/* One DMA-engine copy of @mib MiB (DMA_READ + DMA_WRITE), and memcpy. */
-static void dma(const char *uuid, long mib)
+/*
+ * One DMA-engine run of @mib MiB, and memcpy of the same size. @mode:
+ * "copy" (the device copies: DMA_READ + DMA_WRITE of each byte), "read"
+ * (DMA_READ only, doorbell value 2) or "write" (DMA_WRITE only, value 3).
+ */
+static void dma(const char *uuid, long mib, const char *mode)
 {
 	size_t sz = (size_t)mib << 20;
 	struct vfio_iommu_type1_dma_map map = {
@@ -336,17 +343,25 @@ static void dma(const char *uuid, long mib)
 		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
 		.iova = 1ULL << 32, .size = 2 * sz,
 	};
+	uint32_t bell = 1, fill = 0xa7, st = 0;
 	uint64_t bar, t, t_dma, t_mem;
-	uint32_t one = 1, st = 0;
+	size_t i;
 	char *buf;
 	int c, fd;
 
+	if (!strcmp(mode, "read"))
+		bell = 2;
+	else if (!strcmp(mode, "write"))
+		bell = 3;
+	else if (strcmp(mode, "copy"))
+		die("dma mode");
 	fd = open_mdev(uuid, &c);
 	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (buf == MAP_FAILED)
 		die("mmap");
 	memset(buf, 0x5a, sz);
+	memset(buf + sz, 0, sz);
 	map.vaddr = (uintptr_t)buf;
 	if (ioctl(c, VFIO_IOMMU_MAP_DMA, &map))
 		die("MAP_DMA");
@@ -354,21 +369,34 @@ static void dma(const char *uuid, long mib)
 	bar_write64(fd, bar, 0x08, 1ULL << 32);
 	bar_write64(fd, bar, 0x10, (1ULL << 32) + sz);
 	bar_write64(fd, bar, 0x18, sz);
+	if (pwrite(fd, &fill, 4, bar + 0x40) != 4)
+		die("scratch");
 	t = now_ns();
-	/* The doorbell write returns when the copy is done. */
-	if (pwrite(fd, &one, 4, bar + 0x20) != 4)
+	/* The doorbell write returns when the device is done. */
+	if (pwrite(fd, &bell, 4, bar + 0x20) != 4)
 		die("doorbell");
 	t_dma = now_ns() - t;
-	if (pread(fd, &st, 4, bar + 0x24) != 4 || st != 2 ||
-	    memcmp(buf, buf + sz, sz)) {
-		fprintf(stderr, "vu_bench: DMA copy failed (status %u)\n", st);
+	if (pread(fd, &st, 4, bar + 0x24) != 4 || st != 2) {
+		fprintf(stderr, "vu_bench: DMA %s failed (status %u)\n", mode, st);
 		exit(1);
 	}
+	if (bell == 1 && memcmp(buf, buf + sz, sz)) {
+		fprintf(stderr, "vu_bench: DMA copy: data differs\n");
+		exit(1);
+	}
+	for (i = 0; bell == 3 && i < sz; i += 4096)
+		if ((uint8_t)buf[sz + i] != fill) {
+			fprintf(stderr, "vu_bench: DMA write: data differs\n");
+			exit(1);
+		}
 	t = now_ns();
 	memcpy(buf + sz, buf, sz);
 	t_mem = now_ns() - t;
-	printf("{\"test\": \"dma\", \"bytes\": %zu, \"dma_copy_mib_s\": %.1f, \"memcpy_mib_s\": %.1f}\n",
-	       sz, mib / (t_dma / 1e9), mib / (t_mem / 1e9));
+	printf("{\"test\": \"dma_%s\", \"bytes\": %zu, \"dma_mib_s\": %.1f, \"memcpy_mib_s\": %.1f}\n",
+	       mode, sz, mib / (t_dma / 1e9), mib / (t_mem / 1e9));
+	munmap(buf, 2 * sz);
+	close(fd);
+	close(c);
 }
 
 struct scaler {
@@ -503,7 +531,7 @@ int main(int argc, char **argv)
 	else if (argc >= 4 && !strcmp(argv[1], "mtty"))
 		mtty(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "dma"))
-		dma(argv[2], atol(argv[3]));
+		dma(argv[2], atol(argv[3]), argc >= 5 ? argv[4] : "copy");
 	else if (argc >= 4 && !strcmp(argv[1], "irq"))
 		irq(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "user-rt"))

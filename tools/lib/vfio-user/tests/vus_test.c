@@ -1321,6 +1321,139 @@ TEST_F(vus, dma_with_fd)
 	close(memfd);
 }
 
+/*
+ * Three messages in one send, the fd with it (so with the last one): the
+ * server's receive buffer takes them in one read, answers each in order
+ * and hands the fd to the DMA_MAP, not to the region accesses before it.
+ */
+TEST_F(vus, batched_messages_in_one_send)
+{
+	struct {
+		struct vfio_user_hdr h;
+		struct vfio_user_region_access a;
+		uint64_t v;
+	} __attribute__((packed)) wr;
+	struct {
+		struct vfio_user_hdr h;
+		struct vfio_user_region_access a;
+	} __attribute__((packed)) rd;
+	struct {
+		struct vfio_user_hdr h;
+		struct vfio_user_dma_map m;
+	} __attribute__((packed)) map;
+	uint8_t buf[sizeof(wr) + sizeof(rd) + sizeof(map)];
+	struct cl *cl = &self->cl;
+	struct cl_msg r;
+	int64_t status;
+	uint64_t v;
+	uint8_t *mem;
+	int memfd;
+
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_LE(0, memfd = memfd_create("guest", MFD_CLOEXEC));
+	ASSERT_EQ(0, ftruncate(memfd, 0x2000));
+	mem = mmap(NULL, 0x2000, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, mem);
+
+	memset(&wr, 0, sizeof(wr));
+	cl_hdr(&wr.h, 100, VFIO_USER_REGION_WRITE, sizeof(wr), 0, 0);
+	wr.a.offset = htole64(R_SCRATCH);
+	wr.a.region = htole32(VFIO_PCI_BAR0_REGION_INDEX);
+	wr.a.count = htole32(8);
+	wr.v = htole64(0x1122334455667788ULL);
+	memset(&rd, 0, sizeof(rd));
+	cl_hdr(&rd.h, 101, VFIO_USER_REGION_READ, sizeof(rd), 0, 0);
+	rd.a = wr.a;
+	memset(&map, 0, sizeof(map));
+	cl_hdr(&map.h, 102, VFIO_USER_DMA_MAP, sizeof(map), 0, 0);
+	map.m.argsz = htole32(sizeof(map.m));
+	map.m.flags = htole32(VFIO_USER_F_DMA_REGION_READ |
+			      VFIO_USER_F_DMA_REGION_WRITE);
+	map.m.addr = htole64(0x70000000);
+	map.m.size = htole64(0x2000);
+	memcpy(buf, &wr, sizeof(wr));
+	memcpy(buf + sizeof(wr), &rd, sizeof(rd));
+	memcpy(buf + sizeof(wr) + sizeof(rd), &map, sizeof(map));
+	ASSERT_EQ(0, cl_send_raw(cl->fd, buf, sizeof(buf), &memfd, 1));
+
+	ASSERT_EQ(0, cl_recv(cl, &r));
+	EXPECT_EQ(100, r.msg_id);
+	EXPECT_EQ(0, r.flags & VFIO_USER_F_ERROR);
+	cl_msg_free(&r);
+	ASSERT_EQ(0, cl_recv(cl, &r));
+	EXPECT_EQ(101, r.msg_id);
+	ASSERT_EQ(sizeof(rd.a) + 8, r.len);
+	memcpy(&v, r.payload + sizeof(rd.a), 8);
+	EXPECT_EQ(0x1122334455667788ULL, le64toh(v));
+	cl_msg_free(&r);
+	ASSERT_EQ(0, cl_recv(cl, &r));
+	EXPECT_EQ(102, r.msg_id);
+	EXPECT_EQ(0, r.flags & VFIO_USER_F_ERROR);
+	cl_msg_free(&r);
+
+	/* the fd went with the map: the copy touches it directly */
+	memcpy(mem, "batched", 8);
+	ASSERT_EQ(0, dma_copy(cl, 0x70000000, 0x70001000, 8, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(mem + 0x1000, "batched", 8));
+	EXPECT_EQ(0, cl->dma_reads + cl->dma_writes);
+	munmap(mem, 0x2000);
+	close(memfd);
+}
+
+/*
+ * DMA messages are pipelined: with LEN = 3 x max_data_xfer_size (4096
+ * here) the server has all three DMA_READs out before any reply, and
+ * takes replies in any order (the spec matches them by msg_id).
+ */
+TEST_F(vus, dma_pipelined_replies_out_of_order)
+{
+	struct {
+		struct vfio_user_region_access a;
+		uint64_t v;
+	} __attribute__((packed)) bell = {
+		.a = { .offset = htole64(R_DOORBELL),
+		       .region = htole32(VFIO_PCI_BAR0_REGION_INDEX),
+		       .count = htole32(8) },
+		.v = htole64(1),
+	};
+	const size_t len = 3 * 4096;
+	struct cl *cl = &self->cl;
+	struct cl_msg m[3], r;
+	uint64_t v;
+	size_t i;
+	int id;
+
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	for (i = 0; i < len; i++)
+		cl->mem[i] = i * 5 + 1;
+	ASSERT_EQ(0, reg_write64(cl, R_SRC, T_MEM_IOVA));
+	ASSERT_EQ(0, reg_write64(cl, R_DST, T_MEM_IOVA + 0x10000));
+	ASSERT_EQ(0, reg_write64(cl, R_LEN, len));
+	id = cl_send(cl, VFIO_USER_REGION_WRITE, 0, &bell, sizeof(bell), NULL, 0);
+	ASSERT_LE(0, id);
+	/* three reads in flight before we answer any */
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, cl_recv(cl, &m[i]));
+		ASSERT_EQ(VFIO_USER_DMA_READ, m[i].command);
+	}
+	ASSERT_EQ(0, cl_serve_dma(cl, &m[2]));
+	ASSERT_EQ(0, cl_serve_dma(cl, &m[0]));
+	ASSERT_EQ(0, cl_serve_dma(cl, &m[1]));
+	for (i = 0; i < 3; i++)
+		cl_msg_free(&m[i]);
+	/* the writes, served as they come, then the doorbell's reply */
+	ASSERT_EQ(0, cl_wait(cl, id, &r));
+	EXPECT_EQ(0, r.flags & VFIO_USER_F_ERROR);
+	cl_msg_free(&r);
+	ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
+	EXPECT_EQ(0, v);
+	EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 0x10000, len));
+	EXPECT_EQ(3, cl->dma_reads);
+	EXPECT_EQ(3, cl->dma_writes);
+}
+
 TEST_F(vus, dma_client_error)
 {
 	struct cl *cl = &self->cl;

@@ -47,6 +47,7 @@
 #define DMA_MSIX_VECTORS	4
 
 #define SAMPLE			"vfio-user-sample"
+#define XFER_PARAM	"/sys/module/vfio_user_mdev/parameters/max_data_xfer_size"
 
 static const char *const dma_args[] = { "--device", "dma", NULL };
 
@@ -163,22 +164,13 @@ static int wait_eventfd(int efd, int timeout_ms)
 
 static int dma_map(int container, void *vaddr, uint64_t iova, uint64_t size)
 {
-	struct vfio_iommu_type1_dma_map map = {
-		.argsz = sizeof(map),
-		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-		.vaddr = (uintptr_t)vaddr, .iova = iova, .size = size,
-	};
-
-	return ioctl(container, VFIO_IOMMU_MAP_DMA, &map) ? -errno : 0;
+	return vu_dma_map(container, vaddr, iova, size,
+			  VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE);
 }
 
 static int dma_unmap(int container, uint64_t iova, uint64_t size)
 {
-	struct vfio_iommu_type1_dma_unmap unmap = {
-		.argsz = sizeof(unmap), .iova = iova, .size = size,
-	};
-
-	return ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap) ? -errno : 0;
+	return vu_dma_unmap(container, iova, size);
 }
 
 /* Programs one copy and rings the doorbell; returns the final status. */
@@ -219,6 +211,9 @@ FIXTURE_TEARDOWN(client)
 {
 	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
 			     &self->container);
+	/* (max_data_xfer_size_param changes it) */
+	if (!access(XFER_PARAM, W_OK))
+		vu_sysfs_write(XFER_PARAM, "1048576");
 	vu_server_stop(&self->srv);
 }
 
@@ -378,6 +373,87 @@ TEST_F(client, bar_access)
 	EXPECT_EQ(EINVAL, errno);
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
 	expect_state(_metadata, self->uuid, "ready");
+}
+
+/* Whether the kernel log, after the mark @fd was opened at, has @what. */
+static bool kmsg_since(int fd, const char *what)
+{
+	char rec[1024];
+	bool found = false;
+	ssize_t n;
+
+	for (;;) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		if (strstr(rec, what))
+			found = true;
+	}
+	return found;
+}
+
+/*
+ * The max_data_xfer_size parameter: bounds checked; what we announce at the
+ * next attach; the smaller of both sides is used, and a DMA copy in
+ * messages of that size works (the sample's copy is 8 MiB, in 4 MiB
+ * DMA_READ/DMA_WRITE pairs).
+ */
+TEST_F(client, max_data_xfer_size_param)
+{
+	static const char *const big_args[] = {
+		"--device", "dma", "--max-xfer", "4M", NULL,
+	};
+	const size_t sz = 8 << 20;
+	struct vu_server big = { 0 };
+	uint32_t status = 0;
+	unsigned long v;
+	uint8_t *buf;
+	int kmsg;
+	size_t i;
+
+	ASSERT_EQ(0, vu_sysfs_read_ul(XFER_PARAM, &v));
+	EXPECT_EQ(1 << 20, v);
+	EXPECT_EQ(-EINVAL, vu_sysfs_write(XFER_PARAM, "4095"));
+	EXPECT_EQ(-EINVAL, vu_sysfs_write(XFER_PARAM, "16777217"));
+	EXPECT_EQ(-EINVAL, vu_sysfs_write(XFER_PARAM, "lots"));
+	ASSERT_EQ(0, vu_sysfs_write(XFER_PARAM, "4194304"));
+
+	kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	ASSERT_LE(0, kmsg);
+	lseek(kmsg, 0, SEEK_END);
+	/* the default server (1 MiB) lowers it */
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	EXPECT_TRUE(kmsg_since(kmsg, "max_data_xfer_size 1048576,"));
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "socket", "\n"));
+
+	ASSERT_EQ(0, vu_server_start(&big, SAMPLE, big_args));
+	lseek(kmsg, 0, SEEK_END);
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &big));
+	EXPECT_TRUE(kmsg_since(kmsg, "max_data_xfer_size 4194304,"));
+	close(kmsg);
+	/* back to the default for the tests after this one */
+	EXPECT_EQ(0, vu_sysfs_write(XFER_PARAM, "1048576"));
+
+	self->fd = vu_vfio_open(self->uuid, &self->container, &self->group);
+	ASSERT_LE(0, self->fd);
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	for (i = 0; i < sz; i++)
+		buf[i] = i * 13 + 1;
+	ASSERT_EQ(0, dma_map(self->container, buf, 1ULL << 32, 2 * sz));
+	ASSERT_EQ(0, __bar_write32(self->fd, REG_IRQ_CTRL, 0));
+	ASSERT_EQ(0, dma_copy(self->fd, 1ULL << 32, (1ULL << 32) + sz, sz));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_DONE, status);
+	EXPECT_EQ(0, memcmp(buf, buf + sz, sz));
+	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
+			     &self->container);
+	munmap(buf, 2 * sz);
+	vu_server_stop(&big);
 }
 
 TEST_F(client, dma_copy_with_msix)

@@ -228,14 +228,10 @@ TEST_F_TIMEOUT(consumer, random_calls, 600)
 			break;
 		}
 		default: {
-			/* the mapping side, which the module never sees */
-			struct vfio_iommu_type1_dma_unmap u = {
-				.argsz = sizeof(u), .iova = rnd64(&seed),
-				.size = rnd64(&seed),
-			};
+			/* the mapping side: the module sees only the unmap */
+			uint64_t iova = rnd64(&seed);
 
-			ret = ioctl(self->container, VFIO_IOMMU_UNMAP_DMA, &u) ?
-			      -errno : 0;
+			ret = vu_dma_unmap(self->container, iova, rnd64(&seed));
 			break;
 		}
 		}
@@ -404,7 +400,7 @@ static void *racer_thread(void *arg)
 {
 	struct racer *r = arg;
 	FIXTURE_DATA(consumer) *self = r->self;
-	int fd = ioctl(self->group, VFIO_GROUP_GET_DEVICE_FD, self->uuid);
+	int fd = vu_vfio_device_fd(self->uuid, self->container, self->group);
 	char buf[64];
 	uint32_t v;
 	long ret;
@@ -418,8 +414,8 @@ static void *racer_thread(void *arg)
 		case 0:
 			if (fd >= 0)
 				close(fd);
-			fd = ioctl(self->group, VFIO_GROUP_GET_DEVICE_FD,
-				   self->uuid);
+			fd = vu_vfio_device_fd(self->uuid, self->container,
+					       self->group);
 			break;
 		case 1:
 			if (!(rand_r(&r->seed) % 8))

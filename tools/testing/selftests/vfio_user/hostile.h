@@ -162,21 +162,12 @@ static inline bool is_consumer_error(int err)
 static inline int dma_map(int container, void *vaddr, uint64_t iova, uint64_t size,
 		   uint32_t flags)
 {
-	struct vfio_iommu_type1_dma_map map = {
-		.argsz = sizeof(map), .flags = flags,
-		.vaddr = (uintptr_t)vaddr, .iova = iova, .size = size,
-	};
-
-	return ioctl(container, VFIO_IOMMU_MAP_DMA, &map) ? -errno : 0;
+	return vu_dma_map(container, vaddr, iova, size, flags);
 }
 
 static inline int dma_unmap(int container, uint64_t iova, uint64_t size)
 {
-	struct vfio_iommu_type1_dma_unmap unmap = {
-		.argsz = sizeof(unmap), .iova = iova, .size = size,
-	};
-
-	return ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap) ? -errno : 0;
+	return vu_dma_unmap(container, iova, size);
 }
 
 /* Has the server do one DMA; returns the errno the kernel answered. */

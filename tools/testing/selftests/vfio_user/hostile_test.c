@@ -241,8 +241,9 @@ TEST_F_TIMEOUT(fault, survives, 90)
 	EXPECT_TRUE(state_is(self->uuid, "ready", state, sizeof(state)))
 		TH_LOG("state: %s", state);
 	if (self->fd < 0) {
-		if (self->group >= 0) {
-			close(self->group);
+		if (self->container >= 0) {
+			if (self->group >= 0)
+				close(self->group);
 			close(self->container);
 			self->group = self->container = -1;
 		}
@@ -392,7 +393,7 @@ TEST_F(dma, nothing_after_close)
 	int fd2;
 
 	/* A second device fd keeps the device open while we probe... */
-	fd2 = ioctl(self->group, VFIO_GROUP_GET_DEVICE_FD, self->uuid);
+	fd2 = vu_vfio_device_fd(self->uuid, self->container, self->group);
 	ASSERT_LE(0, fd2);
 	ASSERT_EQ(0, probe(fd2, 2, IOVA, 16, 0x99, &res));
 	EXPECT_EQ(0, res);

@@ -91,10 +91,12 @@ TEST_F_TIMEOUT(loop, kill_server, 1200)
 	unsigned int seed = env_ul("VU_KILL_SEED", 1);
 	double t0, dt, max_dt = 0, start = vu_now();
 	struct vu_server *srvp = &self->srv;
+	long pins0 = vu_pinned_pages(), pins;
 	uint8_t *mem;
 
 	if (access(VU_TYPE_DIR, F_OK))
 		SKIP(return, "vfio_user_mdev is not loaded");
+	ASSERT_LE(0, pins0);
 	ASSERT_EQ(0, vu_server_start(srvp, SAMPLE, DMA_ARGS));
 	vu_uuid_gen(uuid);
 	ASSERT_EQ(0, vu_mdev_create(uuid));
@@ -195,8 +197,16 @@ TEST_F_TIMEOUT(loop, kill_server, 1200)
 	close(fd);
 	close(group);
 	close(container);
+	munmap(mem, KL_SIZE);
 	EXPECT_EQ(0, vu_mdev_remove(uuid));
 	vu_server_stop(srvp);
+
+	/* Every page pinned on the way was released (give a racing 9p I/O a moment). */
+	for (i = 0; i < 20 && (pins = vu_pinned_pages()) != pins0; i++)
+		usleep(100000);
+	ksft_print_msg("pinned pages: %ld before, %ld after (%s)\n", pins0, pins,
+		       vu_backend_name());
+	EXPECT_EQ(pins0, pins);
 }
 
 /*

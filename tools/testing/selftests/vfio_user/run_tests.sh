@@ -7,6 +7,12 @@
 #
 #   run_tests.sh [TEST...]     default: every *_test in $O (C, TEST_GEN_PROGS),
 #                              every *_test.sh here (shell, TEST_PROGS)
+#
+# On a kernel with the VFIO device cdev and /dev/iommu (the 6.12-debug test
+# kernel) the consumer-side programs run a second time with
+# VU_VFIO_BACKEND=iommufd, listed as "TEST@iommufd" (a TEST@iommufd argument
+# runs only that). With kmemleak (6.12-debug) the run ends with a leak scan
+# of everything since the start, as one more TAP result.
 
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,23 +25,42 @@ if [ "$(id -u)" != 0 ]; then
 	exit 4
 fi
 
+# The programs that open the device as a consumer.
+iommufd_tests="mdev_lifecycle_test client_test hostile_test fuzz_test killloop_test consumer_test"
 if [ $# -gt 0 ]; then
 	tests=("$@")
 else
 	mapfile -t tests < <(cd "$O" && ls -1 -- *_test 2>/dev/null)
 	mapfile -t -O ${#tests[@]} tests < <(cd "$here" && ls -1 -- *_test.sh 2>/dev/null)
+	if [ -c /dev/iommu ] && [ -d /sys/class/vfio-dev ]; then
+		for t in $iommufd_tests; do
+			[ -x "$O/$t" ] && tests+=("$t@iommufd")
+		done
+	fi
+fi
+
+kmemleak=/sys/kernel/debug/kmemleak
+[ -w $kmemleak ] || kmemleak=
+if [ -n "$kmemleak" ]; then
+	# forget what boot left behind: only leaks from here on count
+	echo scan > $kmemleak
+	echo clear > $kmemleak
 fi
 
 echo "TAP version 13"
-echo "1..${#tests[@]}"
+total=${#tests[@]}
+[ -n "$kmemleak" ] && total=$((total + 1))
+echo "1..$total"
 n=0 fail=0
 for t in "${tests[@]}"; do
 	n=$((n + 1))
 	echo "# selftests: vfio_user: $t"
 	[ -w /dev/kmsg ] && echo "vfio_user selftest: starting $t" > /dev/kmsg
-	prog=$O/$t
+	prog=$O/${t%@*}
 	case $t in *.sh) prog=$here/$t ;; esac	# scripts run from the source tree
-	"$prog" 2>&1 | sed -e 's/^/# /'
+	backend=container
+	case $t in *@iommufd) backend=iommufd ;; esac
+	VU_VFIO_BACKEND=$backend "$prog" 2>&1 | sed -e 's/^/# /'
 	rc=${PIPESTATUS[0]}
 	[ -w /dev/kmsg ] && echo "vfio_user selftest: $t exit $rc" > /dev/kmsg
 	case $rc in
@@ -44,4 +69,20 @@ for t in "${tests[@]}"; do
 	*) echo "not ok $n selftests: vfio_user: $t # exit=$rc"; fail=1 ;;
 	esac
 done
+
+if [ -n "$kmemleak" ]; then
+	n=$((n + 1))
+	# kmemleak reports objects older than 5 s that two scans found unreferenced
+	sleep 6
+	echo scan > $kmemleak
+	echo scan > $kmemleak
+	leaks=$(grep -c '^unreferenced object' $kmemleak)
+	sed -e 's/^/# kmemleak: /' $kmemleak | head -n 200
+	if [ "$leaks" = 0 ]; then
+		echo "ok $n selftests: vfio_user: kmemleak (no leak since the start)"
+	else
+		echo "not ok $n selftests: vfio_user: kmemleak ($leaks leaks)"
+		fail=1
+	fi
+fi
 exit $fail

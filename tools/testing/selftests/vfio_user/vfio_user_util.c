@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <linux/iommufd.h>
 #include <linux/vfio.h>
 
 #include "vfio_user_util.h"
@@ -145,7 +147,23 @@ int vu_mdev_group(const char *uuid)
 	return atoi(base ? base + 1 : target);
 }
 
-int vu_vfio_open(const char *uuid, int *container, int *group)
+bool vu_iommufd(void)
+{
+	const char *b = getenv("VU_VFIO_BACKEND");
+
+	return b && !strcmp(b, "iommufd");
+}
+
+const char *vu_backend_name(void)
+{
+	return vu_iommufd() ? "iommufd" : "container";
+}
+
+/* IOAS of each iommufd the helpers opened, by fd number. */
+#define VU_MAX_FD	4096
+static uint32_t vu_ioas[VU_MAX_FD];
+
+static int vu_container_open(const char *uuid, int *container, int *group)
 {
 	struct vfio_group_status status = { .argsz = sizeof(status) };
 	char path[64];
@@ -188,6 +206,149 @@ err_group:
 err_container:
 	close(c);
 	return ret;
+}
+
+int vu_cdev_path(const char *uuid, char *path, size_t len)
+{
+	char dir[128];
+	struct dirent *de;
+	DIR *d;
+	int ret = -ENOENT;
+
+	snprintf(dir, sizeof(dir), VU_MDEV_DIR "/%s/vfio-dev", uuid);
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		if (!strncmp(de->d_name, "vfio", 4)) {
+			snprintf(path, len, "/dev/vfio/devices/%s", de->d_name);
+			ret = 0;
+			break;
+		}
+	}
+	closedir(d);
+	return ret;
+}
+
+/* Opens the device cdev, binds it to @iommufd and attaches it to its IOAS. */
+static int vu_cdev_open(const char *uuid, int iommufd)
+{
+	struct vfio_device_bind_iommufd bind = {
+		.argsz = sizeof(bind), .iommufd = iommufd,
+	};
+	struct vfio_device_attach_iommufd_pt attach = {
+		.argsz = sizeof(attach), .pt_id = vu_ioas[iommufd],
+	};
+	char path[64];
+	int d, ret;
+
+	ret = vu_cdev_path(uuid, path, sizeof(path));
+	if (ret)
+		return ret;
+	d = open(path, O_RDWR | O_CLOEXEC);
+	if (d < 0)
+		return -errno;
+	if (ioctl(d, VFIO_DEVICE_BIND_IOMMUFD, &bind) ||
+	    ioctl(d, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach)) {
+		ret = -errno;
+		close(d);
+		return ret;
+	}
+	return d;
+}
+
+static int vu_iommufd_open(const char *uuid, int *container, int *group)
+{
+	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+	int i, d, ret;
+
+	i = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (i < 0)
+		return -errno;
+	if (i >= VU_MAX_FD) {
+		close(i);
+		return -EMFILE;
+	}
+	if (ioctl(i, IOMMU_IOAS_ALLOC, &alloc)) {
+		ret = -errno;
+		close(i);
+		return ret;
+	}
+	vu_ioas[i] = alloc.out_ioas_id;
+	d = vu_cdev_open(uuid, i);
+	if (d < 0) {
+		close(i);
+		return d;
+	}
+	*container = i;
+	*group = -1;
+	return d;
+}
+
+int vu_vfio_open(const char *uuid, int *container, int *group)
+{
+	if (vu_iommufd())
+		return vu_iommufd_open(uuid, container, group);
+	return vu_container_open(uuid, container, group);
+}
+
+int vu_vfio_device_fd(const char *uuid, int container, int group)
+{
+	int d;
+
+	if (vu_iommufd())
+		return container >= 0 && container < VU_MAX_FD ?
+		       vu_cdev_open(uuid, container) : -EBADF;
+	d = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, uuid);
+	return d < 0 ? -errno : d;
+}
+
+int vu_dma_map(int container, void *vaddr, uint64_t iova, uint64_t size,
+	       uint32_t flags)
+{
+	if (vu_iommufd()) {
+		struct iommu_ioas_map map = {
+			.size = sizeof(map),
+			.flags = IOMMU_IOAS_MAP_FIXED_IOVA,
+			.user_va = (uintptr_t)vaddr, .length = size, .iova = iova,
+		};
+
+		if (container < 0 || container >= VU_MAX_FD)
+			return -EBADF;
+		map.ioas_id = vu_ioas[container];
+		if (flags & VFIO_DMA_MAP_FLAG_READ)
+			map.flags |= IOMMU_IOAS_MAP_READABLE;
+		if (flags & VFIO_DMA_MAP_FLAG_WRITE)
+			map.flags |= IOMMU_IOAS_MAP_WRITEABLE;
+		return ioctl(container, IOMMU_IOAS_MAP, &map) ? -errno : 0;
+	} else {
+		struct vfio_iommu_type1_dma_map map = {
+			.argsz = sizeof(map), .flags = flags,
+			.vaddr = (uintptr_t)vaddr, .iova = iova, .size = size,
+		};
+
+		return ioctl(container, VFIO_IOMMU_MAP_DMA, &map) ? -errno : 0;
+	}
+}
+
+int vu_dma_unmap(int container, uint64_t iova, uint64_t size)
+{
+	if (vu_iommufd()) {
+		struct iommu_ioas_unmap unmap = {
+			.size = sizeof(unmap), .iova = iova, .length = size,
+		};
+
+		if (container < 0 || container >= VU_MAX_FD)
+			return -EBADF;
+		unmap.ioas_id = vu_ioas[container];
+		return ioctl(container, IOMMU_IOAS_UNMAP, &unmap) ? -errno : 0;
+	} else {
+		struct vfio_iommu_type1_dma_unmap unmap = {
+			.argsz = sizeof(unmap), .iova = iova, .size = size,
+		};
+
+		return ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap) ? -errno : 0;
+	}
 }
 
 const char *vu_module_path(void)
@@ -421,4 +582,22 @@ void vu_consumer_teardown(const char *uuid, int *fd, int *group,
 	}
 	if (vu_mdev_exists(uuid))
 		vu_mdev_remove(uuid);
+}
+
+long vu_pinned_pages(void)
+{
+	char line[128];
+	long acq = -1, rel = -1, v;
+	FILE *f = fopen("/proc/vmstat", "re");
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "nr_foll_pin_acquired %ld", &v) == 1)
+			acq = v;
+		else if (sscanf(line, "nr_foll_pin_released %ld", &v) == 1)
+			rel = v;
+	}
+	fclose(f);
+	return acq < 0 || rel < 0 ? -ENOENT : acq - rel;
 }

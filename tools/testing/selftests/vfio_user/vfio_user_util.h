@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define VU_PARENT	"/sys/class/vfio_user/vfio_user"
 #define VU_TYPE_DIR	VU_PARENT "/mdev_supported_types/vfio_user-pci"
@@ -38,11 +39,35 @@ int vu_mdev_attr_write(const char *uuid, const char *attr, const char *val);
 int vu_mdev_group(const char *uuid);
 
 /*
- * Opens /dev/vfio/GROUP, a container with the type1 IOMMU, and asks for the
- * device fd. On success *@container and *@group hold the fds and the device
- * fd is returned; on failure every fd is closed and -errno returned.
+ * The consumer's path to the device, chosen by $VU_VFIO_BACKEND:
+ *   container (default)  /dev/vfio/GROUP in a type1 container, the legacy path
+ *   iommufd              the device cdev /dev/vfio/devices/vfioN bound to
+ *                        /dev/iommu, attached to an IOAS (the module's
+ *                        iommufd emulated ops); needs CONFIG_VFIO_DEVICE_CDEV
+ */
+bool vu_iommufd(void);
+const char *vu_backend_name(void);
+
+/*
+ * Opens the device for a consumer. Container backend: /dev/vfio/GROUP, a
+ * container with the type1 IOMMU, and the device fd from the group.
+ * iommufd backend: /dev/iommu with a fresh IOAS as *@container (*@group is
+ * -1) and the bound, attached device cdev. On success the device fd is
+ * returned; on failure every fd is closed and -errno returned.
  */
 int vu_vfio_open(const char *uuid, int *container, int *group);
+/* Another device fd for an open consumer (group, or cdev bound to iommufd). */
+int vu_vfio_device_fd(const char *uuid, int container, int group);
+/* /dev/vfio/devices/vfioN of the mdev in @path; -ENOENT without a cdev. */
+int vu_cdev_path(const char *uuid, char *path, size_t len);
+/*
+ * Maps/unmaps consumer memory for device DMA in @container (a type1
+ * container or an iommufd, per backend); @flags are VFIO_DMA_MAP_FLAG_READ/
+ * _WRITE. Returns 0 or -errno.
+ */
+int vu_dma_map(int container, void *vaddr, uint64_t iova, uint64_t size,
+	       uint32_t flags);
+int vu_dma_unmap(int container, uint64_t iova, uint64_t size);
 
 /*
  * A fixture's teardown: closes the device, group and container fds (any may
@@ -91,5 +116,11 @@ int vu_open_attached(const char *uuid, const struct vu_server *srv,
 		     int *container, int *group);
 
 double vu_now(void);
+
+/*
+ * Pages pinned (FOLL_PIN) system-wide and not yet released, from
+ * /proc/vmstat; -errno if the kernel does not count them.
+ */
+long vu_pinned_pages(void);
 
 #endif
