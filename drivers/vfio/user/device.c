@@ -54,6 +54,9 @@ static void vfio_user_put_conn(struct vfio_user_device *udev)
  * Region accesses
  */
 
+/* Register-sized accesses, the common case, need no allocation. */
+#define VFIO_USER_SMALL_ACCESS	64
+
 /* One REGION_READ or REGION_WRITE of at most max_xfer bytes. */
 static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 				     u64 offset, void *buf, u32 count,
@@ -64,14 +67,18 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 		.region = cpu_to_le32(index),
 		.count = cpu_to_le32(count),
 	};
-	struct vfio_user_region_access *rep;
+	u8 small[sizeof(struct vfio_user_region_access) +
+		 VFIO_USER_SMALL_ACCESS] __aligned(8);
+	struct vfio_user_region_access *rep = (void *)small;
 	size_t max = sizeof(*rep) + (write ? 0 : count);
 	u32 done;
 	int ret;
 
-	rep = kvmalloc(max, GFP_KERNEL);
-	if (!rep)
-		return -ENOMEM;
+	if (max > sizeof(small)) {
+		rep = kvmalloc(max, GFP_KERNEL);
+		if (!rep)
+			return -ENOMEM;
+	}
 	if (write)
 		ret = vfio_user_send_sync(conn, VFIO_USER_REGION_WRITE, &acc,
 					  sizeof(acc), buf, count, NULL, 0,
@@ -100,7 +107,8 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 		memcpy(buf, rep->data, done);
 	ret = done;
 out:
-	kvfree(rep);
+	if (rep != (void *)small)
+		kvfree(rep);
 	return ret;
 }
 
@@ -109,10 +117,11 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 {
 	u64 pos = *ppos, offset = pos & VFIO_USER_OFFSET_MASK, end;
 	u32 index = VFIO_USER_OFFSET_TO_INDEX(pos);
+	u8 small[VFIO_USER_SMALL_ACCESS] __aligned(8);
 	struct vfio_user_conn *conn;
 	struct vfio_user_region *region;
 	size_t done = 0;
-	void *buf;
+	void *buf = small;
 	int ret;
 
 	if (!count)
@@ -137,10 +146,13 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 		goto out_put;
 	}
 
-	buf = kvmalloc(min_t(size_t, count, conn->caps.max_xfer), GFP_KERNEL);
-	if (!buf) {
-		ret = -ENOMEM;
-		goto out_put;
+	if (count > sizeof(small)) {
+		buf = kvmalloc(min_t(size_t, count, conn->caps.max_xfer),
+			       GFP_KERNEL);
+		if (!buf) {
+			ret = -ENOMEM;
+			goto out_put;
+		}
 	}
 	while (done < count) {
 		u32 n = min_t(size_t, count - done, conn->caps.max_xfer);
@@ -161,7 +173,8 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 		if (ret < n)	/* short access: report what was done */
 			break;
 	}
-	kvfree(buf);
+	if (buf != small)
+		kvfree(buf);
 out_put:
 	vfio_user_put_conn(udev);
 	if (done) {
@@ -876,13 +889,17 @@ int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 	udev->conn = conn;
 	udev->state = VFIO_USER_READY;
 	up_write(&udev->conn_sem);
-	mutex_unlock(&udev->lock);
-
-	vfio_user_info_free(&info);
+	/*
+	 * Logged under udev->lock: once it is dropped a concurrent detach
+	 * may free @conn (KASAN caught the read after the unlock).
+	 */
 	dev_info(vfio_user_dev(udev),
 		 "attached to %s: vfio-user %u.%u, %u regions, max_data_xfer_size %u, max_msg_fds %u\n",
 		 path, VFIO_USER_MAJOR, conn->caps.minor, udev->num_regions,
 		 conn->caps.max_xfer, conn->caps.max_msg_fds);
+	mutex_unlock(&udev->lock);
+
+	vfio_user_info_free(&info);
 	return 0;
 
 err_conn:
