@@ -726,8 +726,12 @@ static void vfio_user_rx_kick(struct sock *sk, bool state)
 			conn->saved_state_change(sk);
 		else
 			conn->saved_data_ready(sk);
+		/*
+		 * A sync wakeup, as AF_UNIX gives its own readers: the
+		 * server that sent is about to wait for its next message.
+		 */
 		if (atomic_read(&conn->rx_pollers))
-			wake_up_all(&conn->rx_wait);
+			wake_up_sync(&conn->rx_wait);
 		else
 			queue_work(vfio_user_wq, &conn->recv_work);
 	}

@@ -340,9 +340,11 @@ static void vus_rx_attach_fds(struct vus_dev *dev, struct vus_msg *m,
 /*
  * Have at least @want (<= VUS_RX_BUF) bytes buffered: one recvmsg() for as
  * much as fits, so a small message and whatever follows it come in one
- * system call. Each read waits at most timeout_ms (SO_RCVTIMEO).
+ * system call. Each read waits at most timeout_ms (SO_RCVTIMEO); with
+ * @idle_ok and nothing buffered, the first does not wait at all (-EAGAIN:
+ * no message has started, which is no error).
  */
-static int vus_rx_fill(struct vus_dev *dev, size_t want)
+static int vus_rx_fill(struct vus_dev *dev, size_t want, bool idle_ok)
 {
 	union {
 		char buf[CMSG_SPACE(VUS_SCM_MAX_FD * sizeof(int))];
@@ -373,11 +375,17 @@ static int vus_rx_fill(struct vus_dev *dev, size_t want)
 			.msg_control = u.buf,
 			.msg_controllen = sizeof(u.buf),
 		};
-		ssize_t n = recvmsg(dev->conn_fd, &mh, MSG_CMSG_CLOEXEC);
+		int flags = MSG_CMSG_CLOEXEC;
+		ssize_t n;
 
+		if (idle_ok && !vus_rx_avail(dev))
+			flags |= MSG_DONTWAIT;
+		n = recvmsg(dev->conn_fd, &mh, flags);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN && (flags & MSG_DONTWAIT))
+				return -EAGAIN;
 			return errno == EAGAIN ? -ETIMEDOUT : -errno;
 		}
 		if (n == 0)
@@ -408,7 +416,7 @@ static int vus_rx_take(struct vus_dev *dev, void *dst, size_t len,
 	if (!len)
 		return 0;
 	if (len <= VUS_RX_BUF / 2) {
-		err = vus_rx_fill(dev, len);
+		err = vus_rx_fill(dev, len, false);
 		if (err)
 			return err;
 		memcpy(dst, rx->buf + rx->head, len);
@@ -438,12 +446,13 @@ struct vus_rx_sink {
 };
 
 /*
- * Receive one message. Returns 0 with *out set, or a negative errno after
+ * Receive one message. Returns 0 with *out set, -EAGAIN when @idle_ok and
+ * no message has started (nothing to do), or another negative errno after
  * which the connection must be dropped (already marked dead).
  */
 static int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out,
 			size_t limit, struct vus_rx_sink *sinks,
-			unsigned int nr_sinks)
+			unsigned int nr_sinks, bool idle_ok)
 {
 	struct vus_rx_sink *sink = NULL;
 	struct vfio_user_hdr h;
@@ -456,7 +465,11 @@ static int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out,
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	err = vus_rx_fill(dev, HDR);
+	err = vus_rx_fill(dev, HDR, idle_ok);
+	if (err == -EAGAIN) {
+		free(m);
+		return err;
+	}
 	if (err) {
 		if (err == -ECONNRESET && !vus_rx_avail(dev))
 			pr_debug("client closed the connection\n");
@@ -1433,20 +1446,25 @@ static int vus_accept(struct vus_dev *dev)
 }
 
 /*
- * Handle the client's messages: one at least (the socket was readable),
- * then every one the receive buffer still holds, since the socket will
- * not wake us for those.
+ * Handle the client's messages in stream order: first those a DMA wait
+ * queued (they came before anything still buffered), then what the socket
+ * has, then every message the receive buffer still holds, since the socket
+ * will not wake us for those. Never waits for a message to start (the
+ * event that brought us here may be stale); once one has, the rest is
+ * waited for, bounded by timeout_ms.
  */
 static void vus_serve_conn(struct vus_dev *dev)
 {
 	do {
 		struct vus_msg *m;
 
-		if (vus_recv_msg(dev, &m, vus_msg_limit(dev), NULL, 0))
+		vus_drain_queue(dev);
+		if (dev->conn_dead || dev->conn_fd < 0 ||
+		    vus_recv_msg(dev, &m, vus_msg_limit(dev), NULL, 0, true))
 			break;
 		vus_handle_msg(dev, m);
-		vus_drain_queue(dev);
 	} while (!dev->conn_dead && dev->conn_fd >= 0 && vus_rx_avail(dev));
+	vus_drain_queue(dev);
 }
 
 static int vus_process(struct vus_dev *dev, int timeout)
@@ -1465,7 +1483,8 @@ static int vus_process(struct vus_dev *dev, int timeout)
 
 			if (read(fd, &v, sizeof(v)) < 0)
 				pr_debug("queue eventfd: %s\n", strerror(errno));
-			/* what a DMA wait read ahead of the socket */
+			/* queued commands, then what a DMA wait read ahead */
+			vus_drain_queue(dev);
 			if (dev->conn_fd >= 0 && !dev->conn_dead &&
 			    vus_rx_avail(dev))
 				vus_serve_conn(dev);
@@ -1648,7 +1667,7 @@ static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
 		}
 		for (i = 0; i < nr; i++)
 			sinks[i] = pend[i].sink;
-		err = vus_recv_msg(dev, &m, limit, sinks, nr);
+		err = vus_recv_msg(dev, &m, limit, sinks, nr, false);
 		for (i = 0; i < nr; i++)
 			pend[i].sink.used = sinks[i].used;
 		if (err)

@@ -526,11 +526,12 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
  * [@iova, @iova + @len) must lie in DMA regions the client mapped readable.
  * Regions mapped with an fd are read directly; others with DMA_READ
  * messages of at most max_data_xfer_size each (the smaller of the client's
- * and ours: QEMU's client holds us to ours). Waits for each
- * reply (bounded by timeout_ms); client commands that arrive meanwhile are
+ * and ours: QEMU's client holds us to ours), up to four in flight at once
+ * (replies matched by msg_id, in any order). Waits for every reply
+ * (bounded by timeout_ms each); client commands that arrive meanwhile are
  * queued (up to 64) and handled, in order, after the current one.
  * Callable from an access callback (e.g. on a doorbell write) before the
- * reply to that access is sent.
+ * reply to that access is sent, or from the application's own context.
  *
  * Return: 0; -EFAULT range not mapped or not readable; -ENOTCONN no
  * client; -EIO the client replied with an error; -EPROTO bad reply
@@ -547,6 +548,8 @@ VUS_API int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,
  * @len: bytes
  *
  * As vus_dev__dma_read(), with DMA_WRITE messages and writable regions.
+ * When the client refuses one message (-EIO), the up to three sent after
+ * it may still have been written.
  */
 VUS_API int vus_dev__dma_write(struct vus_dev *dev, uint64_t iova,
 			       const void *buf, size_t len);

@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,26 @@ static void bar_rw(const char *uuid, long n, int write, uint64_t reg, int width)
 }
 
 /* The transport floor: the same bytes a REGION_READ moves, raw. */
+/*
+ * The forked peer of a raw measurement runs on $VU_PEER_CPU when set:
+ * run-bench pins clients to CPU 0 and servers (and peers) to CPU 1, so
+ * that every pair of processes sits the same way and the ratios compare
+ * like with like (otherwise the scheduler's placement moves the floor
+ * by up to 50% between runs under TCG).
+ */
+static void peer_cpu(void)
+{
+	const char *c = getenv("VU_PEER_CPU");
+	cpu_set_t set;
+
+	if (!c || !*c)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(atoi(c), &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		die("sched_setaffinity");
+}
+
 static void pingpong(long n)
 {
 	char req[32] = { 0 }, rep[36] = { 0 };
@@ -182,6 +203,7 @@ static void pingpong(long n)
 		die("socketpair");
 	pid = fork();
 	if (!pid) {
+		peer_cpu();
 		close(sv[0]);
 		while (read(sv[1], req, sizeof(req)) == sizeof(req))
 			if (write(sv[1], rep, sizeof(rep)) != sizeof(rep))
@@ -216,6 +238,7 @@ static void eventfd_pingpong(long n)
 
 	pid = fork();
 	if (!pid) {
+		peer_cpu();
 		for (i = 0; i < n; i++)
 			if (read(a, &v, 8) != 8 || write(b, &v, 8) != 8)
 				break;
@@ -249,6 +272,7 @@ static void stream(long mib)
 	memset(buf, 0x3c, chunk);
 	pid = fork();
 	if (!pid) {
+		peer_cpu();
 		close(sv[0]);
 		for (i = 0; i < mib; i++)
 			xfer(sv[1], buf, chunk, 1);

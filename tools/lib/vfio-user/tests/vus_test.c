@@ -1322,9 +1322,10 @@ TEST_F(vus, dma_with_fd)
 }
 
 /*
- * Three messages in one send, the fd with it (so with the last one): the
- * server's receive buffer takes them in one read, answers each in order
- * and hands the fd to the DMA_MAP, not to the region accesses before it.
+ * Three messages in one send, the fd with it: the server's receive buffer
+ * takes them in one read (empty buffer: the read ends where the send
+ * ended), answers each in order and hands the fd to the message holding
+ * the read's last byte, the DMA_MAP, not to the region accesses before it.
  */
 TEST_F(vus, batched_messages_in_one_send)
 {
@@ -1806,6 +1807,277 @@ TEST_F(vus, fuzz_framed_messages)
 	TH_LOG("%u replies, %u errors", replies, errors);
 	EXPECT_GT(errors, 100);
 	EXPECT_GT(replies - errors, 10);
+}
+
+/* ---- DMA from the application, outside any handler ---------------------- */
+
+/*
+ * The application may call vus_dev__dma_*() from its own context. Client
+ * commands that arrive during such a DMA wait are queued (or left in the
+ * receive buffer) and must still run in stream order, and a socket event
+ * left stale by that read-ahead must not make vus_dev__process() wait.
+ */
+struct rv {
+	struct cl cl;
+	atomic_int stage;
+	int mode;		/* 0: reorder, 1: stale conn_fd event */
+	uint64_t got;
+	int order[2];
+	int err;
+	bool eof;
+};
+
+static void *rv_client(void *arg)
+{
+	struct rv *r = arg;
+	struct cl *cl = &r->cl;
+	struct cl_msg m, x;
+	uint8_t buf[256];
+	size_t len = 0;
+	struct { struct vfio_user_hdr h; struct vfio_user_region_access a; uint64_t v; } __attribute__((packed)) wr;
+	struct { struct vfio_user_hdr h; struct vfio_user_region_access a; } __attribute__((packed)) rd;
+	int i;
+
+	if (negotiate(cl) || cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0)) {
+		r->err = 1;
+		atomic_store(&r->stage, 99);
+		return NULL;
+	}
+	atomic_store(&r->stage, 1);
+	if (cl_recv(cl, &m)) { r->err = 2; return NULL; }
+	memset(&wr, 0, sizeof(wr));
+	cl_hdr(&wr.h, 200, VFIO_USER_REGION_WRITE, sizeof(wr), 0, 0);
+	wr.a.offset = htole64(R_SCRATCH);
+	wr.a.region = htole32(VFIO_PCI_BAR0_REGION_INDEX);
+	wr.a.count = htole32(8);
+	wr.v = htole64(0xAA);
+	memset(&rd, 0, sizeof(rd));
+	cl_hdr(&rd.h, 201, VFIO_USER_REGION_READ, sizeof(rd), 0, 0);
+	rd.a = wr.a;
+	if (r->mode == 0) {
+		memcpy(buf + len, &wr, sizeof(wr)); len += sizeof(wr);
+	}
+	cl_hdr(buf + len, m.msg_id, m.command, 32, VFIO_USER_F_TYPE_REPLY, 0);
+	memcpy(buf + len + 16, m.payload, 16); len += 32;
+	if (r->mode == 0) {
+		memcpy(buf + len, &rd, sizeof(rd)); len += sizeof(rd);
+		cl_send_raw(cl->fd, buf, len, NULL, 0);
+	} else {
+		memcpy(buf + len, &rd, 8); len += 8;
+		cl_send_raw(cl->fd, buf, len, NULL, 0);
+		usleep(100000);
+		cl_send_raw(cl->fd, (uint8_t *)&rd + 8, sizeof(rd) - 8, NULL, 0);
+		usleep(50000);
+	}
+	cl_msg_free(&m);
+	atomic_store(&r->stage, 2);
+	for (i = 0; i < (r->mode == 0 ? 2 : 1); i++) {
+		if (cl_recv(cl, &x)) { r->eof = true; break; }
+		r->order[i] = x.msg_id;
+		if (x.msg_id == 201)
+			memcpy(&r->got, x.payload + 16, 8);
+		cl_msg_free(&x);
+	}
+	if (r->mode == 1 && !cl_recv(cl, &x)) cl_msg_free(&x); else r->eof = true;
+	atomic_store(&r->stage, 3);
+	return NULL;
+}
+
+static void rv_run(struct __test_metadata *_metadata, int mode)
+{
+	struct tdev t = { 0 };
+	struct vus_dev *dev = t_dev_new(&t);
+	struct pollfd pfd;
+	struct rv r = { .mode = mode };
+	struct timespec a, b;
+	pthread_t thr;
+	int sv[2], i;
+	uint64_t v = 0x55;
+
+	ASSERT_NE(NULL, dev);
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	ASSERT_EQ(0, vus_dev__attach_fd(dev, sv[1]));
+	r.cl.fd = sv[0];
+	r.cl.mem = calloc(1, T_MEM_SIZE);
+	r.cl.mem_iova = T_MEM_IOVA;
+	r.cl.mem_len = T_MEM_SIZE;
+	pfd.fd = vus_dev__fd(dev);
+	pfd.events = POLLIN;
+	ASSERT_EQ(0, pthread_create(&thr, NULL, rv_client, &r));
+	while (atomic_load(&r.stage) == 0)
+		if (poll(&pfd, 1, 20) > 0)
+			vus_dev__process(dev);
+	ASSERT_EQ(1, atomic_load(&r.stage));
+	/* the application's own DMA, outside any handler */
+	ASSERT_EQ(0, vus_dev__dma_write(dev, T_MEM_IOVA, &v, 8));
+	while (atomic_load(&r.stage) < 2)
+		usleep(1000);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (i = 0; i < 5 && atomic_load(&r.stage) < 3; i++)
+		if (poll(&pfd, 1, 100) > 0)
+			vus_dev__process(dev);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	pthread_join(thr, NULL);
+	TH_LOG("mode %d: order %d %d, read %#llx, eof %d, connected %d, %.2f s",
+	       mode, r.order[0], r.order[1], (unsigned long long)r.got, r.eof,
+	       vus_dev__connected(dev),
+	       (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+	if (mode == 0) {
+		EXPECT_EQ(200, r.order[0]);
+		EXPECT_EQ(0xAA, r.got);
+	} else {
+		EXPECT_TRUE(vus_dev__connected(dev));
+	}
+	vus_dev__delete(dev);
+	close(sv[0]);
+	free(r.cl.mem);
+}
+
+TEST(dma_outside_handler_keeps_command_order)
+{
+	rv_run(_metadata, 0);
+}
+
+TEST(dma_outside_handler_partial_command)
+{
+	rv_run(_metadata, 1);
+}
+
+struct rv2 {
+	struct cl cl;
+	atomic_int stage;
+	int err;
+	int ids[4];
+	int nids;
+};
+
+static void rv2_dma_reply(uint8_t *buf, const struct cl_msg *m)
+{
+	cl_hdr(buf, m->msg_id, m->command, 32, VFIO_USER_F_TYPE_REPLY, 0);
+	memcpy(buf + 16, m->payload, 16);
+}
+
+static void *rv2_client(void *arg)
+{
+	struct rv2 *r = arg;
+	struct cl *cl = &r->cl;
+	struct cl_msg m, x;
+	uint8_t buf[256];
+	struct { struct vfio_user_hdr h; struct vfio_user_region_access a; } __attribute__((packed)) rd;
+
+	if (negotiate(cl) || cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0)) {
+		atomic_store(&r->stage, 99);
+		return NULL;
+	}
+	memset(&rd, 0, sizeof(rd));
+	rd.a.offset = htole64(R_SCRATCH);
+	rd.a.region = htole32(VFIO_PCI_BAR0_REGION_INDEX);
+	rd.a.count = htole32(8);
+	atomic_store(&r->stage, 1);
+	/* round 1: reply + a whole command */
+	if (cl_recv(cl, &m)) { r->err = 1; return NULL; }
+	rv2_dma_reply(buf, &m);
+	cl_hdr(&rd.h, 150, VFIO_USER_REGION_READ, sizeof(rd), 0, 0);
+	memcpy(buf + 32, &rd, sizeof(rd));
+	cl_send_raw(cl->fd, buf, 32 + sizeof(rd), NULL, 0);
+	cl_msg_free(&m);
+	if (cl_recv(cl, &x)) { r->err = 2; return NULL; }
+	r->ids[r->nids++] = x.msg_id;
+	cl_msg_free(&x);
+	atomic_store(&r->stage, 2);
+	/* round 2: reply + the start of a command, its rest a bit later */
+	if (cl_recv(cl, &m)) { r->err = 3; return NULL; }
+	rv2_dma_reply(buf, &m);
+	cl_hdr(&rd.h, 151, VFIO_USER_REGION_READ, sizeof(rd), 0, 0);
+	memcpy(buf + 32, &rd, 8);
+	cl_send_raw(cl->fd, buf, 32 + 8, NULL, 0);
+	cl_msg_free(&m);
+	usleep(100000);
+	cl_send_raw(cl->fd, (uint8_t *)&rd + 8, sizeof(rd) - 8, NULL, 0);
+	usleep(20000);
+	atomic_store(&r->stage, 3);
+	if (cl_recv(cl, &x)) { r->err = 4; return NULL; }
+	r->ids[r->nids++] = x.msg_id;
+	cl_msg_free(&x);
+	/* anything more is the server closing */
+	if (!cl_recv(cl, &x)) { r->ids[r->nids++] = x.msg_id; cl_msg_free(&x); }
+	else r->err = 5;
+	return NULL;
+}
+
+/* A stale conn_fd event after a read-ahead: process() must not block. */
+TEST(dma_outside_handler_stale_socket_event)
+{
+	struct tdev t = { 0 };
+	struct vus_dev *dev = t_dev_new(&t);
+	struct pollfd pfd;
+	struct rv2 r = { 0 };
+	struct timespec a, b;
+	pthread_t thr;
+	int sv[2];
+	uint64_t v = 0x55;
+
+	ASSERT_NE(NULL, dev);
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	ASSERT_EQ(0, vus_dev__attach_fd(dev, sv[1]));
+	r.cl.fd = sv[0];
+	r.cl.mem = calloc(1, T_MEM_SIZE);
+	r.cl.mem_iova = T_MEM_IOVA;
+	r.cl.mem_len = T_MEM_SIZE;
+	pfd.fd = vus_dev__fd(dev);
+	pfd.events = POLLIN;
+	ASSERT_EQ(0, pthread_create(&thr, NULL, rv2_client, &r));
+	while (atomic_load(&r.stage) == 0)
+		if (poll(&pfd, 1, 20) > 0)
+			vus_dev__process(dev);
+	ASSERT_EQ(1, atomic_load(&r.stage));
+	ASSERT_EQ(0, vus_dev__dma_write(dev, T_MEM_IOVA, &v, 8));
+	while (atomic_load(&r.stage) < 2)
+		if (poll(&pfd, 1, 20) > 0)
+			vus_dev__process(dev);
+	ASSERT_EQ(0, vus_dev__dma_write(dev, T_MEM_IOVA, &v, 8));
+	while (atomic_load(&r.stage) < 3)
+		usleep(1000);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	ASSERT_LT(0, poll(&pfd, 1, 100));
+	TH_LOG("process: %d", vus_dev__process(dev));
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	pthread_join(thr, NULL);
+	TH_LOG("ids %d %d %d (n %d), err %d, connected %d, process took %.2f s",
+	       r.ids[0], r.ids[1], r.ids[2], r.nids, r.err,
+	       vus_dev__connected(dev),
+	       (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+	EXPECT_TRUE(vus_dev__connected(dev));
+	vus_dev__delete(dev);
+	close(sv[0]);
+	free(r.cl.mem);
+}
+
+static int rv_cnt;
+
+static void rv_err_second(struct cl *cl, const struct cl_msg *m)
+{
+	cl->dma_reply_error = (++rv_cnt == 2) ? EFAULT : 0;
+}
+
+/* An error reply in the middle of the DMA window: -EIO, stream in step. */
+TEST_F(vus, dma_error_mid_window)
+{
+	struct cl *cl = &self->cl;
+	int64_t status;
+	uint64_t v;
+
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	cl->on_dma = rv_err_second;
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x40000, 6 * 4096, &status));
+	TH_LOG("status %lld reads %u writes %u", (long long)status, cl->dma_reads, cl->dma_writes);
+	EXPECT_EQ(-EIO, status);
+	cl->on_dma = NULL;
+	cl->dma_reply_error = 0;
+	ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x40000, 6 * 4096, &status));
+	EXPECT_EQ(0, status);
 }
 
 TEST_HARNESS_MAIN
