@@ -133,8 +133,7 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 
 /* The same for a deliberate end (detach, remove): logged at debug level. */
 static __printf(2, 3)
-void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt,
-				 ...)
+void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt, ...)
 {
 	va_list args;
 
