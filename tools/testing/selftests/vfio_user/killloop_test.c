@@ -82,7 +82,8 @@ FIXTURE_TEARDOWN(loop)
 	vu_server_stop(&self->srv);
 }
 
-TEST_F_TIMEOUT(loop, kill_server, 1200)
+/* VU_KILL_LOOPS sets the length (1000 in make soak): see fuzz_test.c. */
+TEST_F_TIMEOUT(loop, kill_server, 36000)
 {
 	unsigned long loops = env_ul("VU_KILL_LOOPS", 100), i, survived = 0;
 	unsigned long copies = 0, kinds[4] = { 0 };
