@@ -375,26 +375,6 @@ TEST_F(client, bar_access)
 	expect_state(_metadata, self->uuid, "ready");
 }
 
-/* Whether the kernel log, after the mark @fd was opened at, has @what. */
-static bool kmsg_since(int fd, const char *what)
-{
-	char rec[1024];
-	bool found = false;
-	ssize_t n;
-
-	for (;;) {
-		n = read(fd, rec, sizeof(rec) - 1);
-		if (n < 0 && errno == EPIPE)
-			continue;
-		if (n <= 0)
-			break;
-		rec[n] = '\0';
-		if (strstr(rec, what))
-			found = true;
-	}
-	return found;
-}
-
 /*
  * The max_data_xfer_size parameter: bounds checked; what we announce at the
  * next attach; the smaller of both sides is used, and a DMA copy in
@@ -421,18 +401,17 @@ TEST_F(client, max_data_xfer_size_param)
 	EXPECT_EQ(-EINVAL, vu_sysfs_write(XFER_PARAM, "lots"));
 	ASSERT_EQ(0, vu_sysfs_write(XFER_PARAM, "4194304"));
 
-	kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	kmsg = vu_kmsg_open();
 	ASSERT_LE(0, kmsg);
-	lseek(kmsg, 0, SEEK_END);
 	/* the default server (1 MiB) lowers it */
 	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
-	EXPECT_TRUE(kmsg_since(kmsg, "max_data_xfer_size 1048576,"));
+	EXPECT_TRUE(vu_kmsg_has(kmsg, "max_data_xfer_size 1048576,"));
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "socket", "\n"));
 
 	ASSERT_EQ(0, vu_server_start(&big, SAMPLE, big_args));
 	lseek(kmsg, 0, SEEK_END);
 	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &big));
-	EXPECT_TRUE(kmsg_since(kmsg, "max_data_xfer_size 4194304,"));
+	EXPECT_TRUE(vu_kmsg_has(kmsg, "max_data_xfer_size 4194304,"));
 	close(kmsg);
 	/* back to the default for the tests after this one */
 	EXPECT_EQ(0, vu_sysfs_write(XFER_PARAM, "1048576"));

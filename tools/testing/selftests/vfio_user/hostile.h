@@ -70,43 +70,6 @@ static inline int fault_server_start(struct vu_server *srv, const char *const *a
 	return vu_server_start_prog(srv, prog, args);
 }
 
-/* Kernel log: remember the end, later search what came after it. */
-static inline int kmsg_open(void)
-{
-	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-
-	if (fd >= 0)
-		lseek(fd, 0, SEEK_END);
-	return fd;
-}
-
-/* Does a record after the mark contain one of "a|b|c"? */
-static inline bool kmsg_has(int fd, const char *alts)
-{
-	char rec[2048], want[256], *tok, *save;
-	bool found = false;
-	ssize_t n;
-
-	if (fd < 0)
-		return true;	/* no /dev/kmsg: nothing to check */
-	for (;;) {
-		n = read(fd, rec, sizeof(rec) - 1);
-		if (n < 0 && errno == EPIPE)
-			continue;
-		if (n <= 0)
-			break;
-		rec[n] = '\0';
-		if (!strstr(rec, "vfio_user_mdev") && !strstr(rec, "vfio_user"))
-			continue;
-		snprintf(want, sizeof(want), "%s", alts);
-		for (tok = strtok_r(want, "|", &save); tok;
-		     tok = strtok_r(NULL, "|", &save))
-			if (strstr(rec, tok))
-				found = true;
-	}
-	return found;
-}
-
 static inline int region_off(int fd, unsigned int index, uint64_t *off)
 {
 	struct vfio_region_info info = { .argsz = sizeof(info), .index = index };

@@ -142,7 +142,7 @@ FIXTURE_SETUP(fault)
 	vu_uuid_gen(self->uuid);
 	ASSERT_EQ(0, vu_mdev_create(self->uuid));
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "1000"));
-	self->kmsg = kmsg_open();
+	self->kmsg = vu_kmsg_open();
 }
 
 FIXTURE_TEARDOWN(fault)
@@ -232,7 +232,7 @@ TEST_F_TIMEOUT(fault, survives, 90)
 		self->fd = -1;
 	}
 	if (variant->reason)
-		EXPECT_TRUE(kmsg_has(self->kmsg, variant->reason))
+		EXPECT_TRUE(vu_kmsg_has(self->kmsg, variant->reason))
 			TH_LOG("no kernel message with '%s'", variant->reason);
 
 	/* A good server afterwards. */

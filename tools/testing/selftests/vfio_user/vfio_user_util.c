@@ -601,3 +601,39 @@ long vu_pinned_pages(void)
 	fclose(f);
 	return acq < 0 || rel < 0 ? -ENOENT : acq - rel;
 }
+
+int vu_kmsg_open(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+bool vu_kmsg_has(int fd, const char *alts)
+{
+	char rec[2048], want[256], *tok, *save;
+	bool found = false;
+	ssize_t n;
+
+	if (fd < 0)
+		return true;	/* no /dev/kmsg: nothing to check */
+	for (;;) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		if (!strstr(rec, "vfio_user_mdev") && !strstr(rec, "vfio_user"))
+			continue;
+		snprintf(want, sizeof(want), "%s", alts);
+		for (tok = strtok_r(want, "|", &save); tok;
+		     tok = strtok_r(NULL, "|", &save))
+			if (strstr(rec, tok))
+				found = true;
+	}
+	return found;
+}

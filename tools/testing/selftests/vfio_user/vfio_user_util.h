@@ -118,6 +118,14 @@ int vu_open_attached(const char *uuid, const struct vu_server *srv,
 double vu_now(void);
 
 /*
+ * Kernel log: vu_kmsg_open() opens /dev/kmsg at its end (-errno if it
+ * cannot); vu_kmsg_has() says whether a vfio_user record logged after that
+ * mark contains one of "a|b|c" (true when @fd < 0: nothing to check).
+ */
+int vu_kmsg_open(void);
+bool vu_kmsg_has(int fd, const char *alts);
+
+/*
  * Pages pinned (FOLL_PIN) system-wide and not yet released, from
  * /proc/vmstat; -errno if the kernel does not count them.
  */
