@@ -62,4 +62,14 @@ static inline int vfio_user_kernel_connect(struct socket *sock,
 #endif
 }
 
+/*
+ * Since 6.5 a kernel sender can hand a socket pages by reference
+ * (MSG_SPLICE_PAGES); before, the same send copies them.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+#define VFIO_USER_MSG_SPLICE	MSG_SPLICE_PAGES
+#else
+#define VFIO_USER_MSG_SPLICE	0
+#endif
+
 #endif /* _VFIO_USER_COMPAT_H */

@@ -10,14 +10,106 @@
  * against the consumer's current IOMMU mappings, so an IOVA the consumer
  * has not mapped, or has just unmapped, gets an error reply: the dma_unmap
  * op has nothing to wait for.
+ *
+ * A DMA_READ reply is built in pages of its own, header included, which
+ * the socket takes by reference where it can (see
+ * vfio_user_send_reply_pages()): the consumer's memory is copied once in
+ * the kernel, by vfio_dma_rw(), and once more by the server's read. The
+ * consumer's pages are never pinned, so an unmap never waits for the
+ * server.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/bvec.h>
+#include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
 #include <linux/vfio.h>
 
 #include "vfio_user_mdev.h"
+
+/* Largest allocation for a DMA_READ reply: 64 KiB, order 0 as a fallback. */
+#define VFIO_USER_DMA_PAGE_ORDER	4
+
+/**
+ * struct vfio_user_dma_pages - the pages of a DMA_READ reply
+ * @nr: entries used in @bv
+ * @bv: each a compound page (or an order-0 one) holding its own reference
+ */
+struct vfio_user_dma_pages {
+	unsigned int nr;
+	struct bio_vec bv[];
+};
+
+static void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
+{
+	unsigned int i;
+
+	if (!dp)
+		return;
+	for (i = 0; i < dp->nr; i++)
+		put_page(dp->bv[i].bv_page);
+	kvfree(dp);
+}
+
+/* Pages for @size bytes, in the largest pieces that come easily. */
+static struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
+{
+	struct vfio_user_dma_pages *dp;
+	size_t done = 0;
+
+	dp = kvmalloc(struct_size(dp, bv, DIV_ROUND_UP(size, PAGE_SIZE)),
+		      GFP_KERNEL);
+	if (!dp)
+		return NULL;
+	dp->nr = 0;
+	while (done < size) {
+		size_t len = min_t(size_t, size - done,
+				   PAGE_SIZE << VFIO_USER_DMA_PAGE_ORDER);
+		unsigned int order = get_order(len);
+		struct page *page = NULL;
+
+		if (order)
+			page = alloc_pages(GFP_KERNEL | __GFP_COMP |
+					   __GFP_NORETRY | __GFP_NOWARN, order);
+		if (!page) {
+			len = min_t(size_t, len, PAGE_SIZE);
+			page = alloc_page(GFP_KERNEL);
+		}
+		if (!page) {
+			vfio_user_dma_pages_free(dp);
+			return NULL;
+		}
+		dp->bv[dp->nr].bv_page = page;
+		dp->bv[dp->nr].bv_offset = 0;
+		dp->bv[dp->nr].bv_len = len;
+		dp->nr++;
+		done += len;
+	}
+	return dp;
+}
+
+/*
+ * Reads the consumer's memory at @addr into @dp, after the first @skip
+ * bytes (the reply's header and access). The first piece is at least
+ * min(size, PAGE_SIZE) bytes, more than @skip.
+ */
+static int vfio_user_dma_read_pages(struct vfio_user_device *udev, u64 addr,
+				    struct vfio_user_dma_pages *dp, size_t skip)
+{
+	unsigned int i;
+
+	for (i = 0; i < dp->nr; i++) {
+		size_t len = dp->bv[i].bv_len - skip;
+		u8 *p = page_address(dp->bv[i].bv_page) + skip;
+
+		if (vfio_dma_rw(&udev->vdev, addr, p, len, false))
+			return -EFAULT;
+		addr += len;
+		skip = 0;
+	}
+	return 0;
+}
 
 /*
  * Serves one DMA_READ or DMA_WRITE. The receiver has checked the payload
@@ -32,7 +124,8 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 	u64 addr = le64_to_cpu(acc->addr);
 	u64 count = le64_to_cpu(acc->count);
 	bool write = cmd->command == VFIO_USER_DMA_WRITE;
-	void *buf = NULL;
+	const size_t head = sizeof(struct vfio_user_hdr) + sizeof(*acc);
+	struct vfio_user_dma_pages *dp = NULL;
 	u64 end;
 	int err = 0;
 
@@ -50,8 +143,8 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 	}
 
 	if (!write) {
-		buf = kvmalloc(count, GFP_KERNEL);
-		if (!buf) {
+		dp = vfio_user_dma_pages_alloc(head + count);
+		if (!dp) {
 			err = ENOMEM;
 			goto reply;
 		}
@@ -60,9 +153,11 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 	down_read(&udev->dma_sem);
 	if (!udev->dma_enabled)
 		err = EFAULT;
-	else if (vfio_dma_rw(&udev->vdev, addr, write ? acc->data : buf, count,
-			     write))
-		err = EFAULT;
+	else if (write)
+		err = vfio_dma_rw(&udev->vdev, addr, acc->data, count, true) ?
+		      EFAULT : 0;
+	else
+		err = -vfio_user_dma_read_pages(udev, addr, dp, head);
 	up_read(&udev->dma_sem);
 
 	if (err)
@@ -72,14 +167,20 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 reply:
 	if (cmd->no_reply)
 		goto out;
-	if (err)
+	if (err) {
 		vfio_user_send_reply(conn, cmd->msg_id, cmd->command, err,
 				     NULL, 0, NULL, 0);
-	else
+	} else if (write) {
 		vfio_user_send_reply(conn, cmd->msg_id, cmd->command, 0, acc,
-				     sizeof(*acc), buf, write ? 0 : count);
+				     sizeof(*acc), NULL, 0);
+	} else {
+		memcpy(page_address(dp->bv[0].bv_page) +
+		       sizeof(struct vfio_user_hdr), acc, sizeof(*acc));
+		vfio_user_send_reply_pages(conn, cmd->msg_id, cmd->command,
+					   dp->bv, dp->nr, head + count);
+	}
 out:
-	kvfree(buf);
+	vfio_user_dma_pages_free(dp);
 }
 
 /**

@@ -20,6 +20,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/bvec.h>
 #include <linux/ctype.h>
 #include <linux/file.h>
 #include <linux/sizes.h>
@@ -374,6 +375,50 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
 			   flags, error);
 	return vfio_user_send_msg(conn, &hdr, payload, len, data, data_len,
 				  NULL, 0);
+}
+
+/**
+ * vfio_user_send_reply_pages() - answer a command with a reply built in pages
+ * @conn: the connection
+ * @msg_id: the server's msg_id
+ * @command: the command answered
+ * @bv: the whole message: its first sizeof(struct vfio_user_hdr) bytes are
+ *	room for the header, filled in here; the payload follows
+ * @nr_bv: number of entries in @bv
+ * @size: bytes in @bv
+ *
+ * Where the kernel can (6.5 on), the socket takes its own references to the
+ * pages instead of copying them (MSG_SPLICE_PAGES), and the server's read
+ * is the only copy: the caller must not write the pages after the call,
+ * only drop its references. The pages must come from the page allocator.
+ *
+ * Context: process context, may sleep on the socket (bounded by the
+ * connection's timeout).
+ * Return: 0 or a negative errno (the connection is then broken).
+ */
+int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
+			       u16 command, struct bio_vec *bv,
+			       unsigned int nr_bv, size_t size)
+{
+	struct vfio_user_hdr *hdr = page_address(bv[0].bv_page) +
+				    bv[0].bv_offset;
+	struct msghdr msg = { .msg_flags = VFIO_USER_MSG_SPLICE };
+	size_t sent = 0;
+	int ret;
+
+	if (WARN_ON_ONCE(bv[0].bv_len < sizeof(*hdr)))
+		return -EINVAL;
+	vfio_user_fill_hdr(hdr, msg_id, command, size, VFIO_USER_F_TYPE_REPLY,
+			   0);
+	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, bv, nr_bv, size);
+
+	mutex_lock(&conn->send_mutex);
+	ret = vfio_user_xmit(conn, &msg, &sent);
+	mutex_unlock(&conn->send_mutex);
+	if (ret)
+		vfio_user_conn_broken(conn, "send of reply to command %u failed (%d)",
+				      command, ret);
+	return ret;
 }
 
 /**

@@ -305,6 +305,9 @@ int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
 int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
 			 int error, const void *payload, size_t len,
 			 const void *data, size_t data_len);
+int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
+			       u16 command, struct bio_vec *bv,
+			       unsigned int nr_bv, size_t size);
 
 /* dma.c */
 void vfio_user_cmd_work(struct work_struct *work);
