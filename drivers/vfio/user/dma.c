@@ -31,16 +31,6 @@
 /* Largest allocation for a DMA_READ reply: 64 KiB, order 0 as a fallback. */
 #define VFIO_USER_DMA_PAGE_ORDER	4
 
-/**
- * struct vfio_user_dma_pages - the pages of a DMA_READ reply
- * @nr: entries used in @bv
- * @bv: each a compound page (or an order-0 one) holding its own reference
- */
-struct vfio_user_dma_pages {
-	unsigned int nr;
-	struct bio_vec bv[];
-};
-
 static void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
 {
 	unsigned int i;
@@ -52,8 +42,19 @@ static void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
 	kvfree(dp);
 }
 
-/* Pages for @size bytes, in the largest pieces that come easily. */
-static struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
+/**
+ * vfio_user_dma_pages_alloc() - pages for DMA data
+ * @size: bytes, at least 1
+ *
+ * In the largest pieces up to 64 KiB that come without reclaim, order-0
+ * pages otherwise: never one large vmalloc area to map and tear down per
+ * message. Every piece has its own reference, so a socket may keep some
+ * (MSG_SPLICE_PAGES) after they are freed here.
+ *
+ * Context: process context; sleeps.
+ * Return: the pages, or NULL.
+ */
+struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
 {
 	struct vfio_user_dma_pages *dp;
 	size_t done = 0;
@@ -87,6 +88,32 @@ static struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
 		done += len;
 	}
 	return dp;
+}
+
+/**
+ * vfio_user_cmd_free() - free a server command and its data
+ * @cmd: the command
+ */
+void vfio_user_cmd_free(struct vfio_user_cmd *cmd)
+{
+	vfio_user_dma_pages_free(cmd->data);
+	kvfree(cmd);
+}
+
+/* Writes the data of a DMA_WRITE received into pages to @addr. */
+static int vfio_user_dma_write_pages(struct vfio_user_device *udev, u64 addr,
+				     struct vfio_user_dma_pages *dp)
+{
+	unsigned int i;
+
+	for (i = 0; i < dp->nr; i++) {
+		if (vfio_dma_rw(&udev->vdev, addr,
+				page_address(dp->bv[i].bv_page),
+				dp->bv[i].bv_len, true))
+			return -EFAULT;
+		addr += dp->bv[i].bv_len;
+	}
+	return 0;
 }
 
 /*
@@ -153,6 +180,8 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 	down_read(&udev->dma_sem);
 	if (!udev->dma_enabled)
 		err = EFAULT;
+	else if (write && cmd->data)
+		err = -vfio_user_dma_write_pages(udev, addr, cmd->data);
 	else if (write)
 		err = vfio_dma_rw(&udev->vdev, addr, acc->data, count, true) ?
 		      EFAULT : 0;
@@ -211,7 +240,7 @@ void vfio_user_cmd_work(struct work_struct *work)
 			return;
 		if (!vfio_user_conn_dead(conn, NULL, 0))
 			vfio_user_serve_cmd(conn, cmd);
-		kvfree(cmd);
+		vfio_user_cmd_free(cmd);
 		cond_resched();
 	}
 }

@@ -225,35 +225,52 @@ static int vfio_user_xmit(struct vfio_user_conn *conn, struct msghdr *msg,
  * -EAGAIN otherwise: sk_rcvtimeo alone bounds each wait for data, and a
  * server sending a byte at a time would never trip it.
  */
-static int __vfio_user_recv(struct vfio_user_conn *conn, void *buf,
-			    size_t len, unsigned long deadline)
+static int vfio_user_recv_msg(struct vfio_user_conn *conn, struct msghdr *msg,
+			      unsigned long deadline)
 {
-	struct kvec iov = { .iov_base = buf, .iov_len = len };
-	struct msghdr msg = { };
 	long timeo;
 	int ret;
 
-	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
-	while (msg_data_left(&msg)) {
+	while (msg_data_left(msg)) {
 		if (deadline) {
 			timeo = (long)(deadline - jiffies);
 			if (timeo <= 0)
 				return -EAGAIN;
 			WRITE_ONCE(conn->sock->sk->sk_rcvtimeo, timeo);
 		}
-		ret = sock_recvmsg(conn->sock, &msg, MSG_WAITALL);
+		ret = sock_recvmsg(conn->sock, msg, MSG_WAITALL);
 		if (ret <= 0)
 			return ret ? ret : -EPIPE;
 		/*
 		 * A server that sends fds (MSG_CTRUNC): the core has dropped
 		 * them, we never asked for any.
 		 */
-		if (msg.msg_flags & MSG_CTRUNC)
+		if (msg->msg_flags & MSG_CTRUNC)
 			dev_dbg_ratelimited(vfio_user_dev(conn->udev),
 					    "dropped fds the server sent\n");
-		msg.msg_flags = 0;
+		msg->msg_flags = 0;
 	}
 	return 0;
+}
+
+static int __vfio_user_recv(struct vfio_user_conn *conn, void *buf,
+			    size_t len, unsigned long deadline)
+{
+	struct kvec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr msg = { };
+
+	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
+	return vfio_user_recv_msg(conn, &msg, deadline);
+}
+
+/* Receives into @dp, exactly as many bytes as its pieces hold. */
+static int vfio_user_recv_pages(struct vfio_user_conn *conn,
+				struct vfio_user_dma_pages *dp, size_t len)
+{
+	struct msghdr msg = { };
+
+	iov_iter_bvec(&msg.msg_iter, ITER_DEST, dp->bv, dp->nr, len);
+	return vfio_user_recv_msg(conn, &msg, 0);
 }
 
 static int vfio_user_recv(struct vfio_user_conn *conn, void *buf, size_t len)
@@ -602,7 +619,7 @@ static int vfio_user_handle_cmd(struct vfio_user_conn *conn,
 {
 	u16 command = le16_to_cpu(hdr->command);
 	struct vfio_user_cmd *cmd;
-	size_t max;
+	size_t max, head;
 	int ret;
 
 	switch (command) {
@@ -625,15 +642,33 @@ static int vfio_user_handle_cmd(struct vfio_user_conn *conn,
 		return -EPROTO;
 	}
 
-	cmd = kvmalloc(struct_size(cmd, payload, len), GFP_KERNEL);
+	/*
+	 * A DMA_WRITE's data goes into pages, straight from the socket:
+	 * vfio_dma_rw() copies it on from there.
+	 */
+	head = command == VFIO_USER_DMA_WRITE ?
+	       sizeof(struct vfio_user_dma_access) : len;
+	cmd = kvmalloc(struct_size(cmd, payload, head), GFP_KERNEL);
+	if (cmd) {
+		cmd->data = NULL;
+		if (len > head) {
+			cmd->data = vfio_user_dma_pages_alloc(len - head);
+			if (!cmd->data) {
+				kvfree(cmd);
+				cmd = NULL;
+			}
+		}
+	}
 	if (!cmd) {
 		vfio_user_conn_broken(conn, "out of memory for a %zu-byte command",
 				      len);
 		return -ENOMEM;
 	}
-	ret = vfio_user_recv(conn, cmd->payload, len);
+	ret = vfio_user_recv(conn, cmd->payload, head);
+	if (!ret && cmd->data)
+		ret = vfio_user_recv_pages(conn, cmd->data, len - head);
 	if (ret) {
-		kvfree(cmd);
+		vfio_user_cmd_free(cmd);
 		return ret;
 	}
 	cmd->msg_id = le16_to_cpu(hdr->msg_id);
@@ -644,7 +679,7 @@ static int vfio_user_handle_cmd(struct vfio_user_conn *conn,
 	spin_lock(&conn->lock);
 	if (conn->nr_cmds >= VFIO_USER_MAX_PENDING_CMDS) {
 		spin_unlock(&conn->lock);
-		kvfree(cmd);
+		vfio_user_cmd_free(cmd);
 		vfio_user_conn_broken(conn, "more than %u server commands pending",
 				      VFIO_USER_MAX_PENDING_CMDS);
 		return -EPROTO;
@@ -1259,7 +1294,7 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 	cancel_work_sync(&conn->cmd_work);
 	list_for_each_entry_safe(cmd, tmp, &conn->cmds, node) {
 		list_del(&cmd->node);
-		kvfree(cmd);
+		vfio_user_cmd_free(cmd);
 	}
 	sock_release(conn->sock);
 	WARN_ON_ONCE(!idr_is_empty(&conn->reqs));

@@ -12,6 +12,7 @@
 #ifndef _VFIO_USER_MDEV_H
 #define _VFIO_USER_MDEV_H
 
+#include <linux/bvec.h>
 #include <linux/bits.h>
 #include <linux/completion.h>
 #include <linux/idr.h>
@@ -122,10 +123,13 @@ struct vfio_user_req {
  * @command: VFIO_USER_DMA_READ or VFIO_USER_DMA_WRITE
  * @no_reply: the server asked for no reply
  * @len: payload length
- * @payload: the payload, validated by the receiver
+ * @data: a DMA_WRITE's data, the payload after the access, in pages;
+ *	NULL when @payload holds all of it
+ * @payload: the payload (of a DMA_WRITE with @data, the access only),
+ *	validated by the receiver
  *
- * Allocated by the receiver, freed by vfio_user_cmd_work() or when the
- * connection is torn down.
+ * Allocated by the receiver, freed with vfio_user_cmd_free() by
+ * vfio_user_cmd_work() or when the connection is torn down.
  */
 struct vfio_user_cmd {
 	struct list_head node;
@@ -133,7 +137,18 @@ struct vfio_user_cmd {
 	u16 command;
 	bool no_reply;
 	size_t len;
+	struct vfio_user_dma_pages *data;
 	u8 payload[];
+};
+
+/**
+ * struct vfio_user_dma_pages - DMA data in pages of the module's own
+ * @nr: entries used in @bv
+ * @bv: each a compound page (or an order-0 one) holding its own reference
+ */
+struct vfio_user_dma_pages {
+	unsigned int nr;
+	struct bio_vec bv[];
 };
 
 /**
@@ -310,6 +325,8 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 			       unsigned int nr_bv, size_t size);
 
 /* dma.c */
+struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size);
+void vfio_user_cmd_free(struct vfio_user_cmd *cmd);
 void vfio_user_cmd_work(struct work_struct *work);
 int vfio_user_dma_announce(struct vfio_user_conn *conn);
 

@@ -479,16 +479,18 @@ TEST_F(client, dma_copy_with_msix)
 }
 
 /*
- * DMA_READ replies are built in pages of up to 64 KiB with the 32-byte
- * header in front (drivers/vfio/user/dma.c): copies of every length around
- * those edges, from and to unaligned addresses, land exactly, and nothing
- * next to the destination is touched.
+ * DMA_READ replies are built, and DMA_WRITE data received, in pages of up
+ * to 64 KiB, a reply with its 32-byte header in front
+ * (drivers/vfio/user/dma.c): copies of every length around those edges,
+ * from and to unaligned addresses, land exactly, and nothing next to the
+ * destination is touched.
  */
 TEST_F_TIMEOUT(client, dma_copy_odd_sizes_and_offsets, 120)
 {
 	static const uint64_t lens[] = {
 		1, 31, 32, 33, 4063, 4064, 4065, 4096, 65503, 65504, 65505,
-		65536, 131040, (1 << 20) - 1, 1 << 20, (1 << 20) + 4065,
+		65536, 65537, 131040, 131073, (1 << 20) - 1, 1 << 20,
+		(1 << 20) + 4065,
 	};
 	static const uint64_t offs[] = { 0, 1, 4064, 4095 };
 	const size_t sz = 2 << 20, guard = 64;
