@@ -51,6 +51,31 @@ module_param_cb(max_data_xfer_size, &vfio_user_max_xfer_ops,
 MODULE_PARM_DESC(max_data_xfer_size,
 		 "Largest data payload per message we announce, 4096..16777216 bytes, default 1048576; read at each attach");
 
+unsigned int vfio_user_poll_us;
+
+static int vfio_user_poll_us_set(const char *val,
+				 const struct kernel_param *kp)
+{
+	unsigned int v;
+	int ret;
+
+	ret = kstrtouint(val, 0, &v);
+	if (ret)
+		return ret;
+	if (v > VFIO_USER_MAX_POLL_US)
+		return -EINVAL;
+	WRITE_ONCE(vfio_user_poll_us, v);
+	return 0;
+}
+
+static const struct kernel_param_ops vfio_user_poll_us_ops = {
+	.set = vfio_user_poll_us_set,
+	.get = param_get_uint,
+};
+module_param_cb(poll_us, &vfio_user_poll_us_ops, &vfio_user_poll_us, 0644);
+MODULE_PARM_DESC(poll_us,
+		 "Microseconds a consumer spins for its reply before it sleeps, 0..1000000, default 0 (never)");
+
 /*
  * The parent: a device of class "vfio_user" that the mdevs hang off, so
  * the type directory reads vfio_user-pci. Registered in vfio_user_init(),

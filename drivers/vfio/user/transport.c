@@ -25,7 +25,9 @@
 #include <linux/file.h>
 #include <linux/sizes.h>
 #include <linux/net.h>
+#include <linux/sched/clock.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/stat.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/string.h>
@@ -828,6 +830,32 @@ static void vfio_user_state_change(struct sock *sk)
 }
 
 /*
+ * Spins, at most poll_us microseconds, until the socket has something for
+ * @req's waiter: a server that answers within that time is read without a
+ * sleep and a wakeup (the same trade as net.core.busy_read). Gives up at
+ * once when another task is runnable on this CPU, such as a server
+ * sharing it, which the spin would only delay, or a signal is pending.
+ * Returns true if there is something to read.
+ */
+static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
+				 struct vfio_user_req *req)
+{
+	unsigned int us = READ_ONCE(vfio_user_poll_us);
+	u64 end;
+
+	if (!us)
+		return false;
+	end = local_clock() + (u64)us * NSEC_PER_USEC;
+	while (!completion_done(&req->done) && !vfio_user_rx_pending(conn)) {
+		if (need_resched() || !single_task_running() ||
+		    signal_pending(current) || local_clock() > end)
+			return false;
+		cpu_relax();
+	}
+	return true;
+}
+
+/*
  * Waits for @req's reply, reading the socket meanwhile. The deadline is
  * the timeout after the later of the send and the last message from the
  * server: a server busy sending DMA commands is not a hung one.
@@ -837,6 +865,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 				struct vfio_user_req *req)
 {
 	unsigned long start = jiffies, last, deadline;
+	bool polled = false;
 	int ret = 0;
 	long left;
 
@@ -855,6 +884,11 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 		if (left <= 0) {
 			ret = completion_done(&req->done) ? 0 : -ETIMEDOUT;
 			break;
+		}
+		if (!polled) {
+			polled = true;
+			if (vfio_user_poll_reply(conn, req))
+				continue;
 		}
 		left = wait_event_killable_timeout(conn->rx_wait,
 						   completion_done(&req->done) ||

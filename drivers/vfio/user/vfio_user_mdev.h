@@ -50,6 +50,9 @@
 #define VFIO_USER_MAX_XFER_LIMIT	(16U << 20)
 #define VFIO_USER_MIN_XFER		512
 extern unsigned int vfio_user_max_xfer;
+/* The poll_us parameter: a consumer's busy-poll before it sleeps, in us. */
+#define VFIO_USER_MAX_POLL_US		1000000
+extern unsigned int vfio_user_poll_us;
 /* Server commands queued for the DMA worker before we call it a flood. */
 #define VFIO_USER_MAX_PENDING_CMDS	64
 /* Biggest DMA region a server must accept (libvfio-user: 8 TiB). */

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <linux/vfio.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -48,6 +50,7 @@
 
 #define SAMPLE			"vfio-user-sample"
 #define XFER_PARAM	"/sys/module/vfio_user_mdev/parameters/max_data_xfer_size"
+#define POLL_PARAM	"/sys/module/vfio_user_mdev/parameters/poll_us"
 
 static const char *const dma_args[] = { "--device", "dma", NULL };
 
@@ -373,6 +376,62 @@ TEST_F(client, bar_access)
 	EXPECT_EQ(EINVAL, errno);
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
 	expect_state(_metadata, self->uuid, "ready");
+}
+
+/* Voluntary context switches per BAR read of the calling thread. */
+static double sleeps_per_read(int fd, int n)
+{
+	struct rusage a, b;
+	uint32_t v;
+	int i;
+
+	getrusage(RUSAGE_THREAD, &a);
+	for (i = 0; i < n; i++)
+		if (__bar_read32(fd, REG_MAGIC, &v) || v != DMA_MAGIC)
+			return -1;
+	getrusage(RUSAGE_THREAD, &b);
+	return (double)(b.ru_nvcsw - a.ru_nvcsw) / n;
+}
+
+/*
+ * The poll_us parameter: bounds checked; with the server on the other CPU
+ * a consumer without it sleeps for every reply, and with it spins for the
+ * reply and does not sleep. Never a timing: the sleeps are counted.
+ */
+TEST_F(client, poll_us_param)
+{
+	cpu_set_t cpu0, cpu1;
+	unsigned long v;
+	double off, on;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		SKIP(return, "needs two CPUs");
+	ASSERT_EQ(0, vu_sysfs_read_ul(POLL_PARAM, &v));
+	EXPECT_EQ(0, v);
+	EXPECT_EQ(-EINVAL, vu_sysfs_write(POLL_PARAM, "1000001"));
+	EXPECT_EQ(-EINVAL, vu_sysfs_write(POLL_PARAM, "soon"));
+
+	open_dev(_metadata, self);
+	CPU_ZERO(&cpu0);
+	CPU_SET(0, &cpu0);
+	CPU_ZERO(&cpu1);
+	CPU_SET(1, &cpu1);
+	ASSERT_EQ(0, sched_setaffinity(self->srv.pid, sizeof(cpu1), &cpu1));
+	ASSERT_EQ(0, sched_setaffinity(0, sizeof(cpu0), &cpu0));
+
+	off = sleeps_per_read(self->fd, 200);
+	ASSERT_EQ(0, vu_sysfs_write(POLL_PARAM, "1000000"));
+	on = sleeps_per_read(self->fd, 200);
+	EXPECT_EQ(0, vu_sysfs_write(POLL_PARAM, "0"));
+	CPU_SET(0, &cpu1);	/* both CPUs again */
+	sched_setaffinity(0, sizeof(cpu1), &cpu1);
+	sched_setaffinity(self->srv.pid, sizeof(cpu1), &cpu1);
+
+	TH_LOG("sleeps per read: %.2f without polling, %.2f with", off, on);
+	ASSERT_LE(0, off);
+	ASSERT_LE(0, on);
+	EXPECT_LE(0.9, off);
+	EXPECT_GE(0.5, on);
 }
 
 /*
