@@ -23,13 +23,14 @@
 #include <linux/bvec.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/vfio.h>
 
 #include "vfio_user_mdev.h"
 
-/* Largest allocation for a DMA_READ reply: 64 KiB, order 0 as a fallback. */
-#define VFIO_USER_DMA_PAGE_ORDER	4
+/* Pieces of DMA data: 64 KiB where they come easily, else single pages. */
+#define VFIO_USER_DMA_PIECE		SZ_64K
 
 static void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
 {
@@ -46,17 +47,21 @@ static void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
  * vfio_user_dma_pages_alloc() - pages for DMA data
  * @size: bytes, at least 1
  *
- * In the largest pieces up to 64 KiB that come without reclaim, order-0
- * pages otherwise: never one large vmalloc area to map and tear down per
- * message. Every piece has its own reference, so a socket may keep some
- * (MSG_SPLICE_PAGES) after they are freed here.
+ * In pieces of up to 64 KiB while they come without direct reclaim or
+ * compaction, single pages from the first failure on: never one large
+ * vmalloc area to map and tear down per message. Every piece has its own
+ * reference, so a socket may keep some (MSG_SPLICE_PAGES) after they are
+ * freed here.
  *
  * Context: process context; sleeps.
  * Return: the pages, or NULL.
  */
 struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
 {
+	const gfp_t large = (GFP_KERNEL & ~__GFP_DIRECT_RECLAIM) | __GFP_COMP |
+			    __GFP_NORETRY | __GFP_NOWARN;
 	struct vfio_user_dma_pages *dp;
+	size_t piece = VFIO_USER_DMA_PIECE;
 	size_t done = 0;
 
 	dp = kvmalloc(struct_size(dp, bv, DIV_ROUND_UP(size, PAGE_SIZE)),
@@ -65,26 +70,24 @@ struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
 		return NULL;
 	dp->nr = 0;
 	while (done < size) {
-		size_t len = min_t(size_t, size - done,
-				   PAGE_SIZE << VFIO_USER_DMA_PAGE_ORDER);
+		size_t len = min_t(size_t, size - done, piece);
 		unsigned int order = get_order(len);
 		struct page *page = NULL;
 
-		if (order)
-			page = alloc_pages(GFP_KERNEL | __GFP_COMP |
-					   __GFP_NORETRY | __GFP_NOWARN, order);
-		if (!page) {
-			len = min_t(size_t, len, PAGE_SIZE);
-			page = alloc_page(GFP_KERNEL);
+		if (order) {
+			page = alloc_pages(large, order);
+			if (!page) {
+				piece = PAGE_SIZE;
+				len = PAGE_SIZE;
+			}
 		}
+		if (!page)
+			page = alloc_page(GFP_KERNEL);
 		if (!page) {
 			vfio_user_dma_pages_free(dp);
 			return NULL;
 		}
-		dp->bv[dp->nr].bv_page = page;
-		dp->bv[dp->nr].bv_offset = 0;
-		dp->bv[dp->nr].bv_len = len;
-		dp->nr++;
+		bvec_set_page(&dp->bv[dp->nr++], page, len, 0);
 		done += len;
 	}
 	return dp;
@@ -180,11 +183,10 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 	down_read(&udev->dma_sem);
 	if (!udev->dma_enabled)
 		err = EFAULT;
-	else if (write && cmd->data)
-		err = -vfio_user_dma_write_pages(udev, addr, cmd->data);
 	else if (write)
-		err = vfio_dma_rw(&udev->vdev, addr, acc->data, count, true) ?
-		      EFAULT : 0;
+		/* count > 0 is the data after the access: the receiver's pages */
+		err = cmd->data ? -vfio_user_dma_write_pages(udev, addr, cmd->data) :
+		      EINVAL;
 	else
 		err = -vfio_user_dma_read_pages(udev, addr, dp, head);
 	up_read(&udev->dma_sem);

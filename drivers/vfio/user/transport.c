@@ -407,9 +407,11 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
  * @size: bytes in @bv
  *
  * Where the kernel can (6.5 on), the socket takes its own references to the
- * pages instead of copying them (MSG_SPLICE_PAGES), and the server's read
- * is the only copy: the caller must not write the pages after the call,
- * only drop its references. The pages must come from the page allocator.
+ * pages of a reply of a page or more instead of copying them
+ * (MSG_SPLICE_PAGES), and the server's read is the only copy: the caller
+ * must not write the pages after the call, only drop its references. The
+ * pages must come from the page allocator. A shorter reply is copied, so
+ * a server that stops reading holds no page per small reply.
  *
  * Context: process context, may sleep on the socket (bounded by the
  * connection's timeout).
@@ -421,12 +423,17 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 {
 	struct vfio_user_hdr *hdr = page_address(bv[0].bv_page) +
 				    bv[0].bv_offset;
-	struct msghdr msg = { .msg_flags = VFIO_USER_MSG_SPLICE };
+	struct msghdr msg = {
+		.msg_flags = size >= PAGE_SIZE ? VFIO_USER_MSG_SPLICE : 0,
+	};
 	size_t sent = 0;
 	int ret;
 
-	if (WARN_ON_ONCE(bv[0].bv_len < sizeof(*hdr)))
+	if (WARN_ON_ONCE(bv[0].bv_len < sizeof(*hdr))) {
+		vfio_user_conn_broken(conn, "reply to command %u built wrong",
+				      command);
 		return -EINVAL;
+	}
 	vfio_user_fill_hdr(hdr, msg_id, command, size, VFIO_USER_F_TYPE_REPLY,
 			   0);
 	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, bv, nr_bv, size);
@@ -830,22 +837,25 @@ static void vfio_user_state_change(struct sock *sk)
 }
 
 /*
- * Spins, at most poll_us microseconds, until the socket has something for
- * @req's waiter: a server that answers within that time is read without a
- * sleep and a wakeup (the same trade as net.core.busy_read). Gives up at
- * once when another task is runnable on this CPU, such as a server
- * sharing it, which the spin would only delay, or a signal is pending.
- * Returns true if there is something to read.
+ * Spins, at most poll_us microseconds and never past @left jiffies, until
+ * the socket has something for @req's waiter: a server that answers
+ * within that time is read without a sleep and a wakeup (the same trade
+ * as net.core.busy_read). Gives up at once when another task is runnable
+ * on this CPU, such as a server sharing it, which the spin would only
+ * delay, or a signal is pending. Returns true if there is something to
+ * read. Called once per wait: a wait that has read a server command
+ * (DMA behind a doorbell) sleeps for the rest.
  */
 static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
-				 struct vfio_user_req *req)
+				 struct vfio_user_req *req, long left)
 {
-	unsigned int us = READ_ONCE(vfio_user_poll_us);
+	u64 us = min_t(u64, READ_ONCE(vfio_user_poll_us),
+		       jiffies_to_usecs(left));
 	u64 end;
 
 	if (!us)
 		return false;
-	end = local_clock() + (u64)us * NSEC_PER_USEC;
+	end = local_clock() + us * NSEC_PER_USEC;
 	while (!completion_done(&req->done) && !vfio_user_rx_pending(conn)) {
 		if (need_resched() || !single_task_running() ||
 		    signal_pending(current) || local_clock() > end)
@@ -887,7 +897,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 		}
 		if (!polled) {
 			polled = true;
-			if (vfio_user_poll_reply(conn, req))
+			if (vfio_user_poll_reply(conn, req, left))
 				continue;
 		}
 		left = wait_event_killable_timeout(conn->rx_wait,

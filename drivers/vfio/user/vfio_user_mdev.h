@@ -12,8 +12,8 @@
 #ifndef _VFIO_USER_MDEV_H
 #define _VFIO_USER_MDEV_H
 
-#include <linux/bvec.h>
 #include <linux/bits.h>
+#include <linux/bvec.h>
 #include <linux/completion.h>
 #include <linux/idr.h>
 #include <linux/kref.h>
