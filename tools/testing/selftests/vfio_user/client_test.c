@@ -610,6 +610,59 @@ TEST_F_TIMEOUT(client, dma_copy_odd_sizes_and_offsets, 120)
 	munmap(buf, 2 * sz);
 }
 
+/*
+ * A server DMA that starts in mapped memory and runs on past the end of
+ * the mapping, in its second 64 KiB piece: a DMA_READ fails as a whole, a
+ * DMA_WRITE fails after its first piece (as a device's DMA would, in
+ * order), nothing beyond the mapping is written, and the device stays
+ * ready.
+ */
+TEST_F(client, dma_runs_off_the_mapping)
+{
+	const size_t sz = 1 << 20, piece = 64 << 10;
+	const uint64_t iova = 1ULL << 32;
+	uint32_t status = 0, err = 0;
+	uint8_t *buf;
+	size_t i;
+
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, __bar_write32(self->fd, REG_IRQ_CTRL, 0));
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	for (i = 0; i < sz; i++)
+		buf[i] = i * 3 + 1;
+	memset(buf + sz, 0x6b, sz);
+	/* source: all of it; destination: its first piece only */
+	ASSERT_EQ(0, dma_map(self->container, buf, iova, sz));
+	ASSERT_EQ(0, dma_map(self->container, buf + sz, iova + sz, piece));
+
+	/* DMA_READ of two pieces, the second unmapped */
+	ASSERT_EQ(0, dma_copy(self->fd, iova + sz, iova, 2 * piece));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_ERROR, status);
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_ERROR, &err));
+	EXPECT_NE(0, err);
+	for (i = 0; i < sz; i++)
+		ASSERT_EQ((uint8_t)(i * 3 + 1), buf[i]);
+
+	/* DMA_WRITE of two pieces: the first lands, the second is refused */
+	ASSERT_EQ(0, dma_copy(self->fd, iova, iova + sz, 2 * piece));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_ERROR, status);
+	EXPECT_EQ(0, memcmp(buf, buf + sz, piece));
+	for (i = sz + piece; i < 2 * sz; i++)
+		ASSERT_EQ(0x6b, buf[i]);
+
+	/* and a copy inside the mappings still works */
+	ASSERT_EQ(0, dma_copy(self->fd, iova + 4096, iova + sz, piece));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_DONE, status);
+	EXPECT_EQ(0, memcmp(buf + 4096, buf + sz, piece));
+	expect_state(_metadata, self->uuid, "ready");
+	munmap(buf, 2 * sz);
+}
+
 struct doorbell {
 	int fd;
 	int ret;
