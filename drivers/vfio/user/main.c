@@ -27,19 +27,11 @@ MODULE_PARM_DESC(max_devices,
 
 unsigned int vfio_user_max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
 
+/* Writable parameters: the core parses and range-checks them. */
 static int vfio_user_max_xfer_set(const char *val,
 				  const struct kernel_param *kp)
 {
-	unsigned int v;
-	int ret;
-
-	ret = kstrtouint(val, 0, &v);
-	if (ret)
-		return ret;
-	if (v < 4096 || v > VFIO_USER_MAX_XFER_LIMIT)
-		return -EINVAL;
-	WRITE_ONCE(vfio_user_max_xfer, v);
-	return 0;
+	return param_set_uint_minmax(val, kp, 4096, VFIO_USER_MAX_XFER_LIMIT);
 }
 
 static const struct kernel_param_ops vfio_user_max_xfer_ops = {
@@ -56,16 +48,7 @@ unsigned int vfio_user_poll_us;
 static int vfio_user_poll_us_set(const char *val,
 				 const struct kernel_param *kp)
 {
-	unsigned int v;
-	int ret;
-
-	ret = kstrtouint(val, 0, &v);
-	if (ret)
-		return ret;
-	if (v > VFIO_USER_MAX_POLL_US)
-		return -EINVAL;
-	WRITE_ONCE(vfio_user_poll_us, v);
-	return 0;
+	return param_set_uint_minmax(val, kp, 0, VFIO_USER_MAX_POLL_US);
 }
 
 static const struct kernel_param_ops vfio_user_poll_us_ops = {
