@@ -32,7 +32,8 @@
 static int vfio_user_get_conn(struct vfio_user_device *udev,
 			      struct vfio_user_conn **connp)
 {
-	down_read(&udev->conn_sem);
+	if (down_read_killable(&udev->conn_sem))
+		return -EINTR;
 	if (!udev->conn) {
 		up_read(&udev->conn_sem);
 		return -ENOTCONN;
@@ -54,12 +55,13 @@ static void vfio_user_put_conn(struct vfio_user_device *udev)
  * Region accesses
  */
 
-/* Register-sized accesses, the common case, need no allocation. */
-#define VFIO_USER_SMALL_ACCESS	64
-
-/* One REGION_READ or REGION_WRITE of at most max_xfer bytes. */
+/*
+ * One REGION_READ or REGION_WRITE of at most max_xfer bytes, straight
+ * between the user's buffer and the request: the data is copied once
+ * each way in the module.
+ */
 static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
-				     u64 offset, void *buf, u32 count,
+				     u64 offset, char __user *ubuf, u32 count,
 				     bool write)
 {
 	struct vfio_user_region_access acc = {
@@ -67,29 +69,31 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 		.region = cpu_to_le32(index),
 		.count = cpu_to_le32(count),
 	};
-	u8 small[sizeof(struct vfio_user_region_access) +
-		 VFIO_USER_SMALL_ACCESS] __aligned(8);
-	struct vfio_user_region_access *rep = (void *)small;
-	size_t max = sizeof(*rep) + (write ? 0 : count);
+	struct vfio_user_call call = {
+		.command = write ? VFIO_USER_REGION_WRITE : VFIO_USER_REGION_READ,
+		.payload = &acc,
+		.len = sizeof(acc),
+		.data_len = write ? count : 0,
+		.reply_min = sizeof(acc),
+		.reply_max = sizeof(acc) + (write ? 0 : count),
+	};
+	struct vfio_user_region_access *rep;
+	struct vfio_user_req *req;
 	u32 done;
 	int ret;
 
-	if (max > sizeof(small)) {
-		rep = kvmalloc(max, GFP_KERNEL);
-		if (!rep)
-			return -ENOMEM;
+	req = vfio_user_req_alloc(&call);
+	if (!req)
+		return -ENOMEM;
+	if (write && copy_from_user(vfio_user_req_data(req), ubuf, count)) {
+		ret = -EFAULT;
+		goto out;
 	}
-	if (write)
-		ret = vfio_user_send_sync(conn, VFIO_USER_REGION_WRITE, &acc,
-					  sizeof(acc), buf, count, NULL, 0,
-					  rep, sizeof(*rep), max);
-	else
-		ret = vfio_user_send_sync(conn, VFIO_USER_REGION_READ, &acc,
-					  sizeof(acc), NULL, 0, NULL, 0,
-					  rep, sizeof(*rep), max);
+	ret = vfio_user_req_run(conn, req);
 	if (ret < 0)
 		goto out;
 
+	rep = req->reply;
 	done = le32_to_cpu(rep->count);
 	if (le64_to_cpu(rep->offset) != offset ||
 	    le32_to_cpu(rep->region) != index || done > count ||
@@ -103,12 +107,11 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 		ret = -EIO;
 		goto out;
 	}
-	if (!write)
-		memcpy(buf, rep->data, done);
 	ret = done;
+	if (!write && copy_to_user(ubuf, rep->data, done))
+		ret = -EFAULT;
 out:
-	if (rep != (void *)small)
-		kvfree(rep);
+	vfio_user_req_put(req);
 	return ret;
 }
 
@@ -117,11 +120,9 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 {
 	u64 pos = *ppos, offset = pos & VFIO_USER_OFFSET_MASK, end;
 	u32 index = VFIO_USER_OFFSET_TO_INDEX(pos);
-	u8 small[VFIO_USER_SMALL_ACCESS] __aligned(8);
 	struct vfio_user_conn *conn;
 	struct vfio_user_region *region;
 	size_t done = 0;
-	void *buf = small;
 	int ret;
 
 	if (!count)
@@ -146,35 +147,17 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 		goto out_put;
 	}
 
-	if (count > sizeof(small)) {
-		buf = kvmalloc(min_t(size_t, count, conn->caps.max_xfer),
-			       GFP_KERNEL);
-		if (!buf) {
-			ret = -ENOMEM;
-			goto out_put;
-		}
-	}
 	while (done < count) {
 		u32 n = min_t(size_t, count - done, conn->caps.max_xfer);
 
-		if (write && copy_from_user(buf, ubuf + done, n)) {
-			ret = -EFAULT;
-			break;
-		}
-		ret = vfio_user_region_rw_chunk(conn, index, offset + done, buf,
-						n, write);
+		ret = vfio_user_region_rw_chunk(conn, index, offset + done,
+						ubuf + done, n, write);
 		if (ret < 0)
 			break;
-		if (!write && copy_to_user(ubuf + done, buf, ret)) {
-			ret = -EFAULT;
-			break;
-		}
 		done += ret;
 		if (ret < n)	/* short access: report what was done */
 			break;
 	}
-	if (buf != small)
-		kvfree(buf);
 out_put:
 	vfio_user_put_conn(udev);
 	if (done) {
@@ -347,12 +330,12 @@ static long vfio_user_ioctl_irq_info(struct vfio_user_device *udev,
 static long vfio_user_ioctl_reset(struct vfio_user_device *udev,
 				  struct vfio_user_conn *conn)
 {
+	struct vfio_user_call call = { .command = VFIO_USER_DEVICE_RESET };
 	int ret;
 
 	if (!(udev->info_flags & VFIO_DEVICE_FLAGS_RESET))
 		return -EINVAL;
-	ret = vfio_user_send_sync(conn, VFIO_USER_DEVICE_RESET, NULL, 0, NULL,
-				  0, NULL, 0, NULL, 0, 0);
+	ret = vfio_user_call(conn, &call);
 	return ret < 0 ? ret : 0;
 }
 
@@ -419,24 +402,15 @@ static int vfio_user_init_dev(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 
-	mutex_init(&udev->lock);
+	mutex_init(&udev->attach_mutex);
+	spin_lock_init(&udev->state_lock);
 	mutex_init(&udev->irq_lock);
+	spin_lock_init(&udev->trig_lock);
 	init_rwsem(&udev->conn_sem);
 	init_rwsem(&udev->dma_sem);
 	udev->state = VFIO_USER_DETACHED;
 	udev->timeout_ms = VFIO_USER_DEF_TIMEOUT_MS;
 	return 0;
-}
-
-static void vfio_user_free_regions(struct vfio_user_region *regions, u32 n)
-{
-	u32 i;
-
-	if (!regions)
-		return;
-	for (i = 0; i < n; i++)
-		kfree(regions[i].caps);
-	kfree(regions);
 }
 
 /**
@@ -452,7 +426,7 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
 	vfio_user_free_regions(udev->regions, udev->num_regions);
 	vfio_user_irqs_free(udev);
 	mutex_destroy(&udev->irq_lock);
-	mutex_destroy(&udev->lock);
+	mutex_destroy(&udev->attach_mutex);
 }
 
 /**
@@ -469,7 +443,6 @@ static int vfio_user_open_device(struct vfio_device *vdev)
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 	int ret = 0;
 
-	/* conn_sem, not udev->lock: an attach holds that across its waits. */
 	down_write(&udev->conn_sem);
 	if (!udev->conn)
 		ret = -ENOTCONN;
@@ -534,11 +507,11 @@ static void vfio_user_request(struct vfio_device *vdev, unsigned int count)
 	struct eventfd_ctx *ctx = NULL;
 	struct file *file;
 
-	mutex_lock(&udev->irq_lock);
+	spin_lock(&udev->trig_lock);
 	file = udev->irqs ? udev->irqs[VFIO_PCI_REQ_IRQ_INDEX].triggers[0] : NULL;
 	if (file)
 		ctx = eventfd_ctx_fileget(file);
-	mutex_unlock(&udev->irq_lock);
+	spin_unlock(&udev->trig_lock);
 
 	if (!IS_ERR_OR_NULL(ctx)) {
 		if (!count)
@@ -590,224 +563,109 @@ const struct vfio_device_ops vfio_user_dev_ops = {
  */
 
 /*
- * Checks a region's capability chain (offsets relative to the start of the
- * info struct, as the server sent it) and keeps a copy rebased so that the
- * first capability is at offset 0. The chain must go forward and stay in
- * the reply: a loop or an outside pointer is a protocol violation.
+ * Unpublishes and tears down the current connection. Consumers fail fast
+ * once it is stopped, so the writer lock comes at once.
  */
-static int vfio_user_copy_caps(struct vfio_user_conn *conn, u32 index,
-			       const u8 *reply, u32 len, u32 first,
-			       struct vfio_user_region *region)
+static void vfio_user_unpublish(struct vfio_user_device *udev)
 {
-	const size_t hsz = sizeof(struct vfio_user_cap_header);
-	u32 off = first, n = 0;
-	u8 *caps;
+	struct vfio_user_conn *conn = udev->conn;
 
-	if (first < sizeof(struct vfio_user_region_info) || first > len - hsz) {
-		vfio_user_conn_broken(conn,
-				      "region %u: cap_offset %u outside the %u-byte reply",
-				      index, first, len);
-		return -EPROTO;
-	}
-	caps = kmemdup(reply + first, len - first, GFP_KERNEL);
-	if (!caps)
-		return -ENOMEM;
+	lockdep_assert_held(&udev->attach_mutex);
 
-	for (;;) {
-		struct vfio_user_cap_header *wire = (void *)(reply + off);
-		struct vfio_info_cap_header *hdr = (void *)(caps + off - first);
-		u32 next = le32_to_cpu(wire->next);
-
-		if (next && (next < off + hsz || next > len - hsz)) {
-			vfio_user_conn_broken(conn,
-					      "region %u: capability at %u points to %u (reply %u bytes)",
-					      index, off, next, len);
-			kfree(caps);
-			return -EPROTO;
-		}
-		hdr->id = le16_to_cpu(wire->id);
-		hdr->version = le16_to_cpu(wire->version);
-		hdr->next = next ? next - first : 0;
-		if (!next)
-			break;
-		if (++n > 64) {
-			vfio_user_conn_broken(conn, "region %u: too many capabilities",
-					      index);
-			kfree(caps);
-			return -EPROTO;
-		}
-		off = next;
-	}
-	region->caps = caps;
-	region->caps_len = len - first;
-	return 0;
+	if (!conn)
+		return;
+	vfio_user_conn_stop(conn);
+	down_write(&udev->conn_sem);
+	spin_lock(&udev->state_lock);
+	udev->conn = NULL;
+	spin_unlock(&udev->state_lock);
+	up_write(&udev->conn_sem);
+	vfio_user_conn_put(conn);
 }
 
-static int vfio_user_fetch_region(struct vfio_user_conn *conn, u32 index,
-				  struct vfio_user_region *region)
+static void vfio_user_set_state(struct vfio_user_device *udev,
+				enum vfio_user_state state, const char *path)
 {
-	struct vfio_user_region_info req = {
-		.argsz = cpu_to_le32(VFIO_USER_MAX_REGION_INFO),
-		.index = cpu_to_le32(index),
-	};
-	struct vfio_user_region_info *rep;
-	u32 flags, first;
-	int len, ret = 0;
+	spin_lock(&udev->state_lock);
+	udev->state = state;
+	strscpy(udev->socket_path, path, sizeof(udev->socket_path));
+	spin_unlock(&udev->state_lock);
+}
 
-	rep = kmalloc(VFIO_USER_MAX_REGION_INFO, GFP_KERNEL);
-	if (!rep)
-		return -ENOMEM;
-	len = vfio_user_send_sync(conn, VFIO_USER_DEVICE_GET_REGION_INFO, &req,
-				  sizeof(req), NULL, 0, NULL, 0, rep,
-				  sizeof(*rep), VFIO_USER_MAX_REGION_INFO);
-	if (len < 0) {
-		ret = len;
-		goto out;
+/*
+ * Makes the negotiated connection the device's: checks that an open
+ * consumer finds the same device shape, takes the new info. Waits only for
+ * consumer calls on no connection, which return at once.
+ */
+static int vfio_user_publish(struct vfio_user_device *udev,
+			     struct vfio_user_conn *conn,
+			     struct vfio_user_info *info, u64 irq_gen)
+{
+	int ret = 0;
+
+	down_write(&udev->conn_sem);
+	if (udev->open && !vfio_user_same_shape(udev, info)) {
+		dev_err(vfio_user_dev(udev),
+			"server has another device shape than the open one\n");
+		ret = -EBUSY;
+	} else if (irq_gen != vfio_user_irqs_gen(udev)) {
+		/* Closed, or its eventfds changed, while we replayed them. */
+		dev_err(vfio_user_dev(udev),
+			"the consumer changed its interrupts during the attach; attach again\n");
+		ret = -EAGAIN;
+	} else if (!udev->open) {
+		ret = vfio_user_irqs_take(udev, info->irqs);
 	}
-	if (le32_to_cpu(rep->index) != index) {
-		vfio_user_conn_broken(conn, "region info for %u answered for %u",
-				      index, le32_to_cpu(rep->index));
-		ret = -EPROTO;
-		goto out;
+	if (!ret) {
+		swap(udev->regions, info->regions);
+		swap(udev->num_regions, info->num_regions);
+		udev->info_flags = info->flags;
+		spin_lock(&udev->state_lock);
+		udev->conn = conn;
+		udev->attaching = NULL;
+		udev->state = VFIO_USER_READY;
+		spin_unlock(&udev->state_lock);
 	}
-	flags = le32_to_cpu(rep->flags);
-	region->size = le64_to_cpu(rep->size);
-	/* No mmap until mmap passthrough exists: accesses go through us. */
-	region->flags = flags & (VFIO_REGION_INFO_FLAG_READ |
-				 VFIO_REGION_INFO_FLAG_WRITE);
-	first = le32_to_cpu(rep->cap_offset);
-	if ((flags & VFIO_REGION_INFO_FLAG_CAPS) && first)
-		ret = vfio_user_copy_caps(conn, index, (u8 *)rep, len, first,
-					  region);
-out:
-	kfree(rep);
+	up_write(&udev->conn_sem);
 	return ret;
 }
 
-/* What attach learns from the server before it publishes the connection. */
-struct vfio_user_info {
-	u32 flags;
-	u32 num_regions;
-	struct vfio_user_region *regions;
-	struct vfio_user_irq irqs[VFIO_PCI_NUM_IRQS];
-};
-
-static void vfio_user_info_free(struct vfio_user_info *info)
+/* Everything an attach asks of the server before it publishes. */
+static int vfio_user_attach_conn(struct vfio_user_device *udev,
+				 struct vfio_user_conn *conn,
+				 struct vfio_user_info *info, u64 *irq_gen)
 {
-	u32 i;
-
-	vfio_user_free_regions(info->regions, info->num_regions);
-	for (i = 0; i < VFIO_PCI_NUM_IRQS; i++)
-		kfree(info->irqs[i].triggers);
-}
-
-static int vfio_user_fetch_info(struct vfio_user_conn *conn,
-				struct vfio_user_info *info)
-{
-	struct vfio_user_device_info dreq = { .argsz = cpu_to_le32(sizeof(dreq)) };
-	struct vfio_user_device_info drep;
-	u32 i, num_irqs;
+	bool open;
 	int ret;
 
-	ret = vfio_user_send_sync(conn, VFIO_USER_DEVICE_GET_INFO, &dreq,
-				  sizeof(dreq), NULL, 0, NULL, 0, &drep,
-				  sizeof(drep), sizeof(drep));
-	if (ret < 0)
+	ret = vfio_user_negotiate(conn);
+	if (ret) {
+		dev_err(vfio_user_dev(udev), "VERSION negotiation failed: %d\n",
+			ret);
 		return ret;
-	info->flags = le32_to_cpu(drep.flags);
-	info->num_regions = le32_to_cpu(drep.num_regions);
-	num_irqs = le32_to_cpu(drep.num_irqs);
-	if (info->num_regions > VFIO_USER_MAX_REGIONS ||
-	    num_irqs > VFIO_USER_MAX_IRQS) {
-		vfio_user_conn_broken(conn, "device has %u regions and %u IRQ indexes",
-				      info->num_regions, num_irqs);
-		info->num_regions = 0;
-		return -EPROTO;
 	}
-	/* vfio-pci consumers need the PCI flag; the rest is the server's. */
-	info->flags &= VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET;
-
-	info->regions = kcalloc(info->num_regions, sizeof(*info->regions),
-				GFP_KERNEL);
-	if (!info->regions && info->num_regions)
-		return -ENOMEM;
-	for (i = 0; i < info->num_regions; i++) {
-		ret = vfio_user_fetch_region(conn, i, &info->regions[i]);
-		if (ret)
-			return ret;
+	ret = vfio_user_fetch_info(conn, info);
+	if (ret) {
+		dev_err(vfio_user_dev(udev), "cannot read device info: %d\n",
+			ret);
+		return ret;
 	}
+	ret = vfio_user_dma_announce(conn);
+	if (ret)
+		return ret;
 
-	for (i = 0; i < min_t(u32, num_irqs, VFIO_PCI_REQ_IRQ_INDEX); i++) {
-		struct vfio_user_irq_info ireq = {
-			.argsz = cpu_to_le32(sizeof(ireq)),
-			.index = cpu_to_le32(i),
-		};
-		struct vfio_user_irq_info irep;
-
-		ret = vfio_user_send_sync(conn, VFIO_USER_DEVICE_GET_IRQ_INFO,
-					  &ireq, sizeof(ireq), NULL, 0, NULL, 0,
-					  &irep, sizeof(irep), sizeof(irep));
-		if (ret < 0)
-			return ret;
-		if (le32_to_cpu(irep.index) != i ||
-		    le32_to_cpu(irep.count) > VFIO_USER_MAX_IRQ_COUNT) {
-			vfio_user_conn_broken(conn,
-					      "IRQ info for %u: index %u count %u",
-					      i, le32_to_cpu(irep.index),
-					      le32_to_cpu(irep.count));
-			return -EPROTO;
-		}
-		info->irqs[i].flags = le32_to_cpu(irep.flags);
-		info->irqs[i].count = le32_to_cpu(irep.count);
-	}
-	/* REQ is the module's: one eventfd, signalled on removal. */
-	info->irqs[VFIO_PCI_REQ_IRQ_INDEX].flags = VFIO_IRQ_INFO_EVENTFD |
-						   VFIO_IRQ_INFO_NORESIZE;
-	info->irqs[VFIO_PCI_REQ_IRQ_INDEX].count = 1;
-
-	for (i = 0; i < VFIO_PCI_NUM_IRQS; i++) {
-		info->irqs[i].triggers = kcalloc(max(info->irqs[i].count, 1U),
-						 sizeof(struct file *),
-						 GFP_KERNEL);
-		if (!info->irqs[i].triggers)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
-/* A re-attach under an open consumer must find the same device shape. */
-static bool vfio_user_same_shape(struct vfio_user_device *udev,
-				 struct vfio_user_info *info)
-{
-	u32 i;
-
-	if (info->num_regions != udev->num_regions)
-		return false;
-	for (i = 0; i < info->num_regions; i++)
-		if (info->regions[i].size != udev->regions[i].size)
-			return false;
-	for (i = 0; i < VFIO_PCI_NUM_IRQS; i++)
-		if (info->irqs[i].count != udev->irqs[i].count)
-			return false;
-	return true;
-}
-
-/* Unpublishes and tears down the current connection. */
-static void vfio_user_drop_conn(struct vfio_user_device *udev)
-{
-	struct vfio_user_conn *conn;
-
-	lockdep_assert_held(&udev->lock);
-
-	conn = udev->conn;
-	if (!conn)
-		return;
-	/* Fail every waiter first, so the writer lock comes quickly. */
-	vfio_user_conn_stop_waiters(conn);
-	down_write(&udev->conn_sem);
-	udev->conn = NULL;
-	up_write(&udev->conn_sem);
-	vfio_user_conn_stop(conn);
+	down_read(&udev->conn_sem);
+	open = udev->open;
+	up_read(&udev->conn_sem);
+	*irq_gen = vfio_user_irqs_gen(udev);
+	if (!open)
+		return 0;
+	/* Keep the consumer's eventfds, take the server's new info. */
+	ret = vfio_user_irqs_replay(udev, conn);
+	if (ret)
+		dev_err(vfio_user_dev(udev), "cannot replay interrupts: %d\n",
+			ret);
+	return ret;
 }
 
 /**
@@ -815,117 +673,143 @@ static void vfio_user_drop_conn(struct vfio_user_device *udev)
  * @udev: the device
  * @path: socket path, resolved in the caller's context
  *
- * Drops the current connection if any, connects, negotiates VERSION,
- * starts the receiver, caches device, region and IRQ info, announces the
- * DMA window and, when a consumer has the device open, replays its
- * eventfds. The consumer never reopens anything.
+ * Drops the current connection if any, connects, and on a connection
+ * nobody else sees yet negotiates VERSION, caches device, region and IRQ
+ * info, announces the DMA window and, when a consumer has the device
+ * open, replays its eventfds; then publishes it. The consumer never
+ * reopens anything. The whole attach is bounded by timeout_ms, and
+ * vfio_user_detach() aborts it at once.
  *
  * Context: process context of the sysfs writer (its fd table is used to
- * pass eventfds). Sleeps; each step bounded by timeout_ms.
- * Return: 0 or a negative errno; on error the device is detached.
+ * pass eventfds). Sleeps killably.
+ * Return: 0 or a negative errno; on error the device is detached:
+ * -ECANCELED when a detach or remove aborted it, -ENODEV when the device
+ * is being removed.
  */
 int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 {
 	struct vfio_user_info info = { };
 	struct vfio_user_conn *conn;
+	unsigned int timeout_ms, aborts;
+	bool aborted;
+	u64 irq_gen;
 	int ret;
 
-	mutex_lock(&udev->lock);
-	vfio_user_drop_conn(udev);
-	udev->state = VFIO_USER_CONNECTING;
-	strscpy(udev->socket_path, path, sizeof(udev->socket_path));
+	if (mutex_lock_killable(&udev->attach_mutex))
+		return -EINTR;
+	spin_lock(&udev->state_lock);
+	ret = udev->removed ? -ENODEV : 0;
+	aborts = udev->aborts;
+	spin_unlock(&udev->state_lock);
+	if (ret)
+		goto out_unlock;
+	vfio_user_unpublish(udev);
+	vfio_user_set_state(udev, VFIO_USER_CONNECTING, path);
+	timeout_ms = READ_ONCE(udev->timeout_ms);
 
-	conn = vfio_user_conn_connect(udev, path, udev->timeout_ms);
+	conn = vfio_user_conn_connect(udev, path, timeout_ms);
 	if (IS_ERR(conn)) {
 		ret = PTR_ERR(conn);
 		goto err_detached;
 	}
-	vfio_user_conn_start(conn);
-
-	ret = vfio_user_fetch_info(conn, &info);
-	if (ret) {
-		dev_err(vfio_user_dev(udev), "cannot read device info from %s: %d\n",
-			path, ret);
-		goto err_conn;
+	spin_lock(&udev->state_lock);
+	/* A detach or remove since we started: as if it had aborted us. */
+	if (udev->aborts != aborts) {
+		conn->stopping = true;
+		ret = -ECANCELED;
+	} else {
+		udev->attaching = conn;
 	}
-	ret = vfio_user_dma_announce(conn);
+	spin_unlock(&udev->state_lock);
+
+	if (!ret)
+		ret = vfio_user_attach_conn(udev, conn, &info, &irq_gen);
+	if (!ret)
+		ret = vfio_user_publish(udev, conn, &info, irq_gen);
 	if (ret)
 		goto err_conn;
-
-	down_write(&udev->conn_sem);
-	if (udev->open && !vfio_user_same_shape(udev, &info)) {
-		up_write(&udev->conn_sem);
-		dev_err(vfio_user_dev(udev),
-			"server at %s has another device shape than the open one\n",
-			path);
-		ret = -EBUSY;
-		goto err_conn;
-	}
-	if (udev->open) {
-		/* Keep the consumer's eventfds, take the server's new info. */
-		ret = vfio_user_irqs_replay(udev, conn);
-		if (ret) {
-			up_write(&udev->conn_sem);
-			dev_err(vfio_user_dev(udev),
-				"cannot replay interrupts to %s: %d\n", path, ret);
-			goto err_conn;
-		}
-	} else {
-		mutex_lock(&udev->irq_lock);
-		vfio_user_irqs_free(udev);
-		udev->irqs = kmemdup(info.irqs, sizeof(info.irqs), GFP_KERNEL);
-		if (udev->irqs)
-			memset(info.irqs, 0, sizeof(info.irqs));
-		mutex_unlock(&udev->irq_lock);
-		if (!udev->irqs) {
-			up_write(&udev->conn_sem);
-			ret = -ENOMEM;
-			goto err_conn;
-		}
-	}
-	swap(udev->regions, info.regions);
-	swap(udev->num_regions, info.num_regions);
-	udev->info_flags = info.flags;
-	udev->conn = conn;
-	udev->state = VFIO_USER_READY;
-	up_write(&udev->conn_sem);
-	/*
-	 * Logged under udev->lock: once it is dropped a concurrent detach
-	 * may free @conn (KASAN caught the read after the unlock).
-	 */
+	WRITE_ONCE(conn->attach_deadline, 0);
 	dev_info(vfio_user_dev(udev),
 		 "attached to %s: vfio-user %u.%u, %u regions, max_data_xfer_size %u, max_msg_fds %u\n",
 		 path, VFIO_USER_MAJOR, conn->caps.minor, udev->num_regions,
 		 conn->caps.max_xfer, conn->caps.max_msg_fds);
-	mutex_unlock(&udev->lock);
-
 	vfio_user_info_free(&info);
+	mutex_unlock(&udev->attach_mutex);
 	return 0;
 
 err_conn:
+	spin_lock(&udev->state_lock);
+	udev->attaching = NULL;
+	spin_unlock(&udev->state_lock);
+	spin_lock(&conn->lock);
+	aborted = conn->stopping;
+	spin_unlock(&conn->lock);
 	vfio_user_conn_stop(conn);
+	vfio_user_conn_put(conn);
+	if (aborted) {
+		dev_info(vfio_user_dev(udev), "attach to %s aborted\n", path);
+		ret = -ECANCELED;
+	}
 err_detached:
 	vfio_user_info_free(&info);
-	udev->state = VFIO_USER_DETACHED;
-	udev->socket_path[0] = '\0';
-	mutex_unlock(&udev->lock);
+	vfio_user_set_state(udev, VFIO_USER_DETACHED, "");
+out_unlock:
+	mutex_unlock(&udev->attach_mutex);
 	return ret;
+}
+
+/**
+ * vfio_user_abort_attach() - end an attach in progress at once
+ * @udev: the device
+ * @remove: the device is going away: later attaches fail with -ENODEV
+ *
+ * The attach's waits fail, and it cleans up and returns -ECANCELED.
+ *
+ * Context: process context; never waits.
+ */
+void vfio_user_abort_attach(struct vfio_user_device *udev, bool remove)
+{
+	struct vfio_user_conn *conn;
+
+	spin_lock(&udev->state_lock);
+	udev->aborts++;
+	if (remove)
+		udev->removed = true;
+	conn = udev->attaching;
+	if (conn)
+		kref_get(&conn->ref);
+	spin_unlock(&udev->state_lock);
+	if (!conn)
+		return;
+	spin_lock(&conn->lock);
+	conn->stopping = true;
+	spin_unlock(&conn->lock);
+	vfio_user_conn_broken(conn, "attach aborted");
+	vfio_user_conn_put(conn);
 }
 
 /**
  * vfio_user_detach() - disconnect a device from its server
  * @udev: the device
+ * @remove: the device is going away: later attaches fail with -ENODEV
  *
- * Consumer calls fail with -ENOTCONN afterwards; an open consumer keeps
- * its fds, and a later attach brings the device back.
+ * Aborts an attach in progress, then drops the connection. Consumer calls
+ * fail with -ENOTCONN afterwards; an open consumer keeps its fds, and a
+ * later attach brings the device back.
  *
- * Context: process context. Never waits on the server.
+ * Context: process context. Never waits on the server; waits for an
+ * aborted attach to clean up, which it does at once.
+ * Return: 0, or -EINTR when a fatal signal came first (not for @remove).
  */
-void vfio_user_detach(struct vfio_user_device *udev)
+int vfio_user_detach(struct vfio_user_device *udev, bool remove)
 {
-	mutex_lock(&udev->lock);
-	vfio_user_drop_conn(udev);
-	udev->state = VFIO_USER_DETACHED;
-	udev->socket_path[0] = '\0';
-	mutex_unlock(&udev->lock);
+	vfio_user_abort_attach(udev, remove);
+	if (remove)
+		mutex_lock(&udev->attach_mutex);
+	else if (mutex_lock_killable(&udev->attach_mutex))
+		return -EINTR;
+	vfio_user_unpublish(udev);
+	vfio_user_set_state(udev, VFIO_USER_DETACHED, "");
+	mutex_unlock(&udev->attach_mutex);
+	return 0;
 }

@@ -24,6 +24,7 @@
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/sizes.h>
+#include <linux/uio.h>
 #include <linux/slab.h>
 #include <linux/vfio.h>
 
@@ -32,7 +33,11 @@
 /* Pieces of DMA data: 64 KiB where they come easily, else single pages. */
 #define VFIO_USER_DMA_PIECE		SZ_64K
 
-static void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
+/**
+ * vfio_user_dma_pages_free() - free DMA data pages
+ * @dp: the pages, or NULL
+ */
+void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp)
 {
 	unsigned int i;
 
@@ -91,16 +96,6 @@ struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size)
 		done += len;
 	}
 	return dp;
-}
-
-/**
- * vfio_user_cmd_free() - free a server command and its data
- * @cmd: the command
- */
-void vfio_user_cmd_free(struct vfio_user_cmd *cmd)
-{
-	vfio_user_dma_pages_free(cmd->data);
-	kvfree(cmd);
 }
 
 /* Writes the data of a DMA_WRITE received into pages to @addr. */
@@ -200,30 +195,50 @@ reply:
 		goto out;
 	if (err) {
 		vfio_user_send_reply(conn, cmd->msg_id, cmd->command, err,
-				     NULL, 0, NULL, 0);
+				     NULL, 0);
 	} else if (write) {
 		vfio_user_send_reply(conn, cmd->msg_id, cmd->command, 0, acc,
-				     sizeof(*acc), NULL, 0);
+				     sizeof(*acc));
 	} else {
 		memcpy(page_address(dp->bv[0].bv_page) +
 		       sizeof(struct vfio_user_hdr), acc, sizeof(*acc));
+		/* The reply owns the pages now. */
 		vfio_user_send_reply_pages(conn, cmd->msg_id, cmd->command,
-					   dp->bv, dp->nr, head + count);
+					   dp, head + count);
+		dp = NULL;
 	}
 out:
 	vfio_user_dma_pages_free(dp);
 }
 
-/**
- * vfio_user_cmd_work() - serve the server's queued DMA commands
- * @work: vfio_user_conn.cmd_work
- *
- * Runs on vfio_user_wq, so vfio_dma_rw() borrows the consumer's mm; never
- * depends on a reply the server owes a consumer.
- *
- * Context: workqueue; sleeps.
+/* What a queued command costs, for the backpressure bound. */
+static size_t vfio_user_cmd_cost(size_t len)
+{
+	return sizeof(struct vfio_user_cmd) + max_t(size_t, len, SZ_256);
+}
+
+/* Frees a command and gives its bytes back; may let the receiver go on. */
+static void vfio_user_cmd_done(struct vfio_user_conn *conn,
+			       struct vfio_user_cmd *cmd)
+{
+	bool was_full;
+
+	spin_lock(&conn->lock);
+	was_full = conn->cmd_bytes >= VFIO_USER_CMD_QUEUE_XFERS * conn->caps.max_xfer;
+	conn->cmd_bytes -= vfio_user_cmd_cost(cmd->len);
+	spin_unlock(&conn->lock);
+	vfio_user_cmd_free(cmd);
+	if (was_full && !vfio_user_cmds_full(conn))
+		queue_work(vfio_user_wq, &conn->recv_work);
+}
+
+/*
+ * Serves the server's queued DMA commands, one at a time: each reply is
+ * on the wire before the next command is served. Runs on vfio_user_wq, so
+ * vfio_dma_rw() borrows the consumer's mm; never depends on a reply the
+ * server owes a consumer.
  */
-void vfio_user_cmd_work(struct work_struct *work)
+static void vfio_user_cmd_work(struct work_struct *work)
 {
 	struct vfio_user_conn *conn = container_of(work, struct vfio_user_conn,
 						   cmd_work);
@@ -233,17 +248,185 @@ void vfio_user_cmd_work(struct work_struct *work)
 		spin_lock(&conn->lock);
 		cmd = list_first_entry_or_null(&conn->cmds, struct vfio_user_cmd,
 					       node);
-		if (cmd) {
+		if (cmd)
 			list_del(&cmd->node);
-			conn->nr_cmds--;
-		}
 		spin_unlock(&conn->lock);
 		if (!cmd)
 			return;
 		if (!vfio_user_conn_dead(conn, NULL, 0))
 			vfio_user_serve_cmd(conn, cmd);
-		vfio_user_cmd_free(cmd);
+		vfio_user_cmd_done(conn, cmd);
 		cond_resched();
+	}
+}
+
+/**
+ * vfio_user_cmds_init() - set up a connection's server command queue
+ * @conn: a new connection
+ */
+void vfio_user_cmds_init(struct vfio_user_conn *conn)
+{
+	INIT_LIST_HEAD(&conn->cmds);
+	INIT_WORK(&conn->cmd_work, vfio_user_cmd_work);
+}
+
+/**
+ * vfio_user_cmds_full() - whether the receiver should stop reading
+ * @conn: the connection
+ *
+ * Backpressure: the commands queued (and the one being read) hold
+ * VFIO_USER_CMD_QUEUE_XFERS times max_data_xfer_size or more, so the
+ * receiver leaves the socket alone until the DMA work has served some.
+ *
+ * Context: any.
+ */
+bool vfio_user_cmds_full(struct vfio_user_conn *conn)
+{
+	return READ_ONCE(conn->cmd_bytes) >=
+	       VFIO_USER_CMD_QUEUE_XFERS * (size_t)conn->caps.max_xfer;
+}
+
+/**
+ * vfio_user_cmd_alloc() - a server command whose header the receiver read
+ * @conn: the connection
+ * @hdr: the command's header, checked for size and flags
+ * @len: payload length
+ *
+ * Checks the command and its length; a DMA_WRITE's data gets pages of its
+ * own, straight from the socket (vfio_dma_rw() copies it on from there).
+ * The command's bytes count against the backpressure bound until it is
+ * served or dropped.
+ *
+ * Context: the receiver (recv_mutex held); sleeps.
+ * Return: the command, or an ERR_PTR (the connection is then broken).
+ */
+struct vfio_user_cmd *vfio_user_cmd_alloc(struct vfio_user_conn *conn,
+					  const struct vfio_user_hdr *hdr,
+					  size_t len)
+{
+	u16 command = le16_to_cpu(hdr->command);
+	struct vfio_user_cmd *cmd;
+	size_t max, head;
+
+	switch (command) {
+	case VFIO_USER_DMA_READ:
+		max = sizeof(struct vfio_user_dma_access);
+		break;
+	case VFIO_USER_DMA_WRITE:
+		max = sizeof(struct vfio_user_dma_access) + conn->caps.max_xfer;
+		break;
+	default:
+		vfio_user_conn_broken(conn, "server sent command %u to the client",
+				      command);
+		return ERR_PTR(-EPROTO);
+	}
+	if (len < sizeof(struct vfio_user_dma_access) || len > max) {
+		vfio_user_conn_broken(conn,
+				      "command %u from server has %zu bytes, expected %zu..%zu",
+				      command, len,
+				      sizeof(struct vfio_user_dma_access), max);
+		return ERR_PTR(-EPROTO);
+	}
+
+	head = command == VFIO_USER_DMA_WRITE ?
+	       sizeof(struct vfio_user_dma_access) : len;
+	cmd = kvmalloc(struct_size(cmd, payload, head), GFP_KERNEL);
+	if (cmd) {
+		cmd->data = NULL;
+		if (len > head) {
+			cmd->data = vfio_user_dma_pages_alloc(len - head);
+			if (!cmd->data) {
+				kvfree(cmd);
+				cmd = NULL;
+			}
+		}
+	}
+	if (!cmd) {
+		vfio_user_conn_broken(conn, "out of memory for a %zu-byte command",
+				      len);
+		return ERR_PTR(-ENOMEM);
+	}
+	cmd->msg_id = le16_to_cpu(hdr->msg_id);
+	cmd->command = command;
+	cmd->no_reply = le32_to_cpu(hdr->flags) & VFIO_USER_F_NO_REPLY;
+	cmd->len = len;
+
+	spin_lock(&conn->lock);
+	conn->cmd_bytes += vfio_user_cmd_cost(len);
+	spin_unlock(&conn->lock);
+	return cmd;
+}
+
+/**
+ * vfio_user_cmd_iter() - where the next bytes of a command's payload go
+ * @cmd: the command being read
+ * @got: payload bytes already read
+ * @iter: set to the rest of the payload (the access, or a DMA_WRITE's
+ *	data pages after it)
+ * @kv: storage for @iter's kvec
+ */
+void vfio_user_cmd_iter(struct vfio_user_cmd *cmd, size_t got,
+			struct iov_iter *iter, struct kvec *kv)
+{
+	size_t head = cmd->data ? sizeof(struct vfio_user_dma_access) : cmd->len;
+
+	if (got < head) {
+		kv->iov_base = cmd->payload + got;
+		kv->iov_len = head - got;
+		iov_iter_kvec(iter, ITER_DEST, kv, 1, kv->iov_len);
+		return;
+	}
+	iov_iter_bvec(iter, ITER_DEST, cmd->data->bv, cmd->data->nr,
+		      cmd->len - head);
+	iov_iter_advance(iter, got - head);
+}
+
+/**
+ * vfio_user_cmd_queue() - hand a received command to the DMA work
+ * @conn: the connection
+ * @cmd: from vfio_user_cmd_alloc(), its payload read in full
+ */
+void vfio_user_cmd_queue(struct vfio_user_conn *conn,
+			 struct vfio_user_cmd *cmd)
+{
+	spin_lock(&conn->lock);
+	list_add_tail(&cmd->node, &conn->cmds);
+	spin_unlock(&conn->lock);
+	queue_work(vfio_user_wq, &conn->cmd_work);
+}
+
+/**
+ * vfio_user_cmd_free() - free a server command and its data
+ * @cmd: the command
+ *
+ * For a command whose bytes the caller accounts itself (the receiver's,
+ * while the connection is torn down).
+ */
+void vfio_user_cmd_free(struct vfio_user_cmd *cmd)
+{
+	vfio_user_dma_pages_free(cmd->data);
+	kvfree(cmd);
+}
+
+/**
+ * vfio_user_cmds_stop() - stop serving a dead connection's commands
+ * @conn: the connection, dead
+ *
+ * Context: process context; waits for a command being served (it may be
+ * in vfio_dma_rw()), drops the queued ones.
+ */
+void vfio_user_cmds_stop(struct vfio_user_conn *conn)
+{
+	struct vfio_user_cmd *cmd, *tmp;
+	LIST_HEAD(drop);
+
+	cancel_work_sync(&conn->cmd_work);
+	spin_lock(&conn->lock);
+	list_splice_init(&conn->cmds, &drop);
+	spin_unlock(&conn->lock);
+	list_for_each_entry_safe(cmd, tmp, &drop, node) {
+		list_del(&cmd->node);
+		vfio_user_cmd_done(conn, cmd);
 	}
 }
 
@@ -277,10 +460,13 @@ int vfio_user_dma_announce(struct vfio_user_conn *conn)
 			.addr = cpu_to_le64(iova),
 			.size = cpu_to_le64(VFIO_USER_DMA_CHUNK),
 		};
+		struct vfio_user_call call = {
+			.command = VFIO_USER_DMA_MAP,
+			.payload = &map,
+			.len = sizeof(map),
+		};
 
-		ret = vfio_user_send_sync(conn, VFIO_USER_DMA_MAP, &map,
-					  sizeof(map), NULL, 0, NULL, 0, NULL,
-					  0, 0);
+		ret = vfio_user_call(conn, &call);
 		if (ret < 0) {
 			dev_err(vfio_user_dev(conn->udev),
 				"DMA_MAP of [%#llx, +%#llx) failed: %d\n", iova,

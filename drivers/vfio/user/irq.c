@@ -36,12 +36,25 @@ static int vfio_user_send_irq_set(struct vfio_user_conn *conn, u32 flags,
 		.start = cpu_to_le32(start),
 		.count = cpu_to_le32(count),
 	};
+	struct vfio_user_call call = {
+		.command = VFIO_USER_DEVICE_SET_IRQS,
+		.payload = &set,
+		.len = sizeof(set),
+		.data = data,
+		.data_len = data_len,
+		.fds = fds,
+		.nr_fds = nr_fds,
+	};
 	int ret;
 
-	ret = vfio_user_send_sync(conn, VFIO_USER_DEVICE_SET_IRQS, &set,
-				  sizeof(set), data, data_len, fds, nr_fds,
-				  NULL, 0, 0);
+	ret = vfio_user_call(conn, &call);
 	return ret < 0 ? ret : 0;
+}
+
+/* Most fds in one SET_IRQS: the server's limit and ours. */
+static u32 vfio_user_max_fds(struct vfio_user_conn *conn)
+{
+	return min_t(u32, conn->caps.max_msg_fds, VFIO_USER_MAX_MSG_FDS);
 }
 
 /*
@@ -52,16 +65,16 @@ static int vfio_user_send_eventfds(struct vfio_user_conn *conn, u32 flags,
 				   u32 index, u32 start, u32 count,
 				   const s32 *fds)
 {
-	u32 i = 0, n;
+	u32 i = 0, n, max = vfio_user_max_fds(conn);
 	int ret;
 
 	while (i < count) {
 		bool assign = fds[i] >= 0;
 
 		for (n = 1; i + n < count && (fds[i + n] >= 0) == assign; n++)
-			if (assign && n == conn->caps.max_msg_fds)
+			if (assign && n == max)
 				break;
-		if (assign && !conn->caps.max_msg_fds)
+		if (assign && !max)
 			return -EOPNOTSUPP;
 		ret = vfio_user_send_irq_set(conn, flags, index, start + i, n,
 					     NULL, 0, assign ? fds + i : NULL,
@@ -73,16 +86,33 @@ static int vfio_user_send_eventfds(struct vfio_user_conn *conn, u32 flags,
 	return 0;
 }
 
-static void vfio_user_drop_triggers(struct vfio_user_irq *irq, u32 start,
-				    u32 count)
+/*
+ * Replaces the trigger files of [start, start + count) with @files (NULL:
+ * none), under trig_lock, and drops the old ones.
+ */
+static void vfio_user_set_triggers(struct vfio_user_device *udev,
+				   struct vfio_user_irq *irq, u32 start,
+				   u32 count, struct file **files)
 {
+	struct file *old;
 	u32 i;
 
-	for (i = start; i < start + count; i++) {
-		if (irq->triggers[i])
-			fput(irq->triggers[i]);
-		irq->triggers[i] = NULL;
+	for (i = 0; i < count; i++) {
+		spin_lock(&udev->trig_lock);
+		old = irq->triggers[start + i];
+		irq->triggers[start + i] = files ? files[i] : NULL;
+		udev->irq_gen++;
+		spin_unlock(&udev->trig_lock);
+		if (old)
+			fput(old);
 	}
+}
+
+static void vfio_user_drop_triggers(struct vfio_user_device *udev,
+				    struct vfio_user_irq *irq, u32 start,
+				    u32 count)
+{
+	vfio_user_set_triggers(udev, irq, start, count, NULL);
 }
 
 /* The REQ index lives in the module: keep the consumer's eventfd. */
@@ -96,21 +126,20 @@ static int vfio_user_set_req(struct vfio_user_device *udev,
 	if (!(hdr->flags & VFIO_IRQ_SET_ACTION_TRIGGER))
 		return -EINVAL;
 	if (type == VFIO_IRQ_SET_DATA_NONE && !hdr->count) {
-		vfio_user_drop_triggers(irq, 0, irq->count);
+		vfio_user_drop_triggers(udev, irq, 0, irq->count);
 		return 0;
 	}
 	/* One vector: no eventfd to read with count 0 (data is NULL then). */
 	if (type != VFIO_IRQ_SET_DATA_EVENTFD || hdr->count != 1)
 		return -EINVAL;
 	if (fds[0] < 0) {
-		vfio_user_drop_triggers(irq, 0, 1);
+		vfio_user_drop_triggers(udev, irq, 0, 1);
 		return 0;
 	}
 	file = eventfd_fget(fds[0]);
 	if (IS_ERR(file))
 		return PTR_ERR(file);
-	vfio_user_drop_triggers(irq, 0, 1);
-	irq->triggers[0] = file;
+	vfio_user_set_triggers(udev, irq, 0, 1, &file);
 	return 0;
 }
 
@@ -184,9 +213,8 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 			ret = vfio_user_send_eventfds(conn, hdr.flags, index,
 						      hdr.start, hdr.count, fds);
 		if (!ret) {
-			vfio_user_drop_triggers(irq, hdr.start, hdr.count);
-			memcpy(&irq->triggers[hdr.start], files,
-			       hdr.count * sizeof(*files));
+			vfio_user_set_triggers(udev, irq, hdr.start, hdr.count,
+					       files);
 		} else {
 			for (i = 0; i < hdr.count; i++)
 				if (files[i])
@@ -217,7 +245,7 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 					     hdr.count, data, data_size, NULL, 0);
 		if (!ret && type == VFIO_IRQ_SET_DATA_NONE && !hdr.count &&
 		    (hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER))
-			vfio_user_drop_triggers(irq, 0, irq->count);
+			vfio_user_drop_triggers(udev, irq, 0, irq->count);
 	}
 out:
 	mutex_unlock(&udev->irq_lock);
@@ -225,60 +253,167 @@ out:
 	return ret;
 }
 
+/* Drops a table's trigger files and frees it. */
+static void vfio_user_irqs_put(struct vfio_user_irq *irqs)
+{
+	u32 index, i;
+
+	if (!irqs)
+		return;
+	for (index = 0; index < VFIO_PCI_NUM_IRQS; index++) {
+		for (i = 0; irqs[index].triggers && i < irqs[index].count; i++)
+			if (irqs[index].triggers[i])
+				fput(irqs[index].triggers[i]);
+		kfree(irqs[index].triggers);
+	}
+	kfree(irqs);
+}
+
+/*
+ * Sends the eventfds in @files[0, n) for vectors [start, start + n) in one
+ * SET_IRQS: they are installed in the caller's (the attaching writer's) fd
+ * table for the time of the send, since SCM_RIGHTS takes fd numbers.
+ */
+static int vfio_user_replay_run(struct vfio_user_conn *conn, u32 index,
+				u32 start, struct file **files, u32 n)
+{
+	int fds[VFIO_USER_MAX_MSG_FDS];
+	u32 i, got;
+	int ret = 0;
+
+	for (got = 0; got < n; got++) {
+		fds[got] = get_unused_fd_flags(O_CLOEXEC);
+		if (fds[got] < 0) {
+			ret = fds[got];
+			break;
+		}
+		fd_install(fds[got], get_file(files[got]));
+	}
+	if (!ret)
+		ret = vfio_user_send_irq_set(conn, VFIO_IRQ_SET_DATA_EVENTFD |
+					     VFIO_IRQ_SET_ACTION_TRIGGER,
+					     index, start, n, NULL, 0, fds, n);
+	for (i = 0; i < got; i++)
+		close_fd(fds[i]);
+	return ret;
+}
+
+/* Takes a reference to every trigger file of @index, under trig_lock. */
+static struct file **vfio_user_snapshot(struct vfio_user_device *udev,
+					u32 index, u32 *count)
+{
+	struct file **files;
+	u32 i, n;
+
+	spin_lock(&udev->trig_lock);
+	n = udev->irqs[index].count;
+	spin_unlock(&udev->trig_lock);
+	files = kcalloc(max(n, 1U), sizeof(*files), GFP_KERNEL);
+	if (!files)
+		return NULL;
+	spin_lock(&udev->trig_lock);
+	for (i = 0; i < n; i++) {
+		files[i] = udev->irqs[index].triggers[i];
+		if (files[i])
+			get_file(files[i]);
+	}
+	spin_unlock(&udev->trig_lock);
+	*count = n;
+	return files;
+}
+
 /**
  * vfio_user_irqs_replay() - send the consumer's eventfds to a new server
  * @udev: the device, open by a consumer
  * @conn: the new connection, not yet published
  *
- * The files are installed in the caller's (the attaching writer's) fd
- * table for the time of the send, since SCM_RIGHTS takes fd numbers.
+ * Takes a reference to each eventfd (no lock held while the server is
+ * asked), then sends each run of consecutive vectors in SET_IRQS messages
+ * of up to max_msg_fds fds. The attach checks vfio_user_irqs_gen() before
+ * it publishes, so a consumer changing its eventfds meanwhile is noticed.
  *
- * Context: process context of the sysfs writer; udev->lock held.
+ * Context: process context of the sysfs writer; sleeps killably, each
+ * message bounded by the timeout.
  * Return: 0 or a negative errno.
  */
 int vfio_user_irqs_replay(struct vfio_user_device *udev,
 			  struct vfio_user_conn *conn)
 {
-	u32 index, i;
+	u32 max = vfio_user_max_fds(conn);
+	u32 index, i, n, count;
+	struct file **files;
 	int ret = 0;
 
-	lockdep_assert_held(&udev->lock);
-
-	mutex_lock(&udev->irq_lock);
-	for (index = 0; index < VFIO_PCI_REQ_IRQ_INDEX && !conn->caps.max_msg_fds;
-	     index++)
-		for (i = 0; i < udev->irqs[index].count; i++)
-			if (udev->irqs[index].triggers[i])
-				ret = -EOPNOTSUPP;
-	if (ret) {
-		mutex_unlock(&udev->irq_lock);
-		dev_err(vfio_user_dev(udev),
-			"server takes no fds (max_msg_fds 0): cannot replay eventfds\n");
-		return ret;
-	}
 	for (index = 0; index < VFIO_PCI_REQ_IRQ_INDEX && !ret; index++) {
-		struct vfio_user_irq *irq = &udev->irqs[index];
-
-		for (i = 0; i < irq->count && !ret; i++) {
-			int fd;
-
-			if (!irq->triggers[i])
+		files = vfio_user_snapshot(udev, index, &count);
+		if (!files)
+			return -ENOMEM;
+		for (i = 0; i < count && !ret; i += n) {
+			if (!files[i]) {
+				n = 1;
 				continue;
-			fd = get_unused_fd_flags(O_CLOEXEC);
-			if (fd < 0) {
-				ret = fd;
+			}
+			if (!max) {
+				dev_err(vfio_user_dev(udev),
+					"server takes no fds (max_msg_fds 0): cannot replay eventfds\n");
+				ret = -EOPNOTSUPP;
 				break;
 			}
-			fd_install(fd, get_file(irq->triggers[i]));
-			ret = vfio_user_send_irq_set(conn,
-						     VFIO_IRQ_SET_DATA_EVENTFD |
-						     VFIO_IRQ_SET_ACTION_TRIGGER,
-						     index, i, 1, NULL, 0, &fd, 1);
-			close_fd(fd);
+			for (n = 1; i + n < count && files[i + n] && n < max; n++)
+				;
+			ret = vfio_user_replay_run(conn, index, i, files + i, n);
 		}
+		for (i = 0; i < count; i++)
+			if (files[i])
+				fput(files[i]);
+		kfree(files);
 	}
-	mutex_unlock(&udev->irq_lock);
 	return ret;
+}
+
+/**
+ * vfio_user_irqs_gen() - the generation of the consumer's eventfds
+ * @udev: the device
+ *
+ * Return: a number that changes with every change of the trigger files.
+ */
+u64 vfio_user_irqs_gen(struct vfio_user_device *udev)
+{
+	u64 gen;
+
+	spin_lock(&udev->trig_lock);
+	gen = udev->irq_gen;
+	spin_unlock(&udev->trig_lock);
+	return gen;
+}
+
+/**
+ * vfio_user_irqs_take() - install a new server's IRQ info
+ * @udev: the device, not open
+ * @irqs: VFIO_PCI_NUM_IRQS entries from vfio_user_fetch_info(); their
+ *	trigger arrays move to the device, @irqs is left empty
+ *
+ * Context: process context; caller holds conn_sem for writing.
+ * Return: 0 or -ENOMEM.
+ */
+int vfio_user_irqs_take(struct vfio_user_device *udev,
+			struct vfio_user_irq *irqs)
+{
+	struct vfio_user_irq *new, *old;
+
+	new = kmemdup(irqs, VFIO_PCI_NUM_IRQS * sizeof(*irqs), GFP_KERNEL);
+	if (!new)
+		return -ENOMEM;
+	memset(irqs, 0, VFIO_PCI_NUM_IRQS * sizeof(*irqs));
+	mutex_lock(&udev->irq_lock);
+	spin_lock(&udev->trig_lock);
+	old = udev->irqs;
+	udev->irqs = new;
+	udev->irq_gen++;
+	spin_unlock(&udev->trig_lock);
+	mutex_unlock(&udev->irq_lock);
+	vfio_user_irqs_put(old);
+	return 0;
 }
 
 /**
@@ -309,7 +444,7 @@ void vfio_user_irqs_release(struct vfio_user_device *udev)
 			vfio_user_send_irq_set(conn, VFIO_IRQ_SET_DATA_NONE |
 					       VFIO_IRQ_SET_ACTION_TRIGGER,
 					       index, 0, 0, NULL, 0, NULL, 0);
-		vfio_user_drop_triggers(irq, 0, irq->count);
+		vfio_user_drop_triggers(udev, irq, 0, irq->count);
 	}
 	mutex_unlock(&udev->irq_lock);
 }
@@ -322,16 +457,6 @@ void vfio_user_irqs_release(struct vfio_user_device *udev)
  */
 void vfio_user_irqs_free(struct vfio_user_device *udev)
 {
-	u32 index;
-
-	if (!udev->irqs)
-		return;
-	for (index = 0; index < VFIO_PCI_NUM_IRQS; index++) {
-		if (udev->irqs[index].triggers)
-			vfio_user_drop_triggers(&udev->irqs[index], 0,
-						udev->irqs[index].count);
-		kfree(udev->irqs[index].triggers);
-	}
-	kfree(udev->irqs);
+	vfio_user_irqs_put(udev->irqs);
 	udev->irqs = NULL;
 }

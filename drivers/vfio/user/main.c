@@ -128,16 +128,18 @@ err_put:
  * vfio_user_remove() - remove the VFIO device of an mdev
  * @mdev: the mdev being removed
  *
- * Context: process context. Blocks until the consumer closes the device;
- * the VFIO core calls the request op meanwhile (every 10 s). Then drops
- * the server connection.
+ * Context: process context. Aborts an attach in progress, then blocks
+ * until the consumer closes the device; the VFIO core calls the request
+ * op meanwhile (every 10 s). Then drops the server connection.
  */
 static void vfio_user_remove(struct mdev_device *mdev)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(&mdev->dev);
 
+	/* An attach in progress ends before anything waits for it. */
+	vfio_user_abort_attach(udev, true);
 	vfio_unregister_group_dev(&udev->vdev);
-	vfio_user_detach(udev);
+	vfio_user_detach(udev, true);
 	vfio_put_device(&udev->vdev);
 }
 

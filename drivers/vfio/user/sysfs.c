@@ -23,7 +23,7 @@ static const char * const vfio_user_state_names[] = {
 	[VFIO_USER_READY]	= "ready",
 };
 
-/* Never blocks behind an attach: reads the state without udev->lock. */
+/* Never blocks: nothing here waits on a server with state_lock held. */
 static ssize_t state_show(struct device *dev, struct device_attribute *attr,
 			  char *buf)
 {
@@ -32,11 +32,11 @@ static ssize_t state_show(struct device *dev, struct device_attribute *attr,
 	enum vfio_user_state state;
 	bool dead = false;
 
-	down_read(&udev->conn_sem);
-	state = READ_ONCE(udev->state);
+	spin_lock(&udev->state_lock);
+	state = udev->state;
 	if (state == VFIO_USER_READY && udev->conn)
 		dead = vfio_user_conn_dead(udev->conn, reason, sizeof(reason));
-	up_read(&udev->conn_sem);
+	spin_unlock(&udev->state_lock);
 
 	if (dead)
 		return sysfs_emit(buf, "broken: %s\n", reason);
@@ -48,22 +48,26 @@ static ssize_t socket_show(struct device *dev, struct device_attribute *attr,
 			   char *buf)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
-	ssize_t ret;
+	char path[UNIX_PATH_MAX];
 
-	mutex_lock(&udev->lock);
-	ret = sysfs_emit(buf, "%s\n", udev->socket_path);
-	mutex_unlock(&udev->lock);
-	return ret;
+	spin_lock(&udev->state_lock);
+	strscpy(path, udev->socket_path, sizeof(path));
+	spin_unlock(&udev->state_lock);
+	return sysfs_emit(buf, "%s\n", path);
 }
 
 /*
  * Attaching runs in the writer's context: the path resolves in its mount
  * namespace and root, and its fd table carries eventfds on a re-attach.
+ * The write steps out of sysfs' active protection while it waits on the
+ * server, so that removing the mdev does not wait for it: the removal
+ * aborts the attach instead. The references keep the device meanwhile.
  */
 static ssize_t socket_store(struct device *dev, struct device_attribute *attr,
 			    const char *buf, size_t count)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	struct kernfs_node *kn;
 	char *path;
 	int ret;
 
@@ -73,14 +77,22 @@ static ssize_t socket_store(struct device *dev, struct device_attribute *attr,
 	if (!path)
 		return -ENOMEM;
 	strim(path);
-	if (!*path) {
-		vfio_user_detach(udev);
-		ret = 0;
-	} else if (strlen(path) >= UNIX_PATH_MAX) {
-		ret = -ENAMETOOLONG;
-	} else {
-		ret = vfio_user_attach(udev, path);
+	if (strlen(path) >= UNIX_PATH_MAX) {
+		kfree(path);
+		return -ENAMETOOLONG;
 	}
+
+	get_device(dev);
+	get_device(&udev->vdev.device);
+	kn = sysfs_break_active_protection(&dev->kobj, &attr->attr);
+	if (!*path)
+		ret = vfio_user_detach(udev, false);
+	else
+		ret = vfio_user_attach(udev, path);
+	if (kn)
+		sysfs_unbreak_active_protection(kn);
+	put_device(&udev->vdev.device);
+	put_device(dev);
 	kfree(path);
 	return ret ? ret : count;
 }
@@ -111,9 +123,9 @@ static ssize_t timeout_ms_store(struct device *dev,
 		return ret;
 	if (!val || val > VFIO_USER_MAX_TIMEOUT_MS)
 		return -EINVAL;
-	mutex_lock(&udev->lock);
-	WRITE_ONCE(udev->timeout_ms, val);
-	mutex_unlock(&udev->lock);
+	spin_lock(&udev->state_lock);
+	udev->timeout_ms = val;
+	spin_unlock(&udev->state_lock);
 	return count;
 }
 static DEVICE_ATTR_RW(timeout_ms);

@@ -2,16 +2,35 @@
 /*
  * vfio_user_mdev - the connection to a vfio-user server.
  *
- * One AF_UNIX stream socket per attached device. Consumer calls build a
- * message, take a tag (msg_id) from the connection's table, send it under
- * send_mutex and wait, bounded by the device's timeout, for the reply
- * matched by msg_id. There is no receiver thread: a waiting consumer takes
- * what arrives off the socket itself (recv_mutex makes one reader at a
- * time), so a reply wakes the thread that wants it and nobody else; when
- * no consumer waits, the socket's data_ready callback queues recv_work.
- * Commands from the server (DMA_READ, DMA_WRITE) are handed to a work item
- * (dma.c) so that serving them never waits for a reply the server has not
- * sent yet.
+ * One AF_UNIX stream socket per attached device, and the socket I/O is the
+ * connection's, never a caller's: every send and every receive is
+ * non-blocking and resumable, so no signal, ptrace stop or slow server can
+ * cut a message in two, and whoever happens to run the I/O may leave at
+ * any point without tearing the stream.
+ *
+ * Sending (model: nvme-tcp's io_work). A request is queued on tx_list; its
+ * submitter sends inline if it gets send_mutex with a trylock, otherwise
+ * send_work does. A send that fills the socket stops where it is (tx_off)
+ * and the socket's write_space callback queues send_work to go on, so a
+ * request finishes going out even when its submitter has left. Fds travel
+ * with SCM_RIGHTS as numbers in the sender's fd table, so a request with
+ * fds is started by its submitter only; the rest of it may go from
+ * anywhere.
+ *
+ * Receiving. One reader at a time (recv_mutex) reads what the socket holds
+ * into a resumable state (header, then payload straight into the request's
+ * reply buffer or the server command's pages) and stops when the socket is
+ * empty. A consumer waiting for a reply reads inline (no hop through a
+ * worker); data that comes while nobody waits queues recv_work. Waiters
+ * sleep on their own request and are woken by its completion; when data
+ * comes, one waiter (an exclusive wakeup) is woken to read it.
+ *
+ * Waits. Every request has a deadline, timeout_ms after it was queued (and
+ * never past the end of an attach); its waiter sleeps killably until then,
+ * never pushed back by other traffic. A timeout breaks the connection. A
+ * fatal signal ends the wait: a request not yet started is taken back,
+ * one already on its way is finished by the connection and its reply
+ * dropped when it comes.
  *
  * Nothing from the socket is trusted: every header and length is checked
  * before use; a violation, a timeout or a closed socket kills the
@@ -21,9 +40,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bvec.h>
-#include <linux/ctype.h>
 #include <linux/file.h>
-#include <linux/sizes.h>
 #include <linux/net.h>
 #include <linux/sched/clock.h>
 #include <linux/sched/signal.h>
@@ -40,8 +57,10 @@
 
 /* Longest error payload we read and drop. */
 #define VFIO_USER_MAX_ERROR_PAYLOAD	4096
-/* Most bytes handed to the socket at once (one socket buffer). */
-#define VFIO_USER_XMIT_CHUNK		SZ_16K
+/* Header flags the spec defines: type, no_reply, error. */
+#define VFIO_USER_F_KNOWN		(VFIO_USER_F_TYPE_MASK | \
+					 VFIO_USER_F_NO_REPLY | \
+					 VFIO_USER_F_ERROR)
 
 /*
  * A server's errno must be a user-visible one: 1..511. From ERESTARTSYS
@@ -53,40 +72,126 @@ static bool vfio_user_errno_ok(u32 err)
 	return err && err < ERESTARTSYS;
 }
 
-static int vfio_user_wait_reply(struct vfio_user_conn *conn,
-				struct vfio_user_req *req);
+/*
+ * Requests
+ */
+
+/**
+ * vfio_user_req_alloc() - a request for one command
+ * @call: the command; its payload and data (if given) are copied, room
+ *	for @call->reply_max bytes of reply is kept
+ *
+ * Context: process context; sleeps.
+ * Return: the request with one reference (the caller's), or NULL.
+ */
+struct vfio_user_req *vfio_user_req_alloc(const struct vfio_user_call *call)
+{
+	size_t blen = call->len + call->data_len;
+	struct vfio_user_req *req;
+
+	req = kzalloc(sizeof(*req), GFP_KERNEL);
+	if (!req)
+		return NULL;
+	kref_init(&req->ref);
+	INIT_LIST_HEAD(&req->tx_node);
+	req->command = call->command;
+	req->status = -EIO;
+	req->len = call->len;
+	req->data_len = call->data_len;
+	req->buf = blen <= sizeof(req->small_tx) ? req->small_tx :
+		   kvmalloc(blen, GFP_KERNEL);
+	req->reply = call->reply_max <= sizeof(req->small_rx) ? req->small_rx :
+		     kvmalloc(call->reply_max, GFP_KERNEL);
+	if (!req->buf || !req->reply) {
+		vfio_user_req_put(req);
+		return NULL;
+	}
+	if (call->payload)
+		memcpy(req->buf, call->payload, call->len);
+	if (call->data)
+		memcpy(req->buf + call->len, call->data, call->data_len);
+	req->fds = call->fds;
+	req->nr_fds = call->nr_fds;
+	req->reply_min = call->reply_min;
+	req->reply_max = call->reply_max;
+	req->tx_len = sizeof(req->hdr) + blen;
+	return req;
+}
+
+/**
+ * vfio_user_req_data() - where the caller fills a request's data
+ * @req: a request allocated with @call->data NULL and @call->data_len set
+ *
+ * Return: the @call->data_len bytes after the payload.
+ */
+void *vfio_user_req_data(struct vfio_user_req *req)
+{
+	return req->buf + req->len;
+}
 
 static void vfio_user_req_release(struct kref *ref)
 {
-	kfree(container_of(ref, struct vfio_user_req, ref));
+	struct vfio_user_req *req = container_of(ref, struct vfio_user_req, ref);
+
+	if (req->buf && req->buf != req->small_tx)
+		kvfree(req->buf);
+	if (req->reply && req->reply != req->small_rx)
+		kvfree(req->reply);
+	vfio_user_dma_pages_free(req->tx_pages_owner);
+	kfree(req);
 }
 
-static void vfio_user_req_put(struct vfio_user_req *req)
+/**
+ * vfio_user_req_put() - drop a reference to a request
+ * @req: the request
+ *
+ * Context: any process context.
+ */
+void vfio_user_req_put(struct vfio_user_req *req)
 {
 	kref_put(&req->ref, vfio_user_req_release);
 }
 
 /*
- * Completes @req once with @status and drops the reference the tag table
- * held; the caller has removed it from the table under conn->lock. Its
- * sender waits on conn->rx_wait.
+ * Completes @req once with @status; its waiter, if still there, wakes up.
+ * The caller has taken it out of the table and drops the table's reference
+ * after the unlock.
  */
-static void vfio_user_req_complete(struct vfio_user_conn *conn,
-				   struct vfio_user_req *req, int status)
+static void vfio_user_req_finish(struct vfio_user_conn *conn,
+				 struct vfio_user_req *req, int status)
 {
+	lockdep_assert_held(&conn->lock);
+
 	req->status = status;
-	complete(&req->done);
-	vfio_user_req_put(req);
-	wake_up_all(&conn->rx_wait);
+	smp_store_release(&req->done, true);
+	if (req->task)
+		wake_up_process(req->task);
 }
 
-/* The one way a connection dies; @expected ends it without an error. */
-static __printf(3, 0)
-void vfio_user_conn_kill(struct vfio_user_conn *conn, bool expected,
-			 const char *fmt, va_list args)
+/*
+ * The broken transition
+ */
+
+/**
+ * vfio_user_conn_broken() - kill a connection, once
+ * @conn: the connection
+ * @fmt: printf format of the reason, shown in sysfs state and logged
+ *
+ * Idempotent: the first call records the reason, logs it (at debug level
+ * when the end is deliberate: detach, remove), completes every request
+ * awaiting a reply with -EIO, shuts the socket down and wakes everyone
+ * who waits on it. Later consumer calls fail at once. The sleeping
+ * teardown is left to vfio_user_conn_stop().
+ *
+ * Context: process context; takes conn->lock.
+ */
+void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 {
-	struct vfio_user_req *req;
-	int id;
+	struct vfio_user_req *req, *put[16];
+	unsigned long id;
+	unsigned int n;
+	bool stopping;
+	va_list args;
 
 	spin_lock(&conn->lock);
 	if (conn->dead) {
@@ -94,69 +199,40 @@ void vfio_user_conn_kill(struct vfio_user_conn *conn, bool expected,
 		return;
 	}
 	conn->dead = true;
+	stopping = conn->stopping;
+	va_start(args, fmt);
 	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
-	idr_for_each_entry(&conn->reqs, req, id) {
-		idr_remove(&conn->reqs, id);
-		req->status = -EIO;
-		complete(&req->done);
-		vfio_user_req_put(req);
-	}
+	va_end(args);
 	spin_unlock(&conn->lock);
 
-	if (expected)
+	if (stopping)
 		dev_dbg(vfio_user_dev(conn->udev), "connection closed: %s\n",
 			conn->reason);
 	else
 		dev_err(vfio_user_dev(conn->udev),
 			"connection to server broken: %s\n", conn->reason);
+
+	/* dead is set: nothing enters the table any more. */
+	do {
+		n = 0;
+		spin_lock(&conn->lock);
+		xa_for_each(&conn->reqs, id, req) {
+			xa_erase(&conn->reqs, id);
+			vfio_user_req_finish(conn, req, -EIO);
+			put[n++] = req;
+			if (n == ARRAY_SIZE(put))
+				break;
+		}
+		spin_unlock(&conn->lock);
+		while (n)
+			vfio_user_req_put(put[--n]);	/* the table's */
+	} while (!xa_empty(&conn->reqs));
+
 	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	wake_up_all(&conn->tx_wait);
 	wake_up_all(&conn->rx_wait);
-}
-
-/**
- * vfio_user_conn_broken() - kill a connection, once
- * @conn: the connection
- * @fmt: printf format of the reason, shown in sysfs state and logged
- *
- * Idempotent: the first call records the reason, logs it, shuts the socket
- * down so the receiver and any sender wake up, and completes every request
- * in flight with -EIO. Later consumer calls fail at once. The sleeping
- * teardown is left to vfio_user_conn_stop().
- *
- * Context: any process context; takes conn->lock.
- */
-void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
-{
-	va_list args;
-
-	va_start(args, fmt);
-	vfio_user_conn_kill(conn, false, fmt, args);
-	va_end(args);
-}
-
-/* The same for a deliberate end (detach, remove): logged at debug level. */
-static __printf(2, 3)
-void vfio_user_conn_close(struct vfio_user_conn *conn, const char *fmt, ...)
-{
-	va_list args;
-
-	va_start(args, fmt);
-	vfio_user_conn_kill(conn, true, fmt, args);
-	va_end(args);
-}
-
-/**
- * vfio_user_conn_stop_waiters() - end a connection on purpose
- * @conn: the connection
- *
- * As vfio_user_conn_broken() with the reason "detached", logged at debug
- * level: every request in flight fails with -EIO at once.
- *
- * Context: any process context.
- */
-void vfio_user_conn_stop_waiters(struct vfio_user_conn *conn)
-{
-	vfio_user_conn_close(conn, "detached");
+	/* Drops what is left to send. */
+	queue_work(vfio_user_wq, &conn->send_work);
 }
 
 /**
@@ -181,121 +257,8 @@ bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len)
 }
 
 /*
- * Sends the whole of @msg's iterator. A stream cannot resynchronise after
- * a partial message, so anything short of all of it is an error the caller
- * turns into a broken connection.
+ * Sending
  */
-static int vfio_user_xmit(struct vfio_user_conn *conn, struct msghdr *msg,
-			  size_t *sent)
-{
-	unsigned long deadline = jiffies + conn->timeout;
-	struct sock *sk = conn->sock->sk;
-	size_t left;
-	long timeo;
-	int ret;
-
-	lockdep_assert_held(&conn->send_mutex);
-
-	msg->msg_flags |= MSG_NOSIGNAL;
-	while ((left = msg_data_left(msg))) {
-		/*
-		 * The socket arms sk_sndtimeo afresh for every buffer it
-		 * waits for, so a server draining the socket a trickle at a
-		 * time could stretch one message without bound: send in
-		 * chunks, each allowed only what is left of the timeout.
-		 */
-		timeo = (long)(deadline - jiffies);
-		if (timeo <= 0)
-			return -ETIMEDOUT;
-		WRITE_ONCE(sk->sk_sndtimeo, timeo);
-		iov_iter_truncate(&msg->msg_iter, VFIO_USER_XMIT_CHUNK);
-		ret = sock_sendmsg(conn->sock, msg);
-		iov_iter_reexpand(&msg->msg_iter, left - max(ret, 0));
-		if (ret <= 0)
-			return ret ? ret : -EPIPE;
-		*sent += ret;
-		/* Control data goes with the first bytes only. */
-		msg->msg_control = NULL;
-		msg->msg_controllen = 0;
-	}
-	return 0;
-}
-
-/*
- * Receives exactly @len bytes; 0 bytes means the server closed. With a
- * @deadline (jiffies; 0 for none) the whole of it must come by then,
- * -EAGAIN otherwise: sk_rcvtimeo alone bounds each wait for data, and a
- * server sending a byte at a time would never trip it.
- */
-static int vfio_user_recv_msg(struct vfio_user_conn *conn, struct msghdr *msg,
-			      unsigned long deadline)
-{
-	long timeo;
-	int ret;
-
-	while (msg_data_left(msg)) {
-		if (deadline) {
-			timeo = (long)(deadline - jiffies);
-			if (timeo <= 0)
-				return -EAGAIN;
-			WRITE_ONCE(conn->sock->sk->sk_rcvtimeo, timeo);
-		}
-		ret = sock_recvmsg(conn->sock, msg, MSG_WAITALL);
-		if (ret <= 0)
-			return ret ? ret : -EPIPE;
-		/*
-		 * A server that sends fds (MSG_CTRUNC): the core has dropped
-		 * them, we never asked for any.
-		 */
-		if (msg->msg_flags & MSG_CTRUNC)
-			dev_dbg_ratelimited(vfio_user_dev(conn->udev),
-					    "dropped fds the server sent\n");
-		msg->msg_flags = 0;
-	}
-	return 0;
-}
-
-static int __vfio_user_recv(struct vfio_user_conn *conn, void *buf,
-			    size_t len, unsigned long deadline)
-{
-	struct kvec iov = { .iov_base = buf, .iov_len = len };
-	struct msghdr msg = { };
-
-	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
-	return vfio_user_recv_msg(conn, &msg, deadline);
-}
-
-/* Receives into @dp, exactly as many bytes as its pieces hold. */
-static int vfio_user_recv_pages(struct vfio_user_conn *conn,
-				struct vfio_user_dma_pages *dp, size_t len)
-{
-	struct msghdr msg = { };
-
-	iov_iter_bvec(&msg.msg_iter, ITER_DEST, dp->bv, dp->nr, len);
-	return vfio_user_recv_msg(conn, &msg, 0);
-}
-
-static int vfio_user_recv(struct vfio_user_conn *conn, void *buf, size_t len)
-{
-	return __vfio_user_recv(conn, buf, len, 0);
-}
-
-/* Reads and drops @len bytes of a payload nobody wants. */
-static int vfio_user_recv_discard(struct vfio_user_conn *conn, size_t len)
-{
-	u8 buf[64];
-	int ret;
-
-	while (len) {
-		size_t n = min(len, sizeof(buf));
-
-		ret = vfio_user_recv(conn, buf, n);
-		if (ret)
-			return ret;
-		len -= n;
-	}
-	return 0;
-}
 
 static void vfio_user_fill_hdr(struct vfio_user_hdr *hdr, u16 msg_id,
 			       u16 command, size_t size, u32 flags, u32 error)
@@ -308,271 +271,305 @@ static void vfio_user_fill_hdr(struct vfio_user_hdr *hdr, u16 msg_id,
 }
 
 /*
- * Sends one message: header, @payload, @data, with @fds as SCM_RIGHTS.
- * The fds are numbers in current->files (the consumer's, or the attaching
- * writer's); the socket core takes its own references to the files.
+ * Sends what the socket takes of @req from tx_off on, never blocking.
+ * Fds go with the first byte. Returns 0 when all of it is out, -EAGAIN
+ * when the socket is full, or another -errno.
  */
-static int vfio_user_send_msg(struct vfio_user_conn *conn,
-			      struct vfio_user_hdr *hdr,
-			      const void *payload, size_t len,
-			      const void *data, size_t data_len,
-			      const int *fds, unsigned int nr_fds)
+static int vfio_user_tx_req(struct vfio_user_conn *conn,
+			    struct vfio_user_req *req)
 {
-	struct kvec iov[3] = {
-		{ .iov_base = hdr, .iov_len = sizeof(*hdr) },
-		{ .iov_base = (void *)payload, .iov_len = len },
-		{ .iov_base = (void *)data, .iov_len = data_len },
-	};
-	size_t total = sizeof(*hdr) + len + data_len;
-	struct msghdr msg = { };
-	void *cbuf = NULL;
-	size_t sent = 0;
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	u8 cbuf[CMSG_SPACE(sizeof(int) * VFIO_USER_MAX_MSG_FDS)] __aligned(8);
+	struct kvec iov[2];
 	int ret;
 
-	if (nr_fds) {
-		struct cmsghdr *cmsg;
-		size_t clen = CMSG_SPACE(nr_fds * sizeof(int));
+	lockdep_assert_held(&conn->send_mutex);
 
-		cbuf = kzalloc(clen, GFP_KERNEL);
-		if (!cbuf)
-			return -ENOMEM;
+	if (req->tx_pages) {
+		iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, req->tx_pages,
+			      req->nr_pages, req->tx_len);
+		/* The socket takes the pages by reference (6.5 on). */
+		if (req->tx_len >= PAGE_SIZE)
+			msg.msg_flags |= VFIO_USER_MSG_SPLICE;
+	} else {
+		iov[0].iov_base = &req->hdr;
+		iov[0].iov_len = sizeof(req->hdr);
+		iov[1].iov_base = req->buf;
+		iov[1].iov_len = req->len + req->data_len;
+		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, iov, 2, req->tx_len);
+	}
+	iov_iter_advance(&msg.msg_iter, req->tx_off);
+
+	if (req->nr_fds && !req->tx_off) {
+		struct cmsghdr *cmsg;
+
+		memset(cbuf, 0, sizeof(cbuf));
 		msg.msg_control = cbuf;
-		msg.msg_controllen = clen;
+		msg.msg_controllen = CMSG_SPACE(req->nr_fds * sizeof(int));
 		cmsg = CMSG_FIRSTHDR(&msg);
 		cmsg->cmsg_level = SOL_SOCKET;
 		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(nr_fds * sizeof(int));
-		memcpy(CMSG_DATA(cmsg), fds, nr_fds * sizeof(int));
+		cmsg->cmsg_len = CMSG_LEN(req->nr_fds * sizeof(int));
+		memcpy(CMSG_DATA(cmsg), req->fds, req->nr_fds * sizeof(int));
 	}
-	iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, iov, 3, total);
 
-	mutex_lock(&conn->send_mutex);
-	ret = vfio_user_xmit(conn, &msg, &sent);
-	mutex_unlock(&conn->send_mutex);
-	kfree(cbuf);
-
-	/*
-	 * Fds the consumer closed (or never had) fail the send before a
-	 * byte goes out: the stream is intact, the caller gets the errno.
-	 */
-	if (ret && !sent && nr_fds && (ret == -EBADF || ret == -EINVAL))
-		return ret;
-	if (ret)
-		vfio_user_conn_broken(conn, "send of command %u failed (%d)",
-				      le16_to_cpu(hdr->command), ret);
-	return ret;
+	while (msg_data_left(&msg)) {
+		ret = sock_sendmsg(conn->sock, &msg);
+		if (ret <= 0)
+			return ret ? ret : -EPIPE;
+		req->tx_off += ret;
+		/* Control data goes with the first bytes only. */
+		msg.msg_control = NULL;
+		msg.msg_controllen = 0;
+	}
+	return 0;
 }
 
-/**
- * vfio_user_send_reply() - answer a command from the server
- * @conn: the connection
- * @msg_id: the server's msg_id
- * @command: the command answered
- * @error: 0, or a positive errno for an error reply (no payload then)
- * @payload: reply payload
- * @len: length of @payload
- * @data: data following @payload
- * @data_len: length of @data
- *
- * Context: process context, may sleep on the socket (bounded by the
- * socket's send timeout).
- * Return: 0 or a negative errno (the connection is then broken).
- */
-int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
-			 int error, const void *payload, size_t len,
-			 const void *data, size_t data_len)
+/* Takes @req off tx_list once sent (or dropped); conn->lock held. */
+static void vfio_user_tx_done(struct vfio_user_conn *conn,
+			      struct vfio_user_req *req)
 {
-	struct vfio_user_hdr hdr;
-	u32 flags = VFIO_USER_F_TYPE_REPLY;
+	lockdep_assert_held(&conn->lock);
 
-	if (error) {
-		flags |= VFIO_USER_F_ERROR;
-		len = 0;
-		data_len = 0;
-	}
-	vfio_user_fill_hdr(&hdr, msg_id, command, sizeof(hdr) + len + data_len,
-			   flags, error);
-	return vfio_user_send_msg(conn, &hdr, payload, len, data, data_len,
-				  NULL, 0);
+	list_del_init(&req->tx_node);
+	req->tx_state = VFIO_USER_TX_SENT;
 }
 
-/**
- * vfio_user_send_reply_pages() - answer a command with a reply built in pages
- * @conn: the connection
- * @msg_id: the server's msg_id
- * @command: the command answered
- * @bv: the whole message: its first sizeof(struct vfio_user_hdr) bytes are
- *	room for the header, filled in here; the payload follows
- * @nr_bv: number of entries in @bv
- * @size: bytes in @bv
- *
- * Where the kernel can (6.5 on), the socket takes its own references to the
- * pages of a reply of a page or more instead of copying them
- * (MSG_SPLICE_PAGES), and the server's read is the only copy: the caller
- * must not write the pages after the call, only drop its references. The
- * pages must come from the page allocator. A shorter reply is copied, so
- * a server that stops reading holds no page per small reply.
- *
- * Context: process context, may sleep on the socket (bounded by the
- * connection's timeout).
- * Return: 0 or a negative errno (the connection is then broken).
+/*
+ * Sends what it can of tx_list, in order, never blocking. Returns 0 when
+ * the list is empty, -EAGAIN when the socket is full or the next request
+ * carries fds only its submitter can send, -EIO when the connection is
+ * dead (the list is dropped then).
  */
-int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
-			       u16 command, struct bio_vec *bv,
-			       unsigned int nr_bv, size_t size)
-{
-	struct vfio_user_hdr *hdr = page_address(bv[0].bv_page) +
-				    bv[0].bv_offset;
-	struct msghdr msg = {
-		.msg_flags = size >= PAGE_SIZE ? VFIO_USER_MSG_SPLICE : 0,
-	};
-	size_t sent = 0;
-	int ret;
-
-	if (WARN_ON_ONCE(bv[0].bv_len < sizeof(*hdr))) {
-		vfio_user_conn_broken(conn, "reply to command %u built wrong",
-				      command);
-		return -EINVAL;
-	}
-	vfio_user_fill_hdr(hdr, msg_id, command, size, VFIO_USER_F_TYPE_REPLY,
-			   0);
-	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, bv, nr_bv, size);
-
-	mutex_lock(&conn->send_mutex);
-	ret = vfio_user_xmit(conn, &msg, &sent);
-	mutex_unlock(&conn->send_mutex);
-	if (ret)
-		vfio_user_conn_broken(conn, "send of reply to command %u failed (%d)",
-				      command, ret);
-	return ret;
-}
-
-/**
- * vfio_user_send_sync() - send a command and wait for its reply
- * @conn: the connection
- * @command: &enum vfio_user_command
- * @payload: fixed part of the payload
- * @len: length of @payload
- * @data: variable data following @payload (a REGION_WRITE's bytes), or NULL
- * @data_len: length of @data
- * @fds: fds (in current->files) to pass with SCM_RIGHTS, or NULL
- * @nr_fds: number of @fds
- * @reply: buffer for the reply payload, or NULL when @reply_max is 0
- * @reply_min: shortest reply payload accepted
- * @reply_max: longest reply payload accepted, the size of @reply
- *
- * A reply outside [@reply_min, @reply_max], with another command, or an
- * error number outside 1..4095 is a protocol violation. Waits at most the
- * connection's timeout; a timeout breaks the connection.
- *
- * Context: process context; sleeps. Killable: a fatal signal returns
- * -EINTR at once (the tag stays taken until the reply comes or the
- * connection dies).
- * Return: length of the reply payload, or -EIO (connection dead or broken
- * meanwhile), -ETIMEDOUT, -EINTR, -ENOMEM, or the server's -errno.
- */
-int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
-			const void *payload, size_t len,
-			const void *data, size_t data_len,
-			const int *fds, unsigned int nr_fds,
-			void *reply, size_t reply_min, size_t reply_max)
+static int vfio_user_tx_some(struct vfio_user_conn *conn)
 {
 	struct vfio_user_req *req;
-	struct vfio_user_hdr hdr;
-	int id, ret;
+	bool wake;
+	int ret;
 
-	req = kmalloc(struct_size(req, reply, reply_max), GFP_KERNEL);
-	if (!req)
-		return -ENOMEM;
-	kref_init(&req->ref);
-	init_completion(&req->done);
-	req->command = command;
-	req->status = -EIO;
-	req->reply_min = reply_min;
-	req->reply_max = reply_max;
-	req->reply_len = 0;
+	lockdep_assert_held(&conn->send_mutex);
 
-	idr_preload(GFP_KERNEL);
-	spin_lock(&conn->lock);
-	if (conn->dead) {
-		id = -EIO;
-	} else {
-		id = idr_alloc_cyclic(&conn->reqs, req, 0, U16_MAX + 1,
-				      GFP_NOWAIT);
-		if (id >= 0)
-			kref_get(&req->ref);	/* the table's */
-		else if (id == -ENOSPC)
-			id = -EBUSY;
-	}
-	spin_unlock(&conn->lock);
-	idr_preload_end();
-	if (id < 0) {
-		vfio_user_req_put(req);
-		return id;
-	}
-	req->msg_id = id;
-
-	vfio_user_fill_hdr(&hdr, id, command, sizeof(hdr) + len + data_len,
-			   VFIO_USER_F_TYPE_COMMAND, 0);
-	ret = vfio_user_send_msg(conn, &hdr, payload, len, data, data_len,
-				 fds, nr_fds);
-	if (ret == -EBADF || ret == -EINVAL) {
-		/* Never sent, connection intact: take the tag back. */
+	for (;;) {
 		spin_lock(&conn->lock);
-		if (idr_find(&conn->reqs, id) == req) {
-			idr_remove(&conn->reqs, id);
-			vfio_user_req_put(req);		/* the table's */
-		}
-		spin_unlock(&conn->lock);
-		vfio_user_req_put(req);
-		return ret;
-	}
-	if (ret) {
-		/* Broken: the table's reference is gone with the request. */
-		vfio_user_req_put(req);
-		return -EIO;
-	}
+		if (conn->dead) {
+			LIST_HEAD(drop);
 
-	ret = vfio_user_wait_reply(conn, req);
-	if (!ret) {
-		ret = req->status;
-		if (!ret) {
-			if (reply_max)
-				memcpy(reply, req->reply, req->reply_len);
-			ret = req->reply_len;
+			list_for_each_entry(req, &conn->tx_list, tx_node)
+				req->tx_state = VFIO_USER_TX_SENT;
+			list_splice_init(&conn->tx_list, &drop);
+			spin_unlock(&conn->lock);
+			while (!list_empty(&drop)) {
+				req = list_first_entry(&drop, struct vfio_user_req,
+						       tx_node);
+				list_del_init(&req->tx_node);
+				vfio_user_req_put(req);	/* the list's */
+			}
+			wake_up_all(&conn->tx_wait);
+			return -EIO;
 		}
-	} else if (ret == -ETIMEDOUT) {
-		vfio_user_conn_broken(conn,
-				      "no reply to msg_id %u (command %u) within %u ms",
-				      id, command,
-				      jiffies_to_msecs(conn->timeout));
+		req = list_first_entry_or_null(&conn->tx_list,
+					       struct vfio_user_req, tx_node);
+		if (!req) {
+			spin_unlock(&conn->lock);
+			return 0;
+		}
+		if (req->nr_fds && !req->tx_off && req->task != current) {
+			/* Its fds are numbers in its submitter's table. */
+			spin_unlock(&conn->lock);
+			wake_up_all(&conn->tx_wait);
+			return -EAGAIN;
+		}
+		/* From here on the connection finishes it. */
+		req->tx_state = VFIO_USER_TX_SENDING;
+		spin_unlock(&conn->lock);
+
+		ret = vfio_user_tx_req(conn, req);
+		if (ret == -EAGAIN)
+			return ret;
+		if (ret) {
+			/* Fds the submitter closed: nothing went out. */
+			if (!req->tx_off && req->nr_fds &&
+			    (ret == -EBADF || ret == -EINVAL)) {
+				bool untabled;
+
+				spin_lock(&conn->lock);
+				vfio_user_tx_done(conn, req);
+				untabled = xa_load(&conn->reqs, req->msg_id) == req;
+				if (untabled) {
+					xa_erase(&conn->reqs, req->msg_id);
+					vfio_user_req_finish(conn, req, ret);
+				}
+				spin_unlock(&conn->lock);
+				if (untabled)
+					vfio_user_req_put(req);	/* the table's */
+				vfio_user_req_put(req);	/* the list's */
+				continue;
+			}
+			vfio_user_conn_broken(conn, "send of command %u failed (%d)",
+					      req->command, ret);
+			continue;
+		}
+		spin_lock(&conn->lock);
+		vfio_user_tx_done(conn, req);
+		wake = req->no_reply;
+		spin_unlock(&conn->lock);
+		vfio_user_req_put(req);		/* the list's */
+		if (wake)
+			wake_up_all(&conn->tx_wait);
 	}
-	vfio_user_req_put(req);
+}
+
+static void vfio_user_send_work(struct work_struct *work)
+{
+	struct vfio_user_conn *conn = container_of(work, struct vfio_user_conn,
+						   send_work);
+
+	mutex_lock(&conn->send_mutex);
+	vfio_user_tx_some(conn);
+	mutex_unlock(&conn->send_mutex);
+}
+
+/* Sends inline if nobody else is sending, else leaves it to send_work. */
+static void vfio_user_tx_kick(struct vfio_user_conn *conn)
+{
+	if (mutex_trylock(&conn->send_mutex)) {
+		vfio_user_tx_some(conn);
+		mutex_unlock(&conn->send_mutex);
+		return;
+	}
+	/* The holder may have looked at the list before we joined it. */
+	queue_work(vfio_user_wq, &conn->send_work);
+}
+
+/* Whether a blocked submitter of fds should look again. */
+static bool vfio_user_tx_ready(struct vfio_user_conn *conn,
+			       struct vfio_user_req *req)
+{
+	struct sock *sk = conn->sock->sk;
+
+	return READ_ONCE(conn->dead) || READ_ONCE(req->tx_state) >= VFIO_USER_TX_SENDING ||
+	       sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2;
+}
+
+/*
+ * Starts a request that carries fds, in its submitter's context: sends
+ * whatever is queued before it, then its first bytes with the fds. Waits
+ * killably, until its deadline, while the socket is full.
+ */
+static int vfio_user_tx_start_fds(struct vfio_user_conn *conn,
+				  struct vfio_user_req *req)
+{
+	long left;
+	int ret;
+
+	for (;;) {
+		if (mutex_lock_killable(&conn->send_mutex))
+			return -EINTR;
+		ret = vfio_user_tx_some(conn);
+		mutex_unlock(&conn->send_mutex);
+		if (READ_ONCE(req->tx_state) >= VFIO_USER_TX_SENDING) {
+			if (ret == -EAGAIN)
+				queue_work(vfio_user_wq, &conn->send_work);
+			return 0;
+		}
+		if (ret == -EIO || READ_ONCE(conn->dead))
+			return -EIO;
+		left = (long)(req->deadline - jiffies);
+		if (left <= 0)
+			return -ETIMEDOUT;
+		left = wait_event_killable_timeout(conn->tx_wait,
+						   vfio_user_tx_ready(conn, req),
+						   left);
+		if (left < 0)
+			return -EINTR;
+	}
+}
+
+/*
+ * Receiving
+ */
+
+/* Whether the socket has something for a reader: data, EOF or an error. */
+static bool vfio_user_rx_pending(struct vfio_user_conn *conn)
+{
+	struct sock *sk = conn->sock->sk;
+
+	return (!skb_queue_empty_lockless(&sk->sk_receive_queue) ||
+		(READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
+		READ_ONCE(sk->sk_err)) && !vfio_user_cmds_full(conn);
+}
+
+/* One non-blocking read into @iter; 0 bytes means the server closed. */
+static int vfio_user_rx_bytes(struct vfio_user_conn *conn,
+			      struct iov_iter *iter)
+{
+	struct msghdr msg = { .msg_iter = *iter };
+	int ret;
+
+	ret = sock_recvmsg(conn->sock, &msg, MSG_DONTWAIT);
+	/* The core drops fds sent with a message: we never ask for any. */
+	if (msg.msg_flags & MSG_CTRUNC)
+		dev_dbg_ratelimited(vfio_user_dev(conn->udev),
+				    "dropped fds the server sent\n");
+	if (!ret)
+		return -EPIPE;
 	return ret;
 }
 
-/* Takes a reply off the socket and completes its request. */
-static int vfio_user_handle_reply(struct vfio_user_conn *conn,
-				  const struct vfio_user_hdr *hdr, size_t len)
+/* A header is complete: check it and decide where its payload goes. */
+static int vfio_user_rx_start(struct vfio_user_conn *conn)
 {
+	const struct vfio_user_hdr *hdr = &conn->rx_hdr;
 	u16 msg_id = le16_to_cpu(hdr->msg_id);
 	u16 command = le16_to_cpu(hdr->command);
+	u32 size = le32_to_cpu(hdr->size);
 	u32 flags = le32_to_cpu(hdr->flags);
 	struct vfio_user_req *req;
-	u16 sent = 0;
-	int ret;
+	size_t len;
+	u16 sent;
+
+	if (size < sizeof(*hdr) || size - sizeof(*hdr) > conn->max_payload) {
+		vfio_user_conn_broken(conn,
+				      "message msg_id %u command %u has size %u, allowed 16..%zu",
+				      msg_id, command, size,
+				      conn->max_payload + sizeof(*hdr));
+		return -EPROTO;
+	}
+	if ((flags & ~VFIO_USER_F_KNOWN) ||
+	    (flags & VFIO_USER_F_TYPE_MASK) > VFIO_USER_F_TYPE_REPLY) {
+		vfio_user_conn_broken(conn,
+				      "message msg_id %u command %u has flags %#x",
+				      msg_id, command, flags);
+		return -EPROTO;
+	}
+	if (!READ_ONCE(conn->versioned) &&
+	    ((flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY ||
+	     command != VFIO_USER_VERSION || msg_id)) {
+		vfio_user_conn_broken(conn,
+				      "expected VERSION reply, got command %u msg_id %u flags %#x",
+				      command, msg_id, flags);
+		return -EPROTO;
+	}
+	len = size - sizeof(*hdr);
+	conn->rx_len = len;
+	conn->rx_got = 0;
+
+	if ((flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_COMMAND) {
+		struct vfio_user_cmd *cmd = vfio_user_cmd_alloc(conn, hdr, len);
+
+		if (IS_ERR(cmd))
+			return PTR_ERR(cmd);
+		conn->rx_cmd = cmd;
+		conn->rx_state = VFIO_USER_RX_CMD;
+		return 0;
+	}
 
 	spin_lock(&conn->lock);
-	req = idr_find(&conn->reqs, msg_id);
-	/*
-	 * A request left in the table is not ours to touch after the
-	 * unlock: a timed-out waiter may free it. Read what we need here.
-	 */
-	if (req) {
-		sent = req->command;
-		if (sent == command)
-			idr_remove(&conn->reqs, msg_id);	/* its ref is ours now */
-	}
+	req = xa_load(&conn->reqs, msg_id);
+	sent = req ? req->command : 0;
+	/* The table keeps it; the receiver's own reference for the payload. */
+	if (req && sent == command)
+		kref_get(&req->ref);
 	spin_unlock(&conn->lock);
 
 	if (!req) {
@@ -587,220 +584,170 @@ static int vfio_user_handle_reply(struct vfio_user_conn *conn,
 				      msg_id, command, sent);
 		return -EPROTO;
 	}
+	conn->rx_req = req;
 
 	if (flags & VFIO_USER_F_ERROR) {
 		u32 err = le32_to_cpu(hdr->error_no);
 
 		if (!vfio_user_errno_ok(err) ||
 		    len > VFIO_USER_MAX_ERROR_PAYLOAD) {
-			vfio_user_req_complete(conn, req, -EPROTO);
 			vfio_user_conn_broken(conn,
 					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
 					      msg_id, command, err, len);
 			return -EPROTO;
 		}
-		ret = vfio_user_recv_discard(conn, len);
-		vfio_user_req_complete(conn, req, ret ? -EIO : -(int)err);
-		return ret;
+		conn->rx_state = VFIO_USER_RX_DISCARD;
+		return 0;
 	}
-
 	if (len < req->reply_min || len > req->reply_max) {
-		vfio_user_req_complete(conn, req, -EPROTO);
 		vfio_user_conn_broken(conn,
 				      "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
 				      msg_id, command, len, req->reply_min,
 				      req->reply_max);
 		return -EPROTO;
 	}
-	ret = vfio_user_recv(conn, req->reply, len);
-	if (ret) {
-		vfio_user_req_complete(conn, req, -EIO);
-		return ret;
-	}
-	req->reply_len = len;
-	vfio_user_req_complete(conn, req, 0);
+	conn->rx_state = VFIO_USER_RX_REPLY;
 	return 0;
 }
 
-/* Takes a command (DMA_READ/DMA_WRITE) off the socket and queues it. */
-static int vfio_user_handle_cmd(struct vfio_user_conn *conn,
-				const struct vfio_user_hdr *hdr, size_t len)
+/* A message is complete: hand it on. */
+static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 {
-	u16 command = le16_to_cpu(hdr->command);
-	struct vfio_user_cmd *cmd;
-	size_t max, head;
-	int ret;
+	struct vfio_user_req *req = conn->rx_req;
 
-	switch (command) {
-	case VFIO_USER_DMA_READ:
-		max = sizeof(struct vfio_user_dma_access);
-		break;
-	case VFIO_USER_DMA_WRITE:
-		max = sizeof(struct vfio_user_dma_access) + conn->caps.max_xfer;
-		break;
-	default:
-		vfio_user_conn_broken(conn, "server sent command %u to the client",
-				      command);
-		return -EPROTO;
+	conn->rx_state = VFIO_USER_RX_HDR;
+	conn->rx_got = 0;
+	if (conn->rx_cmd) {
+		vfio_user_cmd_queue(conn, conn->rx_cmd);
+		conn->rx_cmd = NULL;
+		return;
 	}
-	if (len < sizeof(struct vfio_user_dma_access) || len > max) {
-		vfio_user_conn_broken(conn,
-				      "command %u from server has %zu bytes, expected %zu..%zu",
-				      command, len,
-				      sizeof(struct vfio_user_dma_access), max);
-		return -EPROTO;
-	}
-
-	/*
-	 * A DMA_WRITE's data goes into pages, straight from the socket:
-	 * vfio_dma_rw() copies it on from there.
-	 */
-	head = command == VFIO_USER_DMA_WRITE ?
-	       sizeof(struct vfio_user_dma_access) : len;
-	cmd = kvmalloc(struct_size(cmd, payload, head), GFP_KERNEL);
-	if (cmd) {
-		cmd->data = NULL;
-		if (len > head) {
-			cmd->data = vfio_user_dma_pages_alloc(len - head);
-			if (!cmd->data) {
-				kvfree(cmd);
-				cmd = NULL;
-			}
-		}
-	}
-	if (!cmd) {
-		vfio_user_conn_broken(conn, "out of memory for a %zu-byte command",
-				      len);
-		return -ENOMEM;
-	}
-	ret = vfio_user_recv(conn, cmd->payload, head);
-	if (!ret && cmd->data)
-		ret = vfio_user_recv_pages(conn, cmd->data, len - head);
-	if (ret) {
-		vfio_user_cmd_free(cmd);
-		return ret;
-	}
-	cmd->msg_id = le16_to_cpu(hdr->msg_id);
-	cmd->command = command;
-	cmd->no_reply = le32_to_cpu(hdr->flags) & VFIO_USER_F_NO_REPLY;
-	cmd->len = len;
-
+	conn->rx_req = NULL;
 	spin_lock(&conn->lock);
-	if (conn->nr_cmds >= VFIO_USER_MAX_PENDING_CMDS) {
+	/* Unless vfio_user_conn_broken() has failed it meanwhile. */
+	if (xa_load(&conn->reqs, req->msg_id) == req) {
+		xa_erase(&conn->reqs, req->msg_id);
+		req->reply_len = conn->rx_len;
+		if (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)
+			vfio_user_req_finish(conn, req,
+					     -(int)le32_to_cpu(conn->rx_hdr.error_no));
+		else
+			vfio_user_req_finish(conn, req, 0);
 		spin_unlock(&conn->lock);
-		vfio_user_cmd_free(cmd);
-		vfio_user_conn_broken(conn, "more than %u server commands pending",
-				      VFIO_USER_MAX_PENDING_CMDS);
-		return -EPROTO;
+		vfio_user_req_put(req);		/* the table's */
+	} else {
+		spin_unlock(&conn->lock);
 	}
-	list_add_tail(&cmd->node, &conn->cmds);
-	conn->nr_cmds++;
-	spin_unlock(&conn->lock);
-	queue_work(vfio_user_wq, &conn->cmd_work);
-	return 0;
+	vfio_user_req_put(req);			/* the receiver's */
+}
+
+/* Drops the message being read (the connection is being torn down). */
+static void vfio_user_rx_reset(struct vfio_user_conn *conn)
+{
+	if (conn->rx_cmd)
+		vfio_user_cmd_free(conn->rx_cmd);
+	if (conn->rx_req)
+		vfio_user_req_put(conn->rx_req);
+	conn->rx_cmd = NULL;
+	conn->rx_req = NULL;
+	conn->rx_state = VFIO_USER_RX_HDR;
+	conn->rx_got = 0;
 }
 
 /*
- * Reads and checks one header, by @deadline if not 0; returns the payload
- * length or -errno.
+ * Reads and dispatches what the socket holds, resuming the message the
+ * last reader left unfinished, and stops when the socket is empty (or the
+ * DMA queue is full: backpressure). Never blocks. Returns -EAGAIN then,
+ * or the -errno that ended the connection.
  */
-static int vfio_user_recv_hdr(struct vfio_user_conn *conn,
-			      struct vfio_user_hdr *hdr, size_t max_payload,
-			      unsigned long deadline)
+static int vfio_user_rx_some(struct vfio_user_conn *conn)
 {
-	u32 size, flags;
+	struct iov_iter iter;
+	struct kvec kv;
 	int ret;
-
-	ret = __vfio_user_recv(conn, hdr, sizeof(*hdr), deadline);
-	if (ret)
-		return ret;
-	size = le32_to_cpu(hdr->size);
-	flags = le32_to_cpu(hdr->flags);
-	if (size < sizeof(*hdr) || size - sizeof(*hdr) > max_payload) {
-		vfio_user_conn_broken(conn,
-				      "message msg_id %u command %u has size %u, allowed 16..%zu",
-				      le16_to_cpu(hdr->msg_id),
-				      le16_to_cpu(hdr->command), size,
-				      max_payload + sizeof(*hdr));
-		return -EPROTO;
-	}
-	if ((flags & VFIO_USER_F_TYPE_MASK) > VFIO_USER_F_TYPE_REPLY) {
-		vfio_user_conn_broken(conn,
-				      "message msg_id %u command %u has type %u",
-				      le16_to_cpu(hdr->msg_id),
-				      le16_to_cpu(hdr->command),
-				      flags & VFIO_USER_F_TYPE_MASK);
-		return -EPROTO;
-	}
-	return size - sizeof(*hdr);
-}
-
-/* Whether the socket has something for a reader: data, EOF or an error. */
-static bool vfio_user_rx_pending(struct vfio_user_conn *conn)
-{
-	struct sock *sk = conn->sock->sk;
-
-	return !skb_queue_empty_lockless(&sk->sk_receive_queue) ||
-	       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
-	       READ_ONCE(sk->sk_err) || READ_ONCE(conn->dead);
-}
-
-/*
- * Reads and dispatches every message the socket holds. It never waits for
- * a message to start; once one has started, the rest of it is waited for,
- * bounded by the socket's receive timeout. Any failure breaks the
- * connection. Callers hold recv_mutex, so one reader works at a time and
- * never takes send_mutex: a sender waiting for a reply cannot block it.
- */
-static int vfio_user_recv_ready(struct vfio_user_conn *conn)
-{
-	struct vfio_user_hdr hdr;
-	int len, ret = 0;
 
 	lockdep_assert_held(&conn->recv_mutex);
 
-	while (!ret && vfio_user_rx_pending(conn)) {
+	for (;;) {
 		if (READ_ONCE(conn->dead))
 			return -EIO;
-		len = vfio_user_recv_hdr(conn, &hdr, conn->max_payload, 0);
-		if (len < 0) {
-			ret = len;
+		switch (conn->rx_state) {
+		case VFIO_USER_RX_HDR:
+			if (!conn->rx_got && vfio_user_cmds_full(conn))
+				return -EAGAIN;
+			kv.iov_base = (u8 *)&conn->rx_hdr + conn->rx_got;
+			kv.iov_len = sizeof(conn->rx_hdr) - conn->rx_got;
+			iov_iter_kvec(&iter, ITER_DEST, &kv, 1, kv.iov_len);
+			break;
+		case VFIO_USER_RX_REPLY:
+			kv.iov_base = conn->rx_req->reply + conn->rx_got;
+			kv.iov_len = conn->rx_len - conn->rx_got;
+			iov_iter_kvec(&iter, ITER_DEST, &kv, 1, kv.iov_len);
+			break;
+		case VFIO_USER_RX_CMD:
+			vfio_user_cmd_iter(conn->rx_cmd, conn->rx_got, &iter,
+					   &kv);
+			break;
+		case VFIO_USER_RX_DISCARD:
+			iov_iter_discard(&iter, ITER_DEST,
+					 conn->rx_len - conn->rx_got);
 			break;
 		}
-		if ((le32_to_cpu(hdr.flags) & VFIO_USER_F_TYPE_MASK) ==
-		    VFIO_USER_F_TYPE_REPLY)
-			ret = vfio_user_handle_reply(conn, &hdr, len);
-		else
-			ret = vfio_user_handle_cmd(conn, &hdr, len);
-		WRITE_ONCE(conn->last_rx, jiffies);
-	}
 
-	if (ret == -EPIPE || ret == -ECONNRESET)
-		vfio_user_conn_broken(conn, "server closed the connection");
-	else if (ret == -EAGAIN)
-		vfio_user_conn_broken(conn, "message cut short for %u ms",
-				      jiffies_to_msecs(conn->timeout));
-	else if (ret)
-		vfio_user_conn_broken(conn, "receive failed (%d)", ret);
-	return ret;
+		if (iov_iter_count(&iter)) {
+			ret = vfio_user_rx_bytes(conn, &iter);
+			if (ret < 0)
+				return ret;
+			conn->rx_got += ret;
+		}
+
+		if (conn->rx_state == VFIO_USER_RX_HDR) {
+			if (conn->rx_got < sizeof(conn->rx_hdr))
+				continue;
+			ret = vfio_user_rx_start(conn);
+			if (ret)
+				return ret;
+		}
+		if (conn->rx_got == conn->rx_len)
+			vfio_user_rx_finish(conn);
+	}
 }
 
-/* The reader when no consumer waits: queued by the data_ready callback. */
+/*
+ * Reads what the socket holds unless another reader is at it. Whoever
+ * lets go of recv_mutex looks again, so nothing that arrived meanwhile
+ * is left unread.
+ */
+static void vfio_user_rx_run(struct vfio_user_conn *conn)
+{
+	int ret;
+
+	while (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead) &&
+	       mutex_trylock(&conn->recv_mutex)) {
+		ret = vfio_user_rx_some(conn);
+		mutex_unlock(&conn->recv_mutex);
+		if (ret == -EAGAIN || ret == -EIO)
+			continue;
+		if (ret == -EPIPE || ret == -ECONNRESET)
+			vfio_user_conn_broken(conn, "server closed the connection");
+		else if (ret != -EPROTO)
+			vfio_user_conn_broken(conn, "receive failed (%d)", ret);
+		return;
+	}
+}
+
 static void vfio_user_recv_work(struct work_struct *work)
 {
 	struct vfio_user_conn *conn = container_of(work, struct vfio_user_conn,
 						   recv_work);
 
-	mutex_lock(&conn->recv_mutex);
-	vfio_user_recv_ready(conn);
-	mutex_unlock(&conn->recv_mutex);
+	vfio_user_rx_run(conn);
 }
 
 /*
- * Socket callbacks, in the server's send (or close) path: wake the
- * consumers waiting for replies, who read themselves, or else queue
- * recv_work. A consumer that stops waiting re-checks the socket (see
- * vfio_user_wait_reply()), so nothing is left unread in between.
+ * Socket callbacks, in the server's send, receive or close path. Data:
+ * wake one waiting consumer to read it (sync: the server is about to wait
+ * for its next message), else queue recv_work. Room: go on sending.
  */
 static void vfio_user_rx_kick(struct sock *sk, bool state)
 {
@@ -809,19 +756,16 @@ static void vfio_user_rx_kick(struct sock *sk, bool state)
 	read_lock_bh(&sk->sk_callback_lock);
 	conn = sk->sk_user_data;
 	if (conn) {
-		/* A reader blocked in the middle of a message sleeps there. */
 		if (state)
 			conn->saved_state_change(sk);
 		else
 			conn->saved_data_ready(sk);
-		/*
-		 * A sync wakeup, as AF_UNIX gives its own readers: the
-		 * server that sent is about to wait for its next message.
-		 */
-		if (atomic_read(&conn->rx_pollers))
+		if (atomic_read(&conn->rx_waiters))
 			wake_up_sync(&conn->rx_wait);
 		else
 			queue_work(vfio_user_wq, &conn->recv_work);
+		if (state)
+			wake_up_all(&conn->tx_wait);
 	}
 	read_unlock_bh(&sk->sk_callback_lock);
 }
@@ -836,15 +780,33 @@ static void vfio_user_state_change(struct sock *sk)
 	vfio_user_rx_kick(sk, true);
 }
 
+static void vfio_user_write_space(struct sock *sk)
+{
+	struct vfio_user_conn *conn;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	conn = sk->sk_user_data;
+	if (conn) {
+		conn->saved_write_space(sk);
+		if (!list_empty_careful(&conn->tx_list))
+			queue_work(vfio_user_wq, &conn->send_work);
+		if (wq_has_sleeper(&conn->tx_wait))
+			wake_up_all(&conn->tx_wait);
+	}
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+/*
+ * Waiting
+ */
+
 /*
  * Spins, at most poll_us microseconds and never past @left jiffies, until
- * the socket has something for @req's waiter: a server that answers
+ * @req is done or the socket has something to read: a server that answers
  * within that time is read without a sleep and a wakeup (the same trade
  * as net.core.busy_read). Gives up at once when another task is runnable
  * on this CPU, such as a server sharing it, which the spin would only
- * delay, or a signal is pending. Returns true if there is something to
- * read. Called once per wait: a wait that has read a server command
- * (DMA behind a doorbell) sleeps for the rest.
+ * delay, or a signal is pending. Returns true if there is something new.
  */
 static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
 				 struct vfio_user_req *req, long left)
@@ -856,7 +818,7 @@ static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
 	if (!us)
 		return false;
 	end = local_clock() + us * NSEC_PER_USEC;
-	while (!completion_done(&req->done) && !vfio_user_rx_pending(conn)) {
+	while (!smp_load_acquire(&req->done) && !vfio_user_rx_pending(conn)) {
 		if (need_resched() || !single_task_running() ||
 		    signal_pending(current) || local_clock() > end)
 			return false;
@@ -866,33 +828,25 @@ static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
 }
 
 /*
- * Waits for @req's reply, reading the socket meanwhile. The deadline is
- * the timeout after the later of the send and the last message from the
- * server: a server busy sending DMA commands is not a hung one.
- * Returns 0 when @req is complete, -ETIMEDOUT or -EINTR.
+ * Sleeps until @req is done, its deadline passes or a fatal signal comes,
+ * reading the socket meanwhile. Non-fatal signals and ptrace stops do not
+ * wake it (TASK_KILLABLE). Returns 0, -ETIMEDOUT or -EINTR.
  */
 static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 				struct vfio_user_req *req)
 {
-	unsigned long start = jiffies, last, deadline;
+	DEFINE_WAIT(wait);
 	bool polled = false;
 	int ret = 0;
 	long left;
 
-	atomic_inc(&conn->rx_pollers);
-	while (!completion_done(&req->done)) {
-		if (mutex_lock_killable(&conn->recv_mutex)) {
-			ret = -EINTR;
+	for (;;) {
+		vfio_user_rx_run(conn);
+		if (smp_load_acquire(&req->done))
 			break;
-		}
-		vfio_user_recv_ready(conn);
-		mutex_unlock(&conn->recv_mutex);
-
-		last = READ_ONCE(conn->last_rx);
-		deadline = (time_after(last, start) ? last : start) + conn->timeout;
-		left = (long)(deadline - jiffies);
+		left = (long)(req->deadline - jiffies);
 		if (left <= 0) {
-			ret = completion_done(&req->done) ? 0 : -ETIMEDOUT;
+			ret = -ETIMEDOUT;
 			break;
 		}
 		if (!polled) {
@@ -900,323 +854,309 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 			if (vfio_user_poll_reply(conn, req, left))
 				continue;
 		}
-		left = wait_event_killable_timeout(conn->rx_wait,
-						   completion_done(&req->done) ||
-						   vfio_user_rx_pending(conn),
-						   left);
-		if (left < 0) {
+		prepare_to_wait_exclusive(&conn->rx_wait, &wait, TASK_KILLABLE);
+		atomic_inc(&conn->rx_waiters);
+		if (!smp_load_acquire(&req->done) &&
+		    !(vfio_user_rx_pending(conn) &&
+		      !mutex_is_locked(&conn->recv_mutex)))
+			schedule_timeout(left);
+		atomic_dec(&conn->rx_waiters);
+		finish_wait(&conn->rx_wait, &wait);
+		if (fatal_signal_pending(current) &&
+		    !smp_load_acquire(&req->done)) {
 			ret = -EINTR;
 			break;
 		}
 	}
-	atomic_dec(&conn->rx_pollers);
-	/* What arrived after our last read, with nobody left to read it. */
+	/* What arrived after our last read, maybe with our wakeup. */
 	if (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead))
 		queue_work(vfio_user_wq, &conn->recv_work);
 	return ret;
 }
 
 /*
- * VERSION JSON: a small bounded parser. It walks one object, descends
- * into "capabilities" and reads the unsigned integers we care about;
- * everything else is skipped, with nesting bounded.
+ * A waiter leaves before its reply (fatal signal, timeout): a request
+ * nobody has started to send is taken back; one on its way stays with the
+ * connection, which sends the rest and drops the reply.
  */
-struct vfio_user_json {
-	const char *p;
-	const char *end;
-};
-
-#define VFIO_USER_JSON_MAX_DEPTH	8
-
-static void vfio_user_json_ws(struct vfio_user_json *j)
+static void vfio_user_req_leave(struct vfio_user_conn *conn,
+				struct vfio_user_req *req)
 {
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' ||
-				 *j->p == '\n' || *j->p == '\r'))
-		j->p++;
-}
+	bool unqueued = false, untabled = false;
 
-static bool vfio_user_json_eat(struct vfio_user_json *j, char c)
-{
-	vfio_user_json_ws(j);
-	if (j->p < j->end && *j->p == c) {
-		j->p++;
-		return true;
-	}
-	return false;
-}
-
-/* A string; copied (escapes kept verbatim, truncated) into @out if given. */
-static int vfio_user_json_string(struct vfio_user_json *j, char *out,
-				 size_t outlen)
-{
-	size_t n = 0;
-
-	if (!vfio_user_json_eat(j, '"'))
-		return -EINVAL;
-	while (j->p < j->end && *j->p != '"') {
-		if (*j->p == '\\') {
-			if (++j->p >= j->end)
-				return -EINVAL;
-		} else if ((unsigned char)*j->p < 0x20) {
-			return -EINVAL;
+	spin_lock(&conn->lock);
+	req->task = NULL;
+	if (!req->done && (req->tx_state == VFIO_USER_TX_QUEUED ||
+			   (req->nr_fds && !req->tx_off &&
+			    req->tx_state != VFIO_USER_TX_SENT))) {
+		list_del_init(&req->tx_node);
+		req->tx_state = VFIO_USER_TX_SENT;
+		unqueued = true;
+		if (xa_load(&conn->reqs, req->msg_id) == req) {
+			xa_erase(&conn->reqs, req->msg_id);
+			untabled = true;
 		}
-		if (out && n + 1 < outlen)
-			out[n++] = *j->p;
-		j->p++;
+		req->done = true;
 	}
-	if (j->p >= j->end)
-		return -EINVAL;
-	j->p++;
-	if (out)
-		out[n] = '\0';
+	spin_unlock(&conn->lock);
+	if (unqueued)
+		vfio_user_req_put(req);		/* the list's */
+	if (untabled)
+		vfio_user_req_put(req);		/* the table's */
+}
+
+/*
+ * Takes a tag and queues @req; conn->lock is taken here. Returns 0 or
+ * -EIO (dead), -EBUSY (no free tag), -ENOMEM.
+ */
+static int vfio_user_req_queue(struct vfio_user_conn *conn,
+			       struct vfio_user_req *req)
+{
+	unsigned long deadline = jiffies + conn->timeout;
+	unsigned long attach = READ_ONCE(conn->attach_deadline);
+	u32 id = 0;
+	int ret;
+
+	if (attach && time_before(attach, deadline))
+		deadline = attach;
+	req->deadline = deadline;
+	req->task = current;
+
+	if (!req->no_reply) {
+		kref_get(&req->ref);		/* the table's */
+		ret = xa_alloc_cyclic(&conn->reqs, &id, req,
+				      XA_LIMIT(0, U16_MAX), &conn->next_id,
+				      GFP_KERNEL);
+		if (ret < 0) {
+			vfio_user_req_put(req);
+			return ret == -EBUSY ? -EBUSY : -ENOMEM;
+		}
+		req->msg_id = id;
+		vfio_user_fill_hdr(&req->hdr, id, req->command, req->tx_len,
+				   VFIO_USER_F_TYPE_COMMAND, 0);
+	}
+
+	spin_lock(&conn->lock);
+	if (conn->dead) {
+		/* vfio_user_conn_broken() may have failed it already. */
+		bool untabled = !req->no_reply &&
+				xa_load(&conn->reqs, id) == req;
+
+		if (untabled)
+			xa_erase(&conn->reqs, id);
+		req->task = NULL;
+		spin_unlock(&conn->lock);
+		if (untabled)
+			vfio_user_req_put(req);
+		return -EIO;
+	}
+	kref_get(&req->ref);			/* the list's */
+	req->tx_state = VFIO_USER_TX_QUEUED;
+	list_add_tail(&req->tx_node, &conn->tx_list);
+	spin_unlock(&conn->lock);
 	return 0;
 }
 
-static int vfio_user_json_u64(struct vfio_user_json *j, u64 *val)
+/**
+ * vfio_user_req_run() - send a request and wait for its reply
+ * @conn: the connection
+ * @req: from vfio_user_req_alloc(), not yet run
+ *
+ * The reply lands in @req->reply (@req->reply_len bytes). A reply outside
+ * [reply_min, reply_max], for another command or with an errno outside
+ * 1..511 is a protocol violation. Waits at most the connection's timeout
+ * from now (and never past the end of an attach); a timeout breaks the
+ * connection.
+ *
+ * Context: process context; sleeps killably: non-fatal signals and ptrace
+ * stops neither wake nor fail it. A fatal signal returns -EINTR at once
+ * (a request already on its way is finished by the connection).
+ * Return: length of the reply payload, or -EIO (connection dead or broken
+ * meanwhile), -ETIMEDOUT, -EINTR, -EBUSY (65536 requests in flight),
+ * -ENOMEM, -EBADF (a closed fd), or the server's -errno.
+ */
+int vfio_user_req_run(struct vfio_user_conn *conn, struct vfio_user_req *req)
 {
-	const char *start;
-	u64 v = 0;
-
-	vfio_user_json_ws(j);
-	start = j->p;
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-		if (check_mul_overflow(v, 10ULL, &v) ||
-		    check_add_overflow(v, (u64)(*j->p - '0'), &v))
-			return -ERANGE;
-		j->p++;
-	}
-	if (j->p == start)
-		return -EINVAL;
-	/* Fractions and exponents are not integers. */
-	if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
-		return -EINVAL;
-	*val = v;
-	return 0;
-}
-
-static int vfio_user_json_skip(struct vfio_user_json *j, int depth)
-{
-	char close;
-
-	if (depth > VFIO_USER_JSON_MAX_DEPTH)
-		return -E2BIG;
-	vfio_user_json_ws(j);
-	if (j->p >= j->end)
-		return -EINVAL;
-	switch (*j->p) {
-	case '"':
-		return vfio_user_json_string(j, NULL, 0);
-	case '{':
-	case '[':
-		close = *j->p == '{' ? '}' : ']';
-		j->p++;
-		if (vfio_user_json_eat(j, close))
-			return 0;
-		do {
-			if (close == '}') {
-				if (vfio_user_json_string(j, NULL, 0) ||
-				    !vfio_user_json_eat(j, ':'))
-					return -EINVAL;
-			}
-			if (vfio_user_json_skip(j, depth + 1))
-				return -EINVAL;
-		} while (vfio_user_json_eat(j, ','));
-		return vfio_user_json_eat(j, close) ? 0 : -EINVAL;
-	default:
-		/* numbers, true, false, null */
-		if (!strchr("-0123456789tfn", *j->p))
-			return -EINVAL;
-		while (j->p < j->end && (isalnum(*j->p) || *j->p == '-' ||
-					 *j->p == '+' || *j->p == '.'))
-			j->p++;
-		return 0;
-	}
-}
-
-static int vfio_user_json_caps(struct vfio_user_json *j,
-			       struct vfio_user_caps *caps)
-{
-	char key[32];
-	u64 val;
 	int ret;
 
-	if (!vfio_user_json_eat(j, '{'))
-		return -EINVAL;
-	if (vfio_user_json_eat(j, '}'))
-		return 0;
-	do {
-		if (vfio_user_json_string(j, key, sizeof(key)) ||
-		    !vfio_user_json_eat(j, ':'))
-			return -EINVAL;
-		if (!strcmp(key, "max_msg_fds") ||
-		    !strcmp(key, "max_data_xfer_size") ||
-		    !strcmp(key, "max_dma_maps") || !strcmp(key, "pgsizes")) {
-			ret = vfio_user_json_u64(j, &val);
-			if (ret)
-				return ret;
-			if (!strcmp(key, "max_msg_fds"))
-				caps->max_msg_fds = min_t(u64, val, 253);
-			else if (!strcmp(key, "max_data_xfer_size"))
-				caps->max_xfer = min_t(u64, val, U32_MAX);
-			else if (!strcmp(key, "max_dma_maps"))
-				caps->max_dma_maps = min_t(u64, val, U32_MAX);
-			else
-				caps->pgsizes = val;
-		} else if (vfio_user_json_skip(j, 2)) {
-			return -EINVAL;
-		}
-	} while (vfio_user_json_eat(j, ','));
-	return vfio_user_json_eat(j, '}') ? 0 : -EINVAL;
-}
-
-static int vfio_user_parse_version_json(const char *s, size_t len,
-					struct vfio_user_caps *caps)
-{
-	struct vfio_user_json j = { .p = s, .end = s + len };
-	char key[32];
-	int ret;
-
-	if (!vfio_user_json_eat(&j, '{'))
-		return -EINVAL;
-	if (!vfio_user_json_eat(&j, '}')) {
-		do {
-			if (vfio_user_json_string(&j, key, sizeof(key)) ||
-			    !vfio_user_json_eat(&j, ':'))
-				return -EINVAL;
-			if (!strcmp(key, "capabilities"))
-				ret = vfio_user_json_caps(&j, caps);
-			else
-				ret = vfio_user_json_skip(&j, 1);
-			if (ret)
-				return ret;
-		} while (vfio_user_json_eat(&j, ','));
-		if (!vfio_user_json_eat(&j, '}'))
-			return -EINVAL;
-	}
-	vfio_user_json_ws(&j);
-	return j.p == j.end ? 0 : -EINVAL;
-}
-
-/* VERSION, before the receiver runs: send ours, read and check theirs. */
-static int vfio_user_negotiate(struct vfio_user_conn *conn)
-{
-	struct device *dev = vfio_user_dev(conn->udev);
-	struct vfio_user_version ver = {
-		.major = cpu_to_le16(VFIO_USER_MAJOR),
-		.minor = cpu_to_le16(VFIO_USER_MINOR),
-	};
-	struct vfio_user_version *rver;
-	struct vfio_user_hdr hdr;
-	unsigned long deadline;
-	char json[160];
-	int len, jlen, ret;
-	u32 flags;
-
-	jlen = scnprintf(json, sizeof(json),
-			 "{\"capabilities\":{\"max_msg_fds\":0,\"max_data_xfer_size\":%u,\"pgsizes\":%lu}}",
-			 conn->max_xfer, PAGE_SIZE) + 1;
-	vfio_user_fill_hdr(&hdr, 0, VFIO_USER_VERSION,
-			   sizeof(hdr) + sizeof(ver) + jlen,
-			   VFIO_USER_F_TYPE_COMMAND, 0);
-	ret = vfio_user_send_msg(conn, &hdr, &ver, sizeof(ver), json, jlen,
-				 NULL, 0);
+	ret = vfio_user_req_queue(conn, req);
 	if (ret)
 		return ret;
+	if (req->nr_fds)
+		ret = vfio_user_tx_start_fds(conn, req);
+	else
+		vfio_user_tx_kick(conn);
+	if (!ret)
+		ret = vfio_user_wait_reply(conn, req);
 
-	/* The whole reply within the timeout, however it trickles in. */
-	deadline = jiffies + conn->timeout;
-	len = vfio_user_recv_hdr(conn, &hdr,
-				 sizeof(*rver) + VFIO_USER_MAX_VERSION_JSON,
-				 deadline);
-	if (len == -EAGAIN) {
+	if (ret == -ETIMEDOUT && req->command == VFIO_USER_VERSION)
 		vfio_user_conn_broken(conn, "no VERSION reply within %u ms",
+				      jiffies_to_msecs(conn->timeout));
+	else if (ret == -ETIMEDOUT)
+		vfio_user_conn_broken(conn,
+				      "no reply to msg_id %u (command %u) within %u ms",
+				      req->msg_id, req->command,
+				      jiffies_to_msecs(conn->timeout));
+	vfio_user_req_leave(conn, req);
+	if (ret)
+		return ret;
+	return req->status ? req->status : req->reply_len;
+}
+
+/**
+ * vfio_user_call() - send a command and wait for its reply
+ * @conn: the connection
+ * @call: the command, and where its reply goes
+ *
+ * vfio_user_req_run() for callers with small messages: the payload and
+ * data are copied into a request and the reply out of it.
+ *
+ * Context: process context; sleeps killably, at most the timeout.
+ * Return: as vfio_user_req_run().
+ */
+int vfio_user_call(struct vfio_user_conn *conn,
+		   const struct vfio_user_call *call)
+{
+	struct vfio_user_req *req;
+	int ret;
+
+	req = vfio_user_req_alloc(call);
+	if (!req)
+		return -ENOMEM;
+	ret = vfio_user_req_run(conn, req);
+	if (ret > 0 && call->reply)
+		memcpy(call->reply, req->reply, ret);
+	vfio_user_req_put(req);
+	return ret;
+}
+
+/*
+ * Queues a reply to a server command and waits, killably and at most the
+ * timeout, until it is on the wire: one reply at a time per connection
+ * keeps the memory a server can make us hold bounded.
+ */
+static int vfio_user_send_reply_req(struct vfio_user_conn *conn,
+				    struct vfio_user_req *req)
+{
+	long left;
+	int ret;
+
+	req->no_reply = true;
+	ret = vfio_user_req_queue(conn, req);
+	if (ret)
+		return ret;
+	vfio_user_tx_kick(conn);
+	left = wait_event_killable_timeout(conn->tx_wait,
+					   READ_ONCE(req->tx_state) == VFIO_USER_TX_SENT ||
+					   READ_ONCE(conn->dead),
+					   conn->timeout);
+	spin_lock(&conn->lock);
+	req->task = NULL;
+	spin_unlock(&conn->lock);
+	if (!left) {
+		vfio_user_conn_broken(conn,
+				      "reply to server command %u not taken within %u ms",
+				      req->command,
 				      jiffies_to_msecs(conn->timeout));
 		return -ETIMEDOUT;
 	}
-	if (len < 0)
-		return len == -EPIPE ? -ECONNRESET : len;
+	return READ_ONCE(conn->dead) ? -EIO : 0;
+}
 
-	flags = le32_to_cpu(hdr.flags);
-	if (le16_to_cpu(hdr.command) != VFIO_USER_VERSION || le16_to_cpu(hdr.msg_id) ||
-	    (flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY) {
-		vfio_user_conn_broken(conn,
-				      "expected VERSION reply, got command %u msg_id %u flags %#x",
-				      le16_to_cpu(hdr.command),
-				      le16_to_cpu(hdr.msg_id), flags);
-		return -EPROTO;
-	}
-	if (flags & VFIO_USER_F_ERROR) {
-		u32 err = le32_to_cpu(hdr.error_no);
+/**
+ * vfio_user_send_reply() - answer a command from the server
+ * @conn: the connection
+ * @msg_id: the server's msg_id
+ * @command: the command answered
+ * @error: 0, or a positive errno for an error reply (no payload then)
+ * @payload: reply payload
+ * @len: length of @payload
+ *
+ * Context: process context (dma.c's work); sleeps, at most the timeout.
+ * Return: 0 or a negative errno (the connection is then broken).
+ */
+int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
+			 int error, const void *payload, size_t len)
+{
+	struct vfio_user_call call = {
+		.command = command,
+		.payload = payload,
+		.len = error ? 0 : len,
+	};
+	struct vfio_user_req *req;
+	int ret;
 
-		vfio_user_conn_broken(conn, "server refused VERSION (errno %u)",
-				      err);
-		return vfio_user_errno_ok(err) ? -(int)err : -EPROTO;
-	}
-	if (len < sizeof(*rver)) {
-		vfio_user_conn_broken(conn, "VERSION reply of %d bytes", len);
-		return -EPROTO;
-	}
-
-	rver = kmalloc(len + 1, GFP_KERNEL);
-	if (!rver)
+	req = vfio_user_req_alloc(&call);
+	if (!req)
 		return -ENOMEM;
-	ret = __vfio_user_recv(conn, rver, len, deadline);
-	if (ret == -EAGAIN) {
-		vfio_user_conn_broken(conn, "no VERSION reply within %u ms",
-				      jiffies_to_msecs(conn->timeout));
-		ret = -ETIMEDOUT;
-	}
-	if (ret)
-		goto out;
-
-	if (le16_to_cpu(rver->major) != VFIO_USER_MAJOR) {
-		dev_err(dev, "server speaks vfio-user %u.%u, we speak %u.x\n",
-			le16_to_cpu(rver->major), le16_to_cpu(rver->minor),
-			VFIO_USER_MAJOR);
-		vfio_user_conn_broken(conn, "incompatible major version %u",
-				      le16_to_cpu(rver->major));
-		ret = -EPROTONOSUPPORT;
-		goto out;
-	}
-	conn->caps.minor = min_t(u16, le16_to_cpu(rver->minor), VFIO_USER_MINOR);
-
-	jlen = len - sizeof(*rver);
-	if (jlen) {
-		/* The JSON must end with its NUL, and have no other NUL. */
-		if (rver->data[jlen - 1] != '\0' ||
-		    strnlen(rver->data, jlen) != jlen - 1 ||
-		    vfio_user_parse_version_json(rver->data, jlen - 1,
-						 &conn->caps)) {
-			vfio_user_conn_broken(conn,
-					      "malformed VERSION capabilities (%d bytes)",
-					      jlen);
-			ret = -EPROTO;
-			goto out;
-		}
-	}
-	/* The smaller of what each side announced (the server's default: 1 MiB). */
-	conn->caps.max_xfer = min(conn->caps.max_xfer, conn->max_xfer);
-	if (conn->caps.max_xfer < VFIO_USER_MIN_XFER) {
-		vfio_user_conn_broken(conn, "max_data_xfer_size %u is too small",
-				      conn->caps.max_xfer);
-		ret = -EPROTO;
-	}
-out:
-	kfree(rver);
+	vfio_user_fill_hdr(&req->hdr, msg_id, command, req->tx_len,
+			   VFIO_USER_F_TYPE_REPLY | (error ? VFIO_USER_F_ERROR : 0),
+			   error);
+	ret = vfio_user_send_reply_req(conn, req);
+	vfio_user_req_put(req);
 	return ret;
 }
 
 /**
- * vfio_user_conn_connect() - connect to a server and negotiate VERSION
+ * vfio_user_send_reply_pages() - answer a command with a reply built in pages
+ * @conn: the connection
+ * @msg_id: the server's msg_id
+ * @command: the command answered
+ * @dp: the whole message: its first sizeof(struct vfio_user_hdr) bytes are
+ *	room for the header, filled in here; the payload follows. The
+ *	request takes it over and frees it.
+ * @size: bytes of the message in @dp
+ *
+ * Where the kernel can (6.5 on), the socket takes its own references to the
+ * pages of a reply of a page or more instead of copying them
+ * (MSG_SPLICE_PAGES), and the server's read is the only copy.
+ *
+ * Context: process context (dma.c's work); sleeps, at most the timeout.
+ * Return: 0 or a negative errno (the connection is then broken).
+ */
+int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
+			       u16 command, struct vfio_user_dma_pages *dp,
+			       size_t size)
+{
+	struct vfio_user_call call = { .command = command };
+	struct vfio_user_req *req;
+	int ret;
+
+	req = vfio_user_req_alloc(&call);
+	if (!req) {
+		vfio_user_dma_pages_free(dp);
+		return -ENOMEM;
+	}
+	req->tx_pages_owner = dp;
+	req->tx_pages = dp->bv;
+	req->nr_pages = dp->nr;
+	req->tx_len = size;
+	vfio_user_fill_hdr(page_address(dp->bv[0].bv_page) + dp->bv[0].bv_offset,
+			   msg_id, command, size, VFIO_USER_F_TYPE_REPLY, 0);
+	ret = vfio_user_send_reply_req(conn, req);
+	vfio_user_req_put(req);
+	return ret;
+}
+
+/*
+ * Setting up and tearing down
+ */
+
+/**
+ * vfio_user_conn_connect() - connect to a server
  * @udev: the device
  * @path: the server's socket path, resolved in the caller's context
- * @timeout_ms: bound on every wait for the server
+ * @timeout_ms: bound on every wait for the server, and on the attach
+ *
+ * The connection is the caller's alone until it publishes it; the whole
+ * attach, this and what the caller does next on it (VERSION first), must
+ * end within @timeout_ms (conn->attach_deadline), which the caller clears
+ * once done.
  *
  * Context: process context of the sysfs writer; sleeps, at most
- * @timeout_ms for the connect and again for the VERSION reply.
- * Return: a connection whose receiver is not yet running, or an ERR_PTR:
- * -ENOENT/-ECONNREFUSED/-ENOTSOCK... from connect, -ETIMEDOUT,
- * -EPROTONOSUPPORT (major version), -EPROTO (malformed reply).
+ * @timeout_ms while the listener's backlog is full.
+ * Return: a running connection with one reference (the caller's), or an
+ * ERR_PTR: -ENOENT/-ECONNREFUSED/-ENOTSOCK... from connect, -EINVAL.
  */
 struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 					      const char *path,
@@ -1225,6 +1165,7 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct vfio_user_conn *conn;
 	size_t plen = strlen(path);
+	struct sock *sk;
 	int ret;
 
 	if (!plen || plen >= sizeof(addr.sun_path))
@@ -1234,27 +1175,35 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	conn = kzalloc(sizeof(*conn), GFP_KERNEL);
 	if (!conn)
 		return ERR_PTR(-ENOMEM);
+	kref_init(&conn->ref);
 	conn->udev = udev;
 	conn->timeout = msecs_to_jiffies(timeout_ms);
+	conn->attach_deadline = jiffies + conn->timeout;
 	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
 	conn->max_xfer = READ_ONCE(vfio_user_max_xfer);	/* what we announce */
 	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
 	conn->caps.max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS;
 	conn->caps.pgsizes = PAGE_SIZE;
+	/* Until VERSION is done: a VERSION reply at most. */
+	conn->max_payload = sizeof(struct vfio_user_version) +
+			    VFIO_USER_MAX_VERSION_JSON;
 	spin_lock_init(&conn->lock);
-	idr_init(&conn->reqs);
-	INIT_LIST_HEAD(&conn->cmds);
+	xa_init_flags(&conn->reqs, XA_FLAGS_ALLOC);
+	INIT_LIST_HEAD(&conn->tx_list);
 	mutex_init(&conn->send_mutex);
-	INIT_WORK(&conn->cmd_work, vfio_user_cmd_work);
-	INIT_WORK(&conn->recv_work, vfio_user_recv_work);
+	INIT_WORK(&conn->send_work, vfio_user_send_work);
+	init_waitqueue_head(&conn->tx_wait);
 	mutex_init(&conn->recv_mutex);
+	INIT_WORK(&conn->recv_work, vfio_user_recv_work);
 	init_waitqueue_head(&conn->rx_wait);
+	vfio_user_cmds_init(conn);
 
 	ret = sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM, 0, &conn->sock);
 	if (ret)
 		goto err_free;
-	conn->sock->sk->sk_sndtimeo = conn->timeout;
-	conn->sock->sk->sk_rcvtimeo = conn->timeout;
+	sk = conn->sock->sk;
+	/* connect() waits for room in the listener's backlog at most this. */
+	sk->sk_sndtimeo = conn->timeout;
 
 	ret = vfio_user_kernel_connect(conn->sock, &addr,
 				       offsetof(struct sockaddr_un, sun_path) + plen);
@@ -1264,86 +1213,91 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 		goto err_sock;
 	}
 
-	ret = vfio_user_negotiate(conn);
-	if (ret) {
-		dev_err(vfio_user_dev(udev), "VERSION negotiation with %s failed: %d\n",
-			path, ret);
-		goto err_sock;
-	}
-	/* Replies carry at most max_xfer bytes of data after a region header. */
-	conn->max_payload = max_t(size_t, conn->caps.max_xfer +
-				  sizeof(struct vfio_user_dma_access),
-				  VFIO_USER_MAX_REGION_INFO);
-	/* Negotiation shortened it: it bounds the wait for the rest of a message. */
-	WRITE_ONCE(conn->sock->sk->sk_rcvtimeo, conn->timeout);
+	write_lock_bh(&sk->sk_callback_lock);
+	conn->saved_data_ready = sk->sk_data_ready;
+	conn->saved_state_change = sk->sk_state_change;
+	conn->saved_write_space = sk->sk_write_space;
+	sk->sk_user_data = conn;
+	sk->sk_data_ready = vfio_user_data_ready;
+	sk->sk_state_change = vfio_user_state_change;
+	sk->sk_write_space = vfio_user_write_space;
+	write_unlock_bh(&sk->sk_callback_lock);
+
 	return conn;
 
 err_sock:
 	sock_release(conn->sock);
 err_free:
-	idr_destroy(&conn->reqs);
+	xa_destroy(&conn->reqs);
 	kfree(conn);
 	return ERR_PTR(ret);
 }
 
-/**
- * vfio_user_conn_start() - start receiving on a negotiated connection
- * @conn: the connection from vfio_user_conn_connect()
- *
- * Installs the socket callbacks that wake waiting consumers or queue
- * recv_work, and reads anything that came before them.
- *
- * Context: process context.
- */
-void vfio_user_conn_start(struct vfio_user_conn *conn)
+static void vfio_user_conn_release(struct kref *ref)
 {
-	struct sock *sk = conn->sock->sk;
+	struct vfio_user_conn *conn = container_of(ref, struct vfio_user_conn,
+						   ref);
 
-	write_lock_bh(&sk->sk_callback_lock);
-	conn->saved_data_ready = sk->sk_data_ready;
-	conn->saved_state_change = sk->sk_state_change;
-	sk->sk_user_data = conn;
-	sk->sk_data_ready = vfio_user_data_ready;
-	sk->sk_state_change = vfio_user_state_change;
-	write_unlock_bh(&sk->sk_callback_lock);
-	queue_work(vfio_user_wq, &conn->recv_work);
+	sock_release(conn->sock);
+	xa_destroy(&conn->reqs);
+	mutex_destroy(&conn->recv_mutex);
+	mutex_destroy(&conn->send_mutex);
+	kfree(conn);
 }
 
 /**
- * vfio_user_conn_stop() - tear a connection down and free it
- * @conn: the connection, no longer published in the device
+ * vfio_user_conn_put() - drop a reference to a connection
+ * @conn: the connection, stopped by vfio_user_conn_stop() before its last
+ *	reference goes
  *
- * Breaks the connection if it is not yet broken, takes the socket
- * callbacks back, cancels the receive and DMA work, drops queued server commands and releases the
- * socket. Never waits on the server: the socket is shut down first.
+ * Context: process context.
+ */
+void vfio_user_conn_put(struct vfio_user_conn *conn)
+{
+	kref_put(&conn->ref, vfio_user_conn_release);
+}
+
+/**
+ * vfio_user_conn_stop() - tear a connection down
+ * @conn: the connection, no longer published and used by no consumer
  *
- * Context: process context; sleeps until the receive and DMA work have
- * finished (the DMA work may be in vfio_dma_rw()).
+ * Breaks the connection if it is not yet broken (quietly: a deliberate
+ * end), takes the socket callbacks back, cancels the send, receive and DMA
+ * work and drops everything queued. Never waits on the server: the socket
+ * is shut down first. The memory goes with the last vfio_user_conn_put().
+ *
+ * Context: process context; sleeps until the work items have finished
+ * (the DMA work may be in vfio_dma_rw()).
  */
 void vfio_user_conn_stop(struct vfio_user_conn *conn)
 {
-	struct vfio_user_cmd *cmd, *tmp;
-
 	struct sock *sk = conn->sock->sk;
 
-	vfio_user_conn_close(conn, "detached");
+	spin_lock(&conn->lock);
+	conn->stopping = true;
+	spin_unlock(&conn->lock);
+	vfio_user_conn_broken(conn, "detached");
+
 	write_lock_bh(&sk->sk_callback_lock);
 	if (sk->sk_user_data == conn) {
 		sk->sk_user_data = NULL;
 		sk->sk_data_ready = conn->saved_data_ready;
 		sk->sk_state_change = conn->saved_state_change;
+		sk->sk_write_space = conn->saved_write_space;
 	}
 	write_unlock_bh(&sk->sk_callback_lock);
+
+	/* Each may queue the other; neither once the connection is dead. */
 	cancel_work_sync(&conn->recv_work);
-	cancel_work_sync(&conn->cmd_work);
-	list_for_each_entry_safe(cmd, tmp, &conn->cmds, node) {
-		list_del(&cmd->node);
-		vfio_user_cmd_free(cmd);
-	}
-	sock_release(conn->sock);
-	WARN_ON_ONCE(!idr_is_empty(&conn->reqs));
-	idr_destroy(&conn->reqs);
-	mutex_destroy(&conn->recv_mutex);
-	mutex_destroy(&conn->send_mutex);
-	kfree(conn);
+	vfio_user_cmds_stop(conn);
+	cancel_work_sync(&conn->recv_work);
+	flush_work(&conn->send_work);
+	mutex_lock(&conn->send_mutex);
+	vfio_user_tx_some(conn);	/* dead: drops the list */
+	mutex_unlock(&conn->send_mutex);
+	cancel_work_sync(&conn->send_work);
+	mutex_lock(&conn->recv_mutex);
+	vfio_user_rx_reset(conn);
+	mutex_unlock(&conn->recv_mutex);
+	WARN_ON_ONCE(!xa_empty(&conn->reqs));
 }

@@ -15,17 +15,20 @@
 #include <linux/bits.h>
 #include <linux/bvec.h>
 #include <linux/completion.h>
-#include <linux/idr.h>
 #include <linux/kref.h>
 #include <linux/mdev.h>
 #include <linux/mutex.h>
 #include <linux/rwsem.h>
 #include <linux/spinlock.h>
+#include <linux/uio.h>
 #include <linux/un.h>
 #include <linux/vfio.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
+#include <linux/xarray.h>
 #include <linux/vfio_user.h>
+
+#include "caps.h"
 
 #define VFIO_USER_NAME			"vfio_user"
 #define VFIO_USER_TYPE_PCI		"pci"
@@ -41,6 +44,8 @@
 #define VFIO_USER_MAX_IRQS		16
 #define VFIO_USER_MAX_IRQ_COUNT		2048
 #define VFIO_USER_MAX_VERSION_JSON	4096
+/* Most fds we attach to one message, whatever the server takes. */
+#define VFIO_USER_MAX_MSG_FDS		64
 #define VFIO_USER_MAX_REGION_INFO	4096
 /*
  * Largest data payload of one REGION_READ/WRITE or DMA_READ/WRITE we
@@ -53,8 +58,11 @@ extern unsigned int vfio_user_max_xfer;
 /* The poll_us parameter: a consumer's busy-poll before it sleeps, in us. */
 #define VFIO_USER_MAX_POLL_US		1000000
 extern unsigned int vfio_user_poll_us;
-/* Server commands queued for the DMA worker before we call it a flood. */
-#define VFIO_USER_MAX_PENDING_CMDS	64
+/*
+ * Server commands (DMA_READ/WRITE) the receiver queues for the DMA work
+ * before it stops reading the socket: this many times max_data_xfer_size.
+ */
+#define VFIO_USER_CMD_QUEUE_XFERS	4
 /* Biggest DMA region a server must accept (libvfio-user: 8 TiB). */
 #define VFIO_USER_DMA_CHUNK		(8ULL << 40)
 #define VFIO_USER_DEF_DMA_WINDOW	BIT_ULL(48)
@@ -79,44 +87,120 @@ enum vfio_user_state {
 };
 
 /**
- * struct vfio_user_caps - what VERSION negotiated
- * @minor: protocol minor version in use
- * @max_msg_fds: most fds the server takes in one message
- * @max_xfer: largest data payload of one message, both ways
- * @max_dma_maps: most DMA regions the server keeps
- * @pgsizes: page sizes the server supports for DMA
+ * struct vfio_user_call - one command for vfio_user_call()
+ * @command: &enum vfio_user_command
+ * @payload: fixed part of the payload, copied into the request
+ * @len: length of @payload
+ * @data: variable data following @payload (a REGION_WRITE's bytes), copied
+ *	into the request; NULL with @data_len set leaves room for the caller
+ *	to fill (vfio_user_req_data())
+ * @data_len: length of @data
+ * @fds: fds (numbers in current->files) passed with SCM_RIGHTS, or NULL
+ * @nr_fds: number of @fds, at most the server's max_msg_fds
+ * @reply: buffer for the reply payload (vfio_user_call() only), or NULL
+ * @reply_min: shortest reply payload accepted
+ * @reply_max: longest reply payload accepted; room the request keeps
  */
-struct vfio_user_caps {
-	u16 minor;
-	u32 max_msg_fds;
-	u32 max_xfer;
-	u32 max_dma_maps;
-	u64 pgsizes;
+struct vfio_user_call {
+	u16 command;
+	const void *payload;
+	size_t len;
+	const void *data;
+	size_t data_len;
+	const int *fds;
+	unsigned int nr_fds;
+	void *reply;
+	size_t reply_min;
+	size_t reply_max;
+};
+
+/* Register-sized messages and replies live inside the request. */
+#define VFIO_USER_REQ_SMALL		48
+
+/**
+ * enum vfio_user_tx_state - where a request is on its way out
+ * @VFIO_USER_TX_NEW: not yet queued
+ * @VFIO_USER_TX_QUEUED: on vfio_user_conn.tx_list, no byte sent; a waiter
+ *	that leaves may take it back
+ * @VFIO_USER_TX_SENDING: first bytes on the wire; the connection finishes
+ *	it whoever waits for it
+ * @VFIO_USER_TX_SENT: all of it on the wire (or dropped: connection dead)
+ */
+enum vfio_user_tx_state {
+	VFIO_USER_TX_NEW,
+	VFIO_USER_TX_QUEUED,
+	VFIO_USER_TX_SENDING,
+	VFIO_USER_TX_SENT,
 };
 
 /**
- * struct vfio_user_req - one command sent to the server
- * @ref: the tag table holds one reference while the request is in it, the
- *	sender holds one until it returns; freed with the last one
- * @msg_id: tag, unique among the connection's requests in flight
+ * struct vfio_user_req - one message to the server, and its reply
+ * @ref: the caller holds one; vfio_user_conn.reqs (awaiting a reply) and
+ *	vfio_user_conn.tx_list (being sent) one each while it is in them;
+ *	freed with the last, so a waiter that leaves early never frees what
+ *	the sender still sends or the receiver still writes into
+ * @msg_id: tag, unique among the connection's requests awaiting a reply
  * @command: &enum vfio_user_command
- * @done: completed once, by the receiver or by vfio_user_conn_broken()
+ * @no_reply: a reply we send to a server command: nothing comes back
+ * @tx_node: in vfio_user_conn.tx_list, under vfio_user_conn.lock
+ * @tx_state: &enum vfio_user_tx_state, under vfio_user_conn.lock
+ * @tx_off: bytes of the message sent, under vfio_user_conn.send_mutex
+ * @tx_len: length of the whole message, header included
+ * @fds: fds to attach to the first byte; such a request is started only by
+ *	its submitter (@task), in whose fd table the numbers are
+ * @nr_fds: number of @fds
+ * @task: the waiting task, woken by the completion; NULL once it left;
+ *	under vfio_user_conn.lock
+ * @done: set once, by the receiver or by vfio_user_conn_broken(), under
+ *	vfio_user_conn.lock
  * @status: 0 or a negative errno, valid after @done
+ * @deadline: jiffies by which the reply must have come
  * @reply_min: shortest acceptable reply payload
  * @reply_max: longest acceptable reply payload, the size of @reply
  * @reply_len: reply payload received, valid after @done
- * @reply: reply payload buffer
+ * @reply: reply payload buffer, owned by the request
+ * @hdr: the message header
+ * @tx_pages: the message after @hdr, in pages (a DMA_READ reply), or NULL
+ * @nr_pages: entries in @tx_pages
+ * @tx_pages_owner: freed with the request (dma.c's pages)
+ * @buf: payload then data, owned by the request (@small_tx when it fits)
+ * @len: length of the payload in @buf
+ * @data_len: length of the data after it
+ * @small_tx: room for a register-sized message, no allocation
+ * @small_rx: room for a register-sized reply, no allocation
  */
 struct vfio_user_req {
 	struct kref ref;
 	u16 msg_id;
 	u16 command;
-	struct completion done;
+	bool no_reply;
+
+	struct list_head tx_node;
+	enum vfio_user_tx_state tx_state;
+	size_t tx_off;
+	size_t tx_len;
+	const int *fds;
+	unsigned int nr_fds;
+
+	struct task_struct *task;
+	bool done;
 	int status;
+	unsigned long deadline;
+
 	size_t reply_min;
 	size_t reply_max;
 	size_t reply_len;
-	u8 reply[];
+	void *reply;
+
+	struct vfio_user_hdr hdr;
+	struct bio_vec *tx_pages;
+	unsigned int nr_pages;
+	struct vfio_user_dma_pages *tx_pages_owner;
+	void *buf;
+	size_t len;
+	size_t data_len;
+	u8 small_tx[VFIO_USER_REQ_SMALL] __aligned(8);
+	u8 small_rx[VFIO_USER_REQ_SMALL] __aligned(8);
 };
 
 /**
@@ -128,11 +212,11 @@ struct vfio_user_req {
  * @len: payload length
  * @data: a DMA_WRITE's data, the payload after the access, in pages;
  *	NULL when @payload holds all of it
- * @payload: the payload (of a DMA_WRITE with @data, the access only),
- *	validated by the receiver
+ * @payload: the payload (of a DMA_WRITE with @data, the access only)
  *
- * Allocated by the receiver, freed with vfio_user_cmd_free() by
- * vfio_user_cmd_work() or when the connection is torn down.
+ * Allocated by vfio_user_cmd_alloc() when the receiver meets its header,
+ * filled by the receiver, handed to dma.c with vfio_user_cmd_queue(),
+ * freed there once served or when the connection is torn down.
  */
 struct vfio_user_cmd {
 	struct list_head node;
@@ -155,68 +239,127 @@ struct vfio_user_dma_pages {
 };
 
 /**
+ * enum vfio_user_rx_state - where the receiver is in the current message
+ * @VFIO_USER_RX_HDR: reading a header
+ * @VFIO_USER_RX_REPLY: reading a reply's payload into its request
+ * @VFIO_USER_RX_CMD: reading a server command's payload
+ * @VFIO_USER_RX_DISCARD: reading an error reply's payload, dropped
+ */
+enum vfio_user_rx_state {
+	VFIO_USER_RX_HDR,
+	VFIO_USER_RX_REPLY,
+	VFIO_USER_RX_CMD,
+	VFIO_USER_RX_DISCARD,
+};
+
+/**
  * struct vfio_user_conn - one attach of a device to a server
+ * @ref: the attach (or the device, once published) holds one; a detach
+ *	aborting an attach holds another while it breaks it; the last frees
+ *	the socket and the memory
  * @udev: the device; outlives the connection
- * @sock: connected AF_UNIX stream socket, released in vfio_user_conn_free()
- * @caps: negotiated capabilities, constant once the receiver runs
+ * @sock: connected AF_UNIX stream socket, released in vfio_user_conn_stop()
+ * @caps: negotiated capabilities, constant once VERSION is done
  * @max_xfer: the max_data_xfer_size we announced (module parameter)
- * @timeout: bound on every wait for the server, in jiffies
- * @lock: protects @reqs, @dead, @reason, @cmds and @nr_cmds
- * @reqs: in-flight requests by msg_id
+ * @timeout: bound on every request's wait for the server, in jiffies
+ * @attach_deadline: while attaching, the end of the whole attach; 0 after
+ * @lock: protects @reqs, @dead, @stopping, @reason, @tx_list, the requests'
+ *	@tx_state, @done and @task
+ * @reqs: requests awaiting a reply, by msg_id
+ * @next_id: where the search for a free msg_id starts
  * @dead: set once by vfio_user_conn_broken(); no new request is accepted
+ * @stopping: the end is deliberate (detach, remove): logged at debug level
  * @reason: why the connection died
- * @send_mutex: serialises whole messages onto @sock
- * @recv_mutex: one reader of @sock at a time: a waiting consumer or
- *	@recv_work
- * @rx_wait: consumers waiting for their reply (and for data to read)
- * @rx_pollers: number of consumers waiting on @rx_wait
- * @recv_work: reads @sock when data comes and no consumer waits
- * @last_rx: jiffies of the last message from the server
+ * @versioned: VERSION is done; until then only its reply is accepted
+ * @tx_list: requests to send, in order; the first may be partly sent
+ * @send_mutex: held by whoever writes to @sock: a submitter (trylock),
+ *	@send_work, or a submitter starting a request with fds. Never held
+ *	across a wait: every send is non-blocking
+ * @send_work: sends what the submitters could not, when the socket has
+ *	room again
+ * @tx_wait: submitters of fds waiting for room on the socket
+ * @recv_mutex: held by whoever reads @sock: @recv_work or a waiting
+ *	consumer (trylock); every read is non-blocking and resumes where the
+ *	last one stopped
+ * @recv_work: reads @sock when data comes and no consumer reads
+ * @rx_wait: consumers waiting for replies, woken one at a time when data
+ *	comes so that one of them reads
+ * @rx_waiters: number of tasks on @rx_wait
+ * @rx_state: &enum vfio_user_rx_state; the rx_* members are under
+ *	@recv_mutex
+ * @rx_hdr: the header being read, or of the message being read
+ * @rx_got: bytes of the header or payload read so far
+ * @rx_len: payload length of the current message
+ * @rx_req: the request whose reply is being read (the table's reference)
+ * @rx_cmd: the server command being read
  * @max_payload: largest payload accepted from the server
  * @saved_data_ready: the socket's callback before ours
  * @saved_state_change: the socket's callback before ours
- * @cmds: server commands (DMA_READ/WRITE) waiting for @cmd_work
- * @nr_cmds: length of @cmds
- * @cmd_work: serves @cmds, on vfio_user_wq
+ * @saved_write_space: the socket's callback before ours
+ * @cmds: server commands (DMA_READ/WRITE) waiting for @cmd_work; dma.c's,
+ *	under @lock
+ * @cmd_bytes: bytes held by @cmds and the command being served; dma.c's
+ * @cmd_work: serves @cmds, on vfio_user_wq; dma.c's
  *
- * Created by vfio_user_conn_connect() in the sysfs writer's context and
- * published in vfio_user_device.conn. Torn down by vfio_user_conn_stop()
- * once it is dead and unpublished: the socket callbacks are taken back and
- * @recv_work and @cmd_work cancelled before the memory goes, so neither
- * needs a reference.
+ * Created by vfio_user_conn_connect() in the sysfs writer's context,
+ * negotiated and filled while only the attach sees it, then published in
+ * vfio_user_device.conn. Torn down by vfio_user_conn_stop() once it is
+ * unpublished: the socket callbacks are taken back and the work items
+ * cancelled before the memory goes, so none needs a reference.
  */
 struct vfio_user_conn {
+	struct kref ref;
 	struct vfio_user_device *udev;
 	struct socket *sock;
 	struct vfio_user_caps caps;
 	u32 max_xfer;
 	unsigned long timeout;
+	unsigned long attach_deadline;
 
-	spinlock_t lock;		/* reqs, dead, reason, cmds */
-	struct idr reqs;
+	spinlock_t lock;	/* reqs, dead, reason, tx_list, req states */
+	struct xarray reqs;
+	u32 next_id;
 	bool dead;
+	bool stopping;
 	char reason[VFIO_USER_REASON_LEN];
-	struct list_head cmds;
-	unsigned int nr_cmds;
+	bool versioned;
 
-	struct mutex send_mutex;	/* whole messages on sock */
-	struct mutex recv_mutex;	/* one reader of sock */
-	wait_queue_head_t rx_wait;
-	atomic_t rx_pollers;
+	/* send state */
+	struct list_head tx_list;
+	struct mutex send_mutex;
+	struct work_struct send_work;
+	wait_queue_head_t tx_wait;
+
+	/* recv state */
+	struct mutex recv_mutex;
 	struct work_struct recv_work;
-	unsigned long last_rx;
+	wait_queue_head_t rx_wait;
+	atomic_t rx_waiters;
+	enum vfio_user_rx_state rx_state;
+	struct vfio_user_hdr rx_hdr;
+	size_t rx_got;
+	size_t rx_len;
+	struct vfio_user_req *rx_req;
+	struct vfio_user_cmd *rx_cmd;
 	size_t max_payload;
+
 	void (*saved_data_ready)(struct sock *sk);
 	void (*saved_state_change)(struct sock *sk);
+	void (*saved_write_space)(struct sock *sk);
+
+	/* server commands, dma.c's */
+	struct list_head cmds;
+	size_t cmd_bytes;
 	struct work_struct cmd_work;
 };
 
 /**
  * struct vfio_user_region - cached DEVICE_GET_REGION_INFO reply
- * @flags: VFIO_REGION_INFO_FLAG_*, mmap cleared
- * @size: region size
- * @caps: capability chain as the server gave it, validated; offsets in it
- *	are relative to the start of struct vfio_region_info
+ * @flags: VFIO_REGION_INFO_FLAG_READ and _WRITE only (no mmap)
+ * @size: region size, at most 2^VFIO_USER_OFFSET_SHIFT
+ * @caps: the capabilities passed on to the consumer, or NULL: checked and
+ *	rebuilt by info.c in host byte order, back to back from offset 0;
+ *	each next is an offset in @caps, 0 ends the chain
  * @caps_len: length of @caps
  */
 struct vfio_user_region {
@@ -244,33 +387,51 @@ struct vfio_user_irq {
  * @vdev: the VFIO device; its refcount owns this struct
  *	(vfio_alloc_device() in probe, freed by the core after .release)
  * @mdev: the mdev this device is bound to
- * @lock: protects @state, @socket_path, @timeout_ms, and the attach,
- *	detach and re-attach sequence; consumer calls never take it
+ * @attach_mutex: serialises attach, detach and re-attach; held across an
+ *	attach's waits on the server, so nothing else takes it but those,
+ *	and a detach aborts the attach (@attaching) before it waits for it
+ * @state_lock: protects @state, @socket_path, @timeout_ms, @attaching and
+ *	the @conn pointer for sysfs readers; never held across a wait
  * @state: &enum vfio_user_state
  * @socket_path: path of the attached server's socket
- * @timeout_ms: bound on each wait for the server
- * @conn_sem: readers: consumer calls using @conn; writer: attach/detach
- *	swapping it
- * @conn: current connection or NULL, under @conn_sem
+ * @timeout_ms: bound on each wait for the server, read at each attach
+ * @attaching: the connection an attach is negotiating, or NULL
+ * @aborts: counts detaches and removals, so that an attach that has not
+ *	yet set @attaching sees one that came meanwhile
+ * @removed: the device is being removed; no attach any more; under
+ *	@state_lock
+ * @open: a consumer has the device open, under @conn_sem (write)
+ * @conn_sem: readers: consumer calls using @conn; writer: publishing or
+ *	unpublishing it, which waits only for calls on a dead or no
+ *	connection, which return at once
+ * @conn: current connection or NULL, under @conn_sem (and @state_lock)
  * @info_flags: VFIO_DEVICE_FLAGS_* from the server, under @conn_sem
  * @num_regions: regions the server has, under @conn_sem
  * @regions: cached region info, @num_regions entries, under @conn_sem
- * @num_irqs: IRQ indexes the server has, under @conn_sem
+ * @irq_lock: orders SET_IRQS messages and changes to @irqs; held across
+ *	waits only by consumer calls on a live connection
+ * @trig_lock: protects the @irqs pointer and the trigger files against
+ *	readers that must not sleep (vfio_user_request())
  * @irqs: cached IRQ info and the consumer's eventfds, under @irq_lock
- * @irq_lock: protects @irqs' triggers and orders SET_IRQS messages
+ *	(writers also take @trig_lock)
+ * @irq_gen: bumped by every change of the consumer's eventfds, under
+ *	@trig_lock; an attach replaying them checks it before publishing
  * @dma_sem: readers: DMA served to the server; writer: open/close
  * @dma_enabled: a consumer has the device open, DMA may be served;
  *	under @dma_sem
- * @open: the consumer has the device open, under @conn_sem (write)
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
 	struct mdev_device *mdev;
 
-	struct mutex lock;		/* state, socket_path, attach */
+	struct mutex attach_mutex;
+	spinlock_t state_lock;		/* state, socket_path, attaching */
 	enum vfio_user_state state;
 	char socket_path[UNIX_PATH_MAX];
 	unsigned int timeout_ms;
+	struct vfio_user_conn *attaching;
+	unsigned int aborts;
+	bool removed;
 	bool open;
 
 	struct rw_semaphore conn_sem;
@@ -278,10 +439,11 @@ struct vfio_user_device {
 	u32 info_flags;
 	u32 num_regions;
 	struct vfio_user_region *regions;
-	u32 num_irqs;
 
 	struct mutex irq_lock;		/* irqs, SET_IRQS order */
+	spinlock_t trig_lock;		/* irqs pointer, triggers, irq_gen */
 	struct vfio_user_irq *irqs;
+	u64 irq_gen;
 
 	struct rw_semaphore dma_sem;
 	bool dma_enabled;
@@ -303,7 +465,8 @@ extern struct workqueue_struct *vfio_user_wq;
 /* device.c */
 extern const struct vfio_device_ops vfio_user_dev_ops;
 int vfio_user_attach(struct vfio_user_device *udev, const char *path);
-void vfio_user_detach(struct vfio_user_device *udev);
+int vfio_user_detach(struct vfio_user_device *udev, bool remove);
+void vfio_user_abort_attach(struct vfio_user_device *udev, bool remove);
 
 /* transport.c */
 struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
@@ -313,30 +476,69 @@ void vfio_user_conn_start(struct vfio_user_conn *conn);
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
 void vfio_user_conn_stop(struct vfio_user_conn *conn);
-void vfio_user_conn_stop_waiters(struct vfio_user_conn *conn);
+void vfio_user_conn_put(struct vfio_user_conn *conn);
 bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len);
-int vfio_user_send_sync(struct vfio_user_conn *conn, u16 command,
-			const void *payload, size_t len,
-			const void *data, size_t data_len,
-			const int *fds, unsigned int nr_fds,
-			void *reply, size_t reply_min, size_t reply_max);
+struct vfio_user_req *vfio_user_req_alloc(const struct vfio_user_call *call);
+void *vfio_user_req_data(struct vfio_user_req *req);
+int vfio_user_req_run(struct vfio_user_conn *conn, struct vfio_user_req *req);
+void vfio_user_req_put(struct vfio_user_req *req);
+int vfio_user_call(struct vfio_user_conn *conn,
+		   const struct vfio_user_call *call);
 int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
-			 int error, const void *payload, size_t len,
-			 const void *data, size_t data_len);
+			 int error, const void *payload, size_t len);
 int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
-			       u16 command, struct bio_vec *bv,
-			       unsigned int nr_bv, size_t size);
+			       u16 command, struct vfio_user_dma_pages *dp,
+			       size_t size);
+
+/* version.c; vfio_user_parse_version_json() (json.c) is in caps.h */
+int vfio_user_negotiate(struct vfio_user_conn *conn);
+
+/* info.c */
+/**
+ * struct vfio_user_info - what attach learns from the server before it
+ * publishes the connection
+ * @flags: VFIO_DEVICE_FLAGS_* we pass on
+ * @num_regions: entries in @regions
+ * @regions: region info and validated capability chains
+ * @irqs: IRQ info per VFIO PCI index
+ */
+struct vfio_user_info {
+	u32 flags;
+	u32 num_regions;
+	struct vfio_user_region *regions;
+	struct vfio_user_irq irqs[VFIO_PCI_NUM_IRQS];
+};
+
+void vfio_user_free_regions(struct vfio_user_region *regions, u32 n);
+int vfio_user_fetch_info(struct vfio_user_conn *conn,
+			 struct vfio_user_info *info);
+void vfio_user_info_free(struct vfio_user_info *info);
+bool vfio_user_same_shape(struct vfio_user_device *udev,
+			  struct vfio_user_info *info);
 
 /* dma.c */
 struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size);
+void vfio_user_dma_pages_free(struct vfio_user_dma_pages *dp);
+void vfio_user_cmds_init(struct vfio_user_conn *conn);
+struct vfio_user_cmd *vfio_user_cmd_alloc(struct vfio_user_conn *conn,
+					  const struct vfio_user_hdr *hdr,
+					  size_t len);
+void vfio_user_cmd_iter(struct vfio_user_cmd *cmd, size_t got,
+			struct iov_iter *iter, struct kvec *kv);
+void vfio_user_cmd_queue(struct vfio_user_conn *conn,
+			 struct vfio_user_cmd *cmd);
+bool vfio_user_cmds_full(struct vfio_user_conn *conn);
 void vfio_user_cmd_free(struct vfio_user_cmd *cmd);
-void vfio_user_cmd_work(struct work_struct *work);
+void vfio_user_cmds_stop(struct vfio_user_conn *conn);
 int vfio_user_dma_announce(struct vfio_user_conn *conn);
 
 /* irq.c */
 long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg);
 int vfio_user_irqs_replay(struct vfio_user_device *udev,
 			  struct vfio_user_conn *conn);
+u64 vfio_user_irqs_gen(struct vfio_user_device *udev);
+int vfio_user_irqs_take(struct vfio_user_device *udev,
+			struct vfio_user_irq *irqs);
 void vfio_user_irqs_release(struct vfio_user_device *udev);
 void vfio_user_irqs_free(struct vfio_user_device *udev);
 
