@@ -729,6 +729,8 @@ int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 	if (ret)
 		goto err_conn;
 	WRITE_ONCE(conn->attach_deadline, 0);
+	/* An EOI the consumer signalled while no server was there. */
+	vfio_user_irqs_unmask_kick(udev);
 	dev_info(vfio_user_dev(udev),
 		 "attached to %s: vfio-user %u.%u, %u regions, max_data_xfer_size %u, max_msg_fds %u\n",
 		 path, VFIO_USER_MAJOR, conn->caps.minor, udev->num_regions,

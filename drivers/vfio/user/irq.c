@@ -18,6 +18,7 @@
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/nospec.h>
+#include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/vfio.h>
 
@@ -143,6 +144,215 @@ static int vfio_user_set_req(struct vfio_user_device *udev,
 	return 0;
 }
 
+/*
+ * INTx unmask eventfds. In VFIO the consumer signals an unmask eventfd
+ * (KVM's resamplefd, at the guest's EOI) and the device unmasks INTx; the
+ * vfio-user spec has the server signal such an eventfd instead, and
+ * libvfio-user ignores it. So the module keeps VFIO's meaning itself: it
+ * waits on the consumer's eventfd and, each time it is signalled, sends
+ * the server an fd-less SET_IRQS ACTION_UNMASK for INTx vector 0.
+ */
+struct vfio_user_unmask {
+	struct kref ref;
+	struct vfio_user_device *udev;
+	struct eventfd_ctx *ctx;
+	wait_queue_entry_t wait;
+	poll_table pt;
+	struct work_struct work;
+};
+
+static void vfio_user_unmask_release(struct kref *ref)
+{
+	struct vfio_user_unmask *um = container_of(ref, struct vfio_user_unmask,
+						   ref);
+
+	eventfd_ctx_put(um->ctx);
+	put_device(&um->udev->vdev.device);
+	kfree(um);
+}
+
+/* Sends the unmask; never takes irq_lock, never waits for a writer. */
+static void vfio_user_unmask_work(struct work_struct *work)
+{
+	struct vfio_user_unmask *um = container_of(work, struct vfio_user_unmask,
+						   work);
+	struct vfio_user_device *udev = um->udev;
+
+	if (down_read_trylock(&udev->conn_sem)) {
+		if (udev->conn && !vfio_user_conn_dead(udev->conn, NULL, 0))
+			vfio_user_send_irq_set(udev->conn, VFIO_IRQ_SET_DATA_NONE |
+					       VFIO_IRQ_SET_ACTION_UNMASK,
+					       VFIO_PCI_INTX_IRQ_INDEX, 0, 1,
+					       NULL, 0, NULL, 0);
+		up_read(&udev->conn_sem);
+	}
+	kref_put(&um->ref, vfio_user_unmask_release);
+}
+
+static void vfio_user_unmask_kick(struct vfio_user_unmask *um)
+{
+	kref_get(&um->ref);
+	if (!queue_work(vfio_user_wq, &um->work))
+		kref_put(&um->ref, vfio_user_unmask_release);
+}
+
+/* The eventfd's wakeup, with its wait queue's lock held: atomic. */
+static int vfio_user_unmask_wakeup(wait_queue_entry_t *wait, unsigned int mode,
+				   int sync, void *key)
+{
+	struct vfio_user_unmask *um = container_of(wait, struct vfio_user_unmask,
+						   wait);
+	u64 cnt;
+
+	if (key_to_poll(key) & EPOLLIN) {
+		eventfd_ctx_do_read(um->ctx, &cnt);
+		vfio_user_unmask_kick(um);
+	}
+	return 0;
+}
+
+static void vfio_user_unmask_queue(struct file *file, wait_queue_head_t *wqh,
+				   poll_table *pt)
+{
+	struct vfio_user_unmask *um = container_of(pt, struct vfio_user_unmask,
+						   pt);
+
+	add_wait_queue(wqh, &um->wait);
+}
+
+/* Stops waiting on the consumer's unmask eventfd; irq_lock held. */
+static void vfio_user_unmask_stop(struct vfio_user_device *udev)
+{
+	struct vfio_user_unmask *um = udev->unmask;
+	u64 cnt;
+
+	lockdep_assert_held(&udev->irq_lock);
+
+	if (!um)
+		return;
+	udev->unmask = NULL;
+	eventfd_ctx_remove_wait_queue(um->ctx, &um->wait, &cnt);
+	if (cancel_work(&um->work))
+		kref_put(&um->ref, vfio_user_unmask_release);
+	kref_put(&um->ref, vfio_user_unmask_release);
+}
+
+/* Waits on @fd, the consumer's INTx unmask eventfd; irq_lock held. */
+static int vfio_user_unmask_start(struct vfio_user_device *udev, s32 fd)
+{
+	struct vfio_user_unmask *um;
+	struct file *file;
+	__poll_t events;
+	int ret = 0;
+
+	lockdep_assert_held(&udev->irq_lock);
+
+	vfio_user_unmask_stop(udev);
+	if (fd < 0)
+		return 0;
+	file = fget(fd);
+	if (!file)
+		return -EBADF;
+	um = kzalloc(sizeof(*um), GFP_KERNEL);
+	if (!um) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	um->ctx = eventfd_ctx_fileget(file);
+	if (IS_ERR(um->ctx)) {
+		ret = PTR_ERR(um->ctx);
+		kfree(um);
+		goto out;
+	}
+	kref_init(&um->ref);
+	um->udev = udev;
+	get_device(&udev->vdev.device);
+	INIT_WORK(&um->work, vfio_user_unmask_work);
+	init_waitqueue_func_entry(&um->wait, vfio_user_unmask_wakeup);
+	init_poll_funcptr(&um->pt, vfio_user_unmask_queue);
+	udev->unmask = um;
+	events = vfs_poll(file, &um->pt);
+	/* Signalled before we looked: an unmask is due now. */
+	if (events & EPOLLIN)
+		vfio_user_unmask_kick(um);
+out:
+	fput(file);
+	return ret;
+}
+
+/**
+ * vfio_user_irqs_unmask_kick() - send an INTx unmask after a re-attach
+ * @udev: the device
+ *
+ * The consumer may have signalled its unmask eventfd while no server was
+ * there to tell. Unmasking an unmasked INTx is harmless.
+ *
+ * Context: process context; waits killably for a SET_IRQS in progress.
+ */
+void vfio_user_irqs_unmask_kick(struct vfio_user_device *udev)
+{
+	if (mutex_lock_killable(&udev->irq_lock))
+		return;
+	if (udev->unmask)
+		vfio_user_unmask_kick(udev->unmask);
+	mutex_unlock(&udev->irq_lock);
+}
+
+/*
+ * DATA_EVENTFD with ACTION_TRIGGER: the files are taken first (the consumer
+ * may close the fds), kept for a re-attach once the server has them.
+ */
+static int vfio_user_set_trigger_fds(struct vfio_user_device *udev,
+				     struct vfio_user_conn *conn,
+				     struct vfio_irq_set *hdr, const s32 *fds)
+{
+	struct vfio_user_irq *irq = &udev->irqs[hdr->index];
+	struct file **files;
+	int ret = 0;
+	u32 i;
+
+	files = kcalloc(hdr->count, sizeof(*files), GFP_KERNEL);
+	if (!files)
+		return -ENOMEM;
+	for (i = 0; i < hdr->count; i++) {
+		if (fds[i] < 0)
+			continue;
+		files[i] = eventfd_fget(fds[i]);
+		if (IS_ERR(files[i])) {
+			ret = PTR_ERR(files[i]);
+			files[i] = NULL;
+			break;
+		}
+	}
+	if (!ret)
+		ret = vfio_user_send_eventfds(conn, hdr->flags, hdr->index,
+					      hdr->start, hdr->count, fds);
+	if (!ret) {
+		vfio_user_set_triggers(udev, irq, hdr->start, hdr->count, files);
+	} else {
+		for (i = 0; i < hdr->count; i++)
+			if (files[i])
+				fput(files[i]);
+	}
+	kfree(files);
+	return ret;
+}
+
+/*
+ * DATA_EVENTFD with ACTION_MASK or _UNMASK: as vfio-pci, only an INTx
+ * unmask eventfd exists; it stays in the module (see above).
+ */
+static int vfio_user_set_mask_fds(struct vfio_user_device *udev,
+				  struct vfio_irq_set *hdr, const s32 *fds)
+{
+	if (hdr->index != VFIO_PCI_INTX_IRQ_INDEX ||
+	    !(hdr->flags & VFIO_IRQ_SET_ACTION_UNMASK))
+		return -ENOTTY;
+	if (hdr->start || hdr->count != 1)
+		return -EINVAL;
+	return vfio_user_unmask_start(udev, fds[0]);
+}
+
 /**
  * vfio_user_set_irqs() - VFIO_DEVICE_SET_IRQS
  * @udev: the device
@@ -159,7 +369,7 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 	struct vfio_irq_set hdr;
 	struct vfio_user_irq *irq;
 	size_t data_size = 0;
-	u32 type, index, i;
+	u32 type, index;
 	u8 *data = NULL;
 	int ret;
 
@@ -168,6 +378,7 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 	if (hdr.argsz < minsz || hdr.index >= VFIO_PCI_NUM_IRQS)
 		return -EINVAL;
 	index = array_index_nospec(hdr.index, VFIO_PCI_NUM_IRQS);
+	hdr.index = index;
 	irq = &udev->irqs[index];
 	ret = vfio_set_irqs_validate_and_prepare(&hdr, irq->count,
 						 VFIO_PCI_NUM_IRQS, &data_size);
@@ -190,62 +401,19 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 
 	if (type == VFIO_IRQ_SET_DATA_EVENTFD &&
 	    (hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER)) {
-		const s32 *fds = (const s32 *)data;
-		struct file **files;
-
-		/* Take the files first: the consumer may close the fds. */
-		files = kcalloc(hdr.count, sizeof(*files), GFP_KERNEL);
-		if (!files) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		for (i = 0; i < hdr.count; i++) {
-			if (fds[i] < 0)
-				continue;
-			files[i] = eventfd_fget(fds[i]);
-			if (IS_ERR(files[i])) {
-				ret = PTR_ERR(files[i]);
-				files[i] = NULL;
-				break;
-			}
-		}
-		if (!ret)
-			ret = vfio_user_send_eventfds(conn, hdr.flags, index,
-						      hdr.start, hdr.count, fds);
-		if (!ret) {
-			vfio_user_set_triggers(udev, irq, hdr.start, hdr.count,
-					       files);
-		} else {
-			for (i = 0; i < hdr.count; i++)
-				if (files[i])
-					fput(files[i]);
-		}
-		kfree(files);
+		ret = vfio_user_set_trigger_fds(udev, conn, &hdr,
+						(const s32 *)data);
 	} else if (type == VFIO_IRQ_SET_DATA_EVENTFD) {
-		/* Eventfds for mask/unmask: pass through, no replay. */
-		const s32 *fds = (const s32 *)data;
-
-		/* Only eventfds go to the server, as for triggers. */
-		for (i = 0; i < hdr.count && !ret; i++) {
-			struct file *file;
-
-			if (fds[i] < 0)
-				continue;
-			file = eventfd_fget(fds[i]);
-			if (IS_ERR(file))
-				ret = PTR_ERR(file);
-			else
-				fput(file);
-		}
-		if (!ret)
-			ret = vfio_user_send_eventfds(conn, hdr.flags, index,
-						      hdr.start, hdr.count, fds);
+		ret = vfio_user_set_mask_fds(udev, &hdr, (const s32 *)data);
 	} else {
 		ret = vfio_user_send_irq_set(conn, hdr.flags, index, hdr.start,
 					     hdr.count, data, data_size, NULL, 0);
 		if (!ret && type == VFIO_IRQ_SET_DATA_NONE && !hdr.count &&
-		    (hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER))
+		    (hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER)) {
 			vfio_user_drop_triggers(udev, irq, 0, irq->count);
+			if (index == VFIO_PCI_INTX_IRQ_INDEX)
+				vfio_user_unmask_stop(udev);
+		}
 	}
 out:
 	mutex_unlock(&udev->irq_lock);
@@ -446,6 +614,7 @@ void vfio_user_irqs_release(struct vfio_user_device *udev)
 					       index, 0, 0, NULL, 0, NULL, 0);
 		vfio_user_drop_triggers(udev, irq, 0, irq->count);
 	}
+	vfio_user_unmask_stop(udev);
 	mutex_unlock(&udev->irq_lock);
 }
 
@@ -457,6 +626,9 @@ void vfio_user_irqs_release(struct vfio_user_device *udev)
  */
 void vfio_user_irqs_free(struct vfio_user_device *udev)
 {
+	mutex_lock(&udev->irq_lock);
+	vfio_user_unmask_stop(udev);
+	mutex_unlock(&udev->irq_lock);
 	vfio_user_irqs_put(udev->irqs);
 	udev->irqs = NULL;
 }

@@ -335,6 +335,47 @@ static void vfio_user_tx_done(struct vfio_user_conn *conn,
 	req->tx_state = VFIO_USER_TX_SENT;
 }
 
+/* Drops what is left to send on a dead connection. */
+static void vfio_user_tx_drop(struct vfio_user_conn *conn)
+{
+	struct vfio_user_req *req;
+	LIST_HEAD(drop);
+
+	spin_lock(&conn->lock);
+	list_for_each_entry(req, &conn->tx_list, tx_node)
+		req->tx_state = VFIO_USER_TX_SENT;
+	list_splice_init(&conn->tx_list, &drop);
+	spin_unlock(&conn->lock);
+	while (!list_empty(&drop)) {
+		req = list_first_entry(&drop, struct vfio_user_req, tx_node);
+		list_del_init(&req->tx_node);
+		vfio_user_req_put(req);		/* the list's */
+	}
+	wake_up_all(&conn->tx_wait);
+}
+
+/*
+ * The socket refused @req's fds before a byte went out (a consumer closed
+ * them): the stream is intact, the request fails with @err.
+ */
+static void vfio_user_tx_refused(struct vfio_user_conn *conn,
+				 struct vfio_user_req *req, int err)
+{
+	bool untabled;
+
+	spin_lock(&conn->lock);
+	vfio_user_tx_done(conn, req);
+	untabled = xa_load(&conn->reqs, req->msg_id) == req;
+	if (untabled) {
+		xa_erase(&conn->reqs, req->msg_id);
+		vfio_user_req_finish(conn, req, err);
+	}
+	spin_unlock(&conn->lock);
+	if (untabled)
+		vfio_user_req_put(req);		/* the table's */
+	vfio_user_req_put(req);			/* the list's */
+}
+
 /*
  * Sends what it can of tx_list, in order, never blocking. Returns 0 when
  * the list is empty, -EAGAIN when the socket is full or the next request
@@ -352,19 +393,8 @@ static int vfio_user_tx_some(struct vfio_user_conn *conn)
 	for (;;) {
 		spin_lock(&conn->lock);
 		if (conn->dead) {
-			LIST_HEAD(drop);
-
-			list_for_each_entry(req, &conn->tx_list, tx_node)
-				req->tx_state = VFIO_USER_TX_SENT;
-			list_splice_init(&conn->tx_list, &drop);
 			spin_unlock(&conn->lock);
-			while (!list_empty(&drop)) {
-				req = list_first_entry(&drop, struct vfio_user_req,
-						       tx_node);
-				list_del_init(&req->tx_node);
-				vfio_user_req_put(req);	/* the list's */
-			}
-			wake_up_all(&conn->tx_wait);
+			vfio_user_tx_drop(conn);
 			return -EIO;
 		}
 		req = list_first_entry_or_null(&conn->tx_list,
@@ -390,19 +420,7 @@ static int vfio_user_tx_some(struct vfio_user_conn *conn)
 			/* Fds the submitter closed: nothing went out. */
 			if (!req->tx_off && req->nr_fds &&
 			    (ret == -EBADF || ret == -EINVAL)) {
-				bool untabled;
-
-				spin_lock(&conn->lock);
-				vfio_user_tx_done(conn, req);
-				untabled = xa_load(&conn->reqs, req->msg_id) == req;
-				if (untabled) {
-					xa_erase(&conn->reqs, req->msg_id);
-					vfio_user_req_finish(conn, req, ret);
-				}
-				spin_unlock(&conn->lock);
-				if (untabled)
-					vfio_user_req_put(req);	/* the table's */
-				vfio_user_req_put(req);	/* the list's */
+				vfio_user_tx_refused(conn, req, ret);
 				continue;
 			}
 			vfio_user_conn_broken(conn, "send of command %u failed (%d)",
@@ -441,13 +459,23 @@ static void vfio_user_tx_kick(struct vfio_user_conn *conn)
 	queue_work(vfio_user_wq, &conn->send_work);
 }
 
+/*
+ * Whether a request with fds is on its way: its first bytes (with the fds)
+ * are out, so anyone may send the rest. Its submitter alone sends those.
+ */
+static bool vfio_user_tx_started(struct vfio_user_req *req)
+{
+	return READ_ONCE(req->tx_off) ||
+	       READ_ONCE(req->tx_state) == VFIO_USER_TX_SENT;
+}
+
 /* Whether a blocked submitter of fds should look again. */
 static bool vfio_user_tx_ready(struct vfio_user_conn *conn,
 			       struct vfio_user_req *req)
 {
 	struct sock *sk = conn->sock->sk;
 
-	return READ_ONCE(conn->dead) || READ_ONCE(req->tx_state) >= VFIO_USER_TX_SENDING ||
+	return READ_ONCE(conn->dead) || vfio_user_tx_started(req) ||
 	       sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2;
 }
 
@@ -467,7 +495,7 @@ static int vfio_user_tx_start_fds(struct vfio_user_conn *conn,
 			return -EINTR;
 		ret = vfio_user_tx_some(conn);
 		mutex_unlock(&conn->send_mutex);
-		if (READ_ONCE(req->tx_state) >= VFIO_USER_TX_SENDING) {
+		if (vfio_user_tx_started(req)) {
 			if (ret == -EAGAIN)
 				queue_work(vfio_user_wq, &conn->send_work);
 			return 0;
@@ -516,6 +544,59 @@ static int vfio_user_rx_bytes(struct vfio_user_conn *conn,
 	return ret;
 }
 
+/* A reply's header: find its request and check it against what it asked. */
+static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
+				    u16 command, u32 flags, size_t len)
+{
+	struct vfio_user_req *req;
+	u16 sent;
+
+	spin_lock(&conn->lock);
+	req = xa_load(&conn->reqs, msg_id);
+	sent = req ? req->command : 0;
+	/* The table keeps it; the receiver's own reference for the payload. */
+	if (req && sent == command)
+		kref_get(&req->ref);
+	spin_unlock(&conn->lock);
+
+	if (!req) {
+		vfio_user_conn_broken(conn,
+				      "reply with unknown msg_id %u (command %u)",
+				      msg_id, command);
+		return -EPROTO;
+	}
+	if (sent != command) {
+		vfio_user_conn_broken(conn,
+				      "reply to msg_id %u is for command %u, sent %u",
+				      msg_id, command, sent);
+		return -EPROTO;
+	}
+	conn->rx_req = req;
+
+	if (flags & VFIO_USER_F_ERROR) {
+		u32 err = le32_to_cpu(conn->rx_hdr.error_no);
+
+		if (!vfio_user_errno_ok(err) ||
+		    len > VFIO_USER_MAX_ERROR_PAYLOAD) {
+			vfio_user_conn_broken(conn,
+					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
+					      msg_id, command, err, len);
+			return -EPROTO;
+		}
+		conn->rx_state = VFIO_USER_RX_DISCARD;
+		return 0;
+	}
+	if (len < req->reply_min || len > req->reply_max) {
+		vfio_user_conn_broken(conn,
+				      "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
+				      msg_id, command, len, req->reply_min,
+				      req->reply_max);
+		return -EPROTO;
+	}
+	conn->rx_state = VFIO_USER_RX_REPLY;
+	return 0;
+}
+
 /* A header is complete: check it and decide where its payload goes. */
 static int vfio_user_rx_start(struct vfio_user_conn *conn)
 {
@@ -524,9 +605,8 @@ static int vfio_user_rx_start(struct vfio_user_conn *conn)
 	u16 command = le16_to_cpu(hdr->command);
 	u32 size = le32_to_cpu(hdr->size);
 	u32 flags = le32_to_cpu(hdr->flags);
-	struct vfio_user_req *req;
+	struct vfio_user_cmd *cmd;
 	size_t len;
-	u16 sent;
 
 	if (size < sizeof(*hdr) || size - sizeof(*hdr) > conn->max_payload) {
 		vfio_user_conn_broken(conn,
@@ -554,59 +634,14 @@ static int vfio_user_rx_start(struct vfio_user_conn *conn)
 	conn->rx_len = len;
 	conn->rx_got = 0;
 
-	if ((flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_COMMAND) {
-		struct vfio_user_cmd *cmd = vfio_user_cmd_alloc(conn, hdr, len);
-
-		if (IS_ERR(cmd))
-			return PTR_ERR(cmd);
-		conn->rx_cmd = cmd;
-		conn->rx_state = VFIO_USER_RX_CMD;
-		return 0;
-	}
-
-	spin_lock(&conn->lock);
-	req = xa_load(&conn->reqs, msg_id);
-	sent = req ? req->command : 0;
-	/* The table keeps it; the receiver's own reference for the payload. */
-	if (req && sent == command)
-		kref_get(&req->ref);
-	spin_unlock(&conn->lock);
-
-	if (!req) {
-		vfio_user_conn_broken(conn,
-				      "reply with unknown msg_id %u (command %u)",
-				      msg_id, command);
-		return -EPROTO;
-	}
-	if (sent != command) {
-		vfio_user_conn_broken(conn,
-				      "reply to msg_id %u is for command %u, sent %u",
-				      msg_id, command, sent);
-		return -EPROTO;
-	}
-	conn->rx_req = req;
-
-	if (flags & VFIO_USER_F_ERROR) {
-		u32 err = le32_to_cpu(hdr->error_no);
-
-		if (!vfio_user_errno_ok(err) ||
-		    len > VFIO_USER_MAX_ERROR_PAYLOAD) {
-			vfio_user_conn_broken(conn,
-					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
-					      msg_id, command, err, len);
-			return -EPROTO;
-		}
-		conn->rx_state = VFIO_USER_RX_DISCARD;
-		return 0;
-	}
-	if (len < req->reply_min || len > req->reply_max) {
-		vfio_user_conn_broken(conn,
-				      "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
-				      msg_id, command, len, req->reply_min,
-				      req->reply_max);
-		return -EPROTO;
-	}
-	conn->rx_state = VFIO_USER_RX_REPLY;
+	if ((flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_REPLY)
+		return vfio_user_rx_start_reply(conn, msg_id, command, flags,
+						len);
+	cmd = vfio_user_cmd_alloc(conn, hdr, len);
+	if (IS_ERR(cmd))
+		return PTR_ERR(cmd);
+	conn->rx_cmd = cmd;
+	conn->rx_state = VFIO_USER_RX_CMD;
 	return 0;
 }
 
@@ -1142,6 +1177,56 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
  * Setting up and tearing down
  */
 
+/* Takes the socket's callbacks: from now on the connection reads it. */
+static void vfio_user_conn_hook(struct vfio_user_conn *conn)
+{
+	struct sock *sk = conn->sock->sk;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	conn->saved_data_ready = sk->sk_data_ready;
+	conn->saved_state_change = sk->sk_state_change;
+	conn->saved_write_space = sk->sk_write_space;
+	sk->sk_user_data = conn;
+	sk->sk_data_ready = vfio_user_data_ready;
+	sk->sk_state_change = vfio_user_state_change;
+	sk->sk_write_space = vfio_user_write_space;
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev,
+						   unsigned int timeout_ms)
+{
+	struct vfio_user_conn *conn;
+
+	conn = kzalloc(sizeof(*conn), GFP_KERNEL);
+	if (!conn)
+		return NULL;
+	kref_init(&conn->ref);
+	conn->udev = udev;
+	conn->timeout = msecs_to_jiffies(timeout_ms);
+	conn->attach_deadline = jiffies + conn->timeout;
+	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
+	conn->max_xfer = READ_ONCE(vfio_user_max_xfer);	/* what we announce */
+	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
+	conn->caps.max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS;
+	conn->caps.pgsizes = PAGE_SIZE;
+	/* Until VERSION is done: a VERSION reply at most. */
+	conn->max_payload = sizeof(struct vfio_user_version) +
+			    VFIO_USER_MAX_VERSION_JSON;
+	spin_lock_init(&conn->lock);
+	xa_init_flags(&conn->reqs, XA_FLAGS_ALLOC);
+	INIT_LIST_HEAD(&conn->tx_list);
+	mutex_init(&conn->send_mutex);
+	INIT_WORK(&conn->send_work, vfio_user_send_work);
+	init_waitqueue_head(&conn->tx_wait);
+	mutex_init(&conn->recv_mutex);
+	INIT_WORK(&conn->recv_work, vfio_user_recv_work);
+	init_waitqueue_head(&conn->rx_wait);
+	vfio_user_cmds_init(conn);
+
+	return conn;
+}
+
 /**
  * vfio_user_conn_connect() - connect to a server
  * @udev: the device
@@ -1172,31 +1257,9 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 		return ERR_PTR(-EINVAL);
 	memcpy(addr.sun_path, path, plen);
 
-	conn = kzalloc(sizeof(*conn), GFP_KERNEL);
+	conn = vfio_user_conn_alloc(udev, timeout_ms);
 	if (!conn)
 		return ERR_PTR(-ENOMEM);
-	kref_init(&conn->ref);
-	conn->udev = udev;
-	conn->timeout = msecs_to_jiffies(timeout_ms);
-	conn->attach_deadline = jiffies + conn->timeout;
-	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
-	conn->max_xfer = READ_ONCE(vfio_user_max_xfer);	/* what we announce */
-	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
-	conn->caps.max_dma_maps = VFIO_USER_DEF_MAX_DMA_MAPS;
-	conn->caps.pgsizes = PAGE_SIZE;
-	/* Until VERSION is done: a VERSION reply at most. */
-	conn->max_payload = sizeof(struct vfio_user_version) +
-			    VFIO_USER_MAX_VERSION_JSON;
-	spin_lock_init(&conn->lock);
-	xa_init_flags(&conn->reqs, XA_FLAGS_ALLOC);
-	INIT_LIST_HEAD(&conn->tx_list);
-	mutex_init(&conn->send_mutex);
-	INIT_WORK(&conn->send_work, vfio_user_send_work);
-	init_waitqueue_head(&conn->tx_wait);
-	mutex_init(&conn->recv_mutex);
-	INIT_WORK(&conn->recv_work, vfio_user_recv_work);
-	init_waitqueue_head(&conn->rx_wait);
-	vfio_user_cmds_init(conn);
 
 	ret = sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM, 0, &conn->sock);
 	if (ret)
@@ -1213,15 +1276,7 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 		goto err_sock;
 	}
 
-	write_lock_bh(&sk->sk_callback_lock);
-	conn->saved_data_ready = sk->sk_data_ready;
-	conn->saved_state_change = sk->sk_state_change;
-	conn->saved_write_space = sk->sk_write_space;
-	sk->sk_user_data = conn;
-	sk->sk_data_ready = vfio_user_data_ready;
-	sk->sk_state_change = vfio_user_state_change;
-	sk->sk_write_space = vfio_user_write_space;
-	write_unlock_bh(&sk->sk_callback_lock);
+	vfio_user_conn_hook(conn);
 
 	return conn;
 
@@ -1238,6 +1293,8 @@ static void vfio_user_conn_release(struct kref *ref)
 	struct vfio_user_conn *conn = container_of(ref, struct vfio_user_conn,
 						   ref);
 
+	/* Dead before it was stopped: nothing may enter the table since. */
+	WARN_ON_ONCE(!xa_empty(&conn->reqs));
 	sock_release(conn->sock);
 	xa_destroy(&conn->reqs);
 	mutex_destroy(&conn->recv_mutex);
@@ -1299,5 +1356,4 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 	mutex_lock(&conn->recv_mutex);
 	vfio_user_rx_reset(conn);
 	mutex_unlock(&conn->recv_mutex);
-	WARN_ON_ONCE(!xa_empty(&conn->reqs));
 }

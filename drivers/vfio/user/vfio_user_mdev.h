@@ -414,6 +414,8 @@ struct vfio_user_irq {
  *	readers that must not sleep (vfio_user_request())
  * @irqs: cached IRQ info and the consumer's eventfds, under @irq_lock
  *	(writers also take @trig_lock)
+ * @unmask: the module's wait on the consumer's INTx unmask eventfd, or
+ *	NULL; under @irq_lock
  * @irq_gen: bumped by every change of the consumer's eventfds, under
  *	@trig_lock; an attach replaying them checks it before publishing
  * @dma_sem: readers: DMA served to the server; writer: open/close
@@ -444,6 +446,7 @@ struct vfio_user_device {
 	spinlock_t trig_lock;		/* irqs pointer, triggers, irq_gen */
 	struct vfio_user_irq *irqs;
 	u64 irq_gen;
+	struct vfio_user_unmask *unmask;
 
 	struct rw_semaphore dma_sem;
 	bool dma_enabled;
@@ -537,6 +540,7 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg);
 int vfio_user_irqs_replay(struct vfio_user_device *udev,
 			  struct vfio_user_conn *conn);
 u64 vfio_user_irqs_gen(struct vfio_user_device *udev);
+void vfio_user_irqs_unmask_kick(struct vfio_user_device *udev);
 int vfio_user_irqs_take(struct vfio_user_device *udev,
 			struct vfio_user_irq *irqs);
 void vfio_user_irqs_release(struct vfio_user_device *udev);
