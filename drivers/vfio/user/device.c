@@ -683,8 +683,8 @@ static int vfio_user_attach_conn(struct vfio_user_device *udev,
  * Context: process context of the sysfs writer (its fd table is used to
  * pass eventfds). Sleeps killably.
  * Return: 0 or a negative errno; on error the device is detached:
- * -ECANCELED when a detach or remove aborted it, -ENODEV when the device
- * is being removed.
+ * -ECANCELED when a detach aborted it, -ENODEV when the device is being
+ * removed.
  */
 int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 {
@@ -749,8 +749,11 @@ err_conn:
 	vfio_user_conn_stop(conn);
 	vfio_user_conn_put(conn);
 	if (aborted) {
-		dev_info(vfio_user_dev(udev), "attach to %s aborted\n", path);
-		ret = -ECANCELED;
+		spin_lock(&udev->state_lock);
+		ret = udev->removed ? -ENODEV : -ECANCELED;
+		spin_unlock(&udev->state_lock);
+		dev_info(vfio_user_dev(udev), "attach to %s aborted by a %s\n",
+			 path, ret == -ENODEV ? "removal" : "detach");
 	}
 err_detached:
 	vfio_user_info_free(&info);

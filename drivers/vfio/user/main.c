@@ -117,8 +117,13 @@ static int vfio_user_probe(struct mdev_device *mdev)
 	ret = vfio_register_emulated_iommu_dev(&udev->vdev);
 	if (ret)
 		goto err_put;
+	ret = sysfs_create_group(&mdev->dev.kobj, &vfio_user_dev_group);
+	if (ret)
+		goto err_unregister;
 	return 0;
 
+err_unregister:
+	vfio_unregister_group_dev(&udev->vdev);
 err_put:
 	vfio_put_device(&udev->vdev);
 	return ret;
@@ -138,6 +143,7 @@ static void vfio_user_remove(struct mdev_device *mdev)
 
 	/* An attach in progress ends before anything waits for it. */
 	vfio_user_abort_attach(udev, true);
+	sysfs_remove_group(&mdev->dev.kobj, &vfio_user_dev_group);
 	vfio_unregister_group_dev(&udev->vdev);
 	vfio_user_detach(udev, true);
 	vfio_put_device(&udev->vdev);
@@ -155,7 +161,6 @@ static struct mdev_driver vfio_user_driver = {
 		.name = VFIO_USER_NAME,
 		.owner = THIS_MODULE,
 		.mod_name = KBUILD_MODNAME,
-		.dev_groups = vfio_user_dev_groups,
 	},
 	.probe = vfio_user_probe,
 	.remove = vfio_user_remove,

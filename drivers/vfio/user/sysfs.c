@@ -59,15 +59,11 @@ static ssize_t socket_show(struct device *dev, struct device_attribute *attr,
 /*
  * Attaching runs in the writer's context: the path resolves in its mount
  * namespace and root, and its fd table carries eventfds on a re-attach.
- * The write steps out of sysfs' active protection while it waits on the
- * server, so that removing the mdev does not wait for it: the removal
- * aborts the attach instead. The references keep the device meanwhile.
  */
 static ssize_t socket_store(struct device *dev, struct device_attribute *attr,
 			    const char *buf, size_t count)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
-	struct kernfs_node *kn;
 	char *path;
 	int ret;
 
@@ -77,22 +73,12 @@ static ssize_t socket_store(struct device *dev, struct device_attribute *attr,
 	if (!path)
 		return -ENOMEM;
 	strim(path);
-	if (strlen(path) >= UNIX_PATH_MAX) {
-		kfree(path);
-		return -ENAMETOOLONG;
-	}
-
-	get_device(dev);
-	get_device(&udev->vdev.device);
-	kn = sysfs_break_active_protection(&dev->kobj, &attr->attr);
 	if (!*path)
 		ret = vfio_user_detach(udev, false);
+	else if (strlen(path) >= UNIX_PATH_MAX)
+		ret = -ENAMETOOLONG;
 	else
 		ret = vfio_user_attach(udev, path);
-	if (kn)
-		sysfs_unbreak_active_protection(kn);
-	put_device(&udev->vdev.device);
-	put_device(dev);
 	kfree(path);
 	return ret ? ret : count;
 }
@@ -137,12 +123,12 @@ static struct attribute *vfio_user_dev_attrs[] = {
 	NULL,
 };
 
-static const struct attribute_group vfio_user_dev_group = {
+/*
+ * Created by probe and removed by remove itself, after it has aborted an
+ * attach in progress: removing the group waits for a socket write to
+ * return, which an aborted attach does at once.
+ */
+const struct attribute_group vfio_user_dev_group = {
 	.name = VFIO_USER_NAME,
 	.attrs = vfio_user_dev_attrs,
-};
-
-const struct attribute_group *vfio_user_dev_groups[] = {
-	&vfio_user_dev_group,
-	NULL,
 };

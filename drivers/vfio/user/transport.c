@@ -172,26 +172,18 @@ static void vfio_user_req_finish(struct vfio_user_conn *conn,
  * The broken transition
  */
 
-/**
- * vfio_user_conn_broken() - kill a connection, once
- * @conn: the connection
- * @fmt: printf format of the reason, shown in sysfs state and logged
- *
- * Idempotent: the first call records the reason, logs it (at debug level
- * when the end is deliberate: detach, remove), completes every request
- * awaiting a reply with -EIO, shuts the socket down and wakes everyone
- * who waits on it. Later consumer calls fail at once. The sleeping
- * teardown is left to vfio_user_conn_stop().
- *
- * Context: process context; takes conn->lock.
+/*
+ * The one way a connection dies: requests in flight fail with @err, -EIO
+ * or, when the receiver found the server violating the protocol, -EPROTO.
  */
-void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
+static __printf(3, 0)
+void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
+			     const char *fmt, va_list args)
 {
 	struct vfio_user_req *req, *put[16];
 	unsigned long id;
 	unsigned int n;
 	bool stopping;
-	va_list args;
 
 	spin_lock(&conn->lock);
 	if (conn->dead) {
@@ -200,9 +192,7 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	}
 	conn->dead = true;
 	stopping = conn->stopping;
-	va_start(args, fmt);
 	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
-	va_end(args);
 	spin_unlock(&conn->lock);
 
 	if (stopping)
@@ -218,7 +208,7 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 		spin_lock(&conn->lock);
 		xa_for_each(&conn->reqs, id, req) {
 			xa_erase(&conn->reqs, id);
-			vfio_user_req_finish(conn, req, -EIO);
+			vfio_user_req_finish(conn, req, err);
 			put[n++] = req;
 			if (n == ARRAY_SIZE(put))
 				break;
@@ -233,6 +223,39 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	wake_up_all(&conn->rx_wait);
 	/* Drops what is left to send. */
 	queue_work(vfio_user_wq, &conn->send_work);
+}
+
+/**
+ * vfio_user_conn_broken() - kill a connection, once
+ * @conn: the connection
+ * @fmt: printf format of the reason, shown in sysfs state and logged
+ *
+ * Idempotent: the first call records the reason, logs it (at debug level
+ * when the end is deliberate: detach, remove), completes every request
+ * awaiting a reply with -EIO, shuts the socket down and wakes everyone
+ * who waits on it. Later consumer calls fail at once. The sleeping
+ * teardown is left to vfio_user_conn_stop().
+ *
+ * Context: process context; takes conn->lock.
+ */
+void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	__vfio_user_conn_broken(conn, -EIO, fmt, args);
+	va_end(args);
+}
+
+/* The receiver found a violation: requests in flight fail with -EPROTO. */
+static __printf(2, 3)
+void vfio_user_rx_violation(struct vfio_user_conn *conn, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	__vfio_user_conn_broken(conn, -EPROTO, fmt, args);
+	va_end(args);
 }
 
 /**
@@ -560,15 +583,15 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 	spin_unlock(&conn->lock);
 
 	if (!req) {
-		vfio_user_conn_broken(conn,
-				      "reply with unknown msg_id %u (command %u)",
-				      msg_id, command);
+		vfio_user_rx_violation(conn,
+				       "reply with unknown msg_id %u (command %u)",
+				       msg_id, command);
 		return -EPROTO;
 	}
 	if (sent != command) {
-		vfio_user_conn_broken(conn,
-				      "reply to msg_id %u is for command %u, sent %u",
-				      msg_id, command, sent);
+		vfio_user_rx_violation(conn,
+				       "reply to msg_id %u is for command %u, sent %u",
+				       msg_id, command, sent);
 		return -EPROTO;
 	}
 	conn->rx_req = req;
@@ -578,19 +601,19 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 
 		if (!vfio_user_errno_ok(err) ||
 		    len > VFIO_USER_MAX_ERROR_PAYLOAD) {
-			vfio_user_conn_broken(conn,
-					      "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
-					      msg_id, command, err, len);
+			vfio_user_rx_violation(conn,
+					       "error reply to msg_id %u (command %u) with errno %u, %zu bytes",
+					       msg_id, command, err, len);
 			return -EPROTO;
 		}
 		conn->rx_state = VFIO_USER_RX_DISCARD;
 		return 0;
 	}
 	if (len < req->reply_min || len > req->reply_max) {
-		vfio_user_conn_broken(conn,
-				      "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
-				      msg_id, command, len, req->reply_min,
-				      req->reply_max);
+		vfio_user_rx_violation(conn,
+				       "reply to msg_id %u (command %u) has %zu bytes, expected %zu..%zu",
+				       msg_id, command, len, req->reply_min,
+				       req->reply_max);
 		return -EPROTO;
 	}
 	conn->rx_state = VFIO_USER_RX_REPLY;
@@ -609,25 +632,31 @@ static int vfio_user_rx_start(struct vfio_user_conn *conn)
 	size_t len;
 
 	if (size < sizeof(*hdr) || size - sizeof(*hdr) > conn->max_payload) {
-		vfio_user_conn_broken(conn,
-				      "message msg_id %u command %u has size %u, allowed 16..%zu",
-				      msg_id, command, size,
-				      conn->max_payload + sizeof(*hdr));
+		vfio_user_rx_violation(conn,
+				       "message msg_id %u command %u has size %u, allowed 16..%zu",
+				       msg_id, command, size,
+				       conn->max_payload + sizeof(*hdr));
 		return -EPROTO;
 	}
-	if ((flags & ~VFIO_USER_F_KNOWN) ||
-	    (flags & VFIO_USER_F_TYPE_MASK) > VFIO_USER_F_TYPE_REPLY) {
-		vfio_user_conn_broken(conn,
-				      "message msg_id %u command %u has flags %#x",
-				      msg_id, command, flags);
+	if ((flags & VFIO_USER_F_TYPE_MASK) > VFIO_USER_F_TYPE_REPLY) {
+		vfio_user_rx_violation(conn,
+				       "message msg_id %u command %u has type %u",
+				       msg_id, command,
+				       flags & VFIO_USER_F_TYPE_MASK);
+		return -EPROTO;
+	}
+	if (flags & ~VFIO_USER_F_KNOWN) {
+		vfio_user_rx_violation(conn,
+				       "message msg_id %u command %u has flags %#x (reserved bits)",
+				       msg_id, command, flags);
 		return -EPROTO;
 	}
 	if (!READ_ONCE(conn->versioned) &&
 	    ((flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY ||
 	     command != VFIO_USER_VERSION || msg_id)) {
-		vfio_user_conn_broken(conn,
-				      "expected VERSION reply, got command %u msg_id %u flags %#x",
-				      command, msg_id, flags);
+		vfio_user_rx_violation(conn,
+				       "expected VERSION reply, got command %u msg_id %u flags %#x",
+				       command, msg_id, flags);
 		return -EPROTO;
 	}
 	len = size - sizeof(*hdr);

@@ -547,6 +547,6 @@ void vfio_user_irqs_release(struct vfio_user_device *udev);
 void vfio_user_irqs_free(struct vfio_user_device *udev);
 
 /* sysfs.c */
-extern const struct attribute_group *vfio_user_dev_groups[];
+extern const struct attribute_group vfio_user_dev_group;
 
 #endif /* _VFIO_USER_MDEV_H */

@@ -562,6 +562,227 @@ TEST_F(client, dma_copy_with_msix)
 	munmap(buf, 2 * sz);
 }
 
+/* SET_IRQS of INTx vector 0 with one eventfd (-1: none) for @action. */
+static int intx_set_eventfd(int fd, uint32_t action, int efd)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *set = (void *)buf;
+
+	set->argsz = sizeof(buf);
+	set->flags = VFIO_IRQ_SET_DATA_EVENTFD | action;
+	set->index = VFIO_PCI_INTX_IRQ_INDEX;
+	set->start = 0;
+	set->count = 1;
+	memcpy(set->data, &efd, sizeof(efd));
+	return ioctl(fd, VFIO_DEVICE_SET_IRQS, set) ? -errno : 0;
+}
+
+/* SET_IRQS DATA_NONE of INTx: @count 1 acts on vector 0, 0 disables. */
+static int intx_set_none(int fd, uint32_t action, uint32_t count)
+{
+	struct vfio_irq_set set = {
+		.argsz = sizeof(set),
+		.flags = VFIO_IRQ_SET_DATA_NONE | action,
+		.index = VFIO_PCI_INTX_IRQ_INDEX,
+		.count = count,
+	};
+
+	return ioctl(fd, VFIO_DEVICE_SET_IRQS, &set) ? -errno : 0;
+}
+
+/*
+ * Makes the DMA sample raise its interrupt: a copy of LEN 0 moves nothing
+ * and completes with the completion interrupt (INTx, as no MSI-X or MSI
+ * eventfd is set), which the server signals before it answers the doorbell
+ * write.
+ */
+static int dma_raise_irq(int fd)
+{
+	int ret;
+
+	ret = __bar_write64(fd, REG_LEN, 0);
+	ret = ret ? ret : __bar_write32(fd, REG_IRQ_CTRL, 1);
+	ret = ret ? ret : __bar_write32(fd, REG_DOORBELL, 1);
+	return ret;
+}
+
+/* What a non-blocking eventfd holds (and clears it): 0 when empty. */
+static int64_t eventfd_take(int efd)
+{
+	uint64_t v;
+
+	if (read(efd, &v, sizeof(v)) == sizeof(v))
+		return v;
+	return errno == EAGAIN ? 0 : -errno;
+}
+
+static int eventfd_signal(int efd)
+{
+	uint64_t one = 1;
+
+	return write(efd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+/* An unmask eventfd once seen, an interrupt still pending: 2 s under TCG. */
+#define INTX_UNMASK_MS		2000
+/* Long enough to tell "no interrupt" when one would come at once. */
+#define INTX_QUIET_MS		200
+
+/*
+ * Sets @trig as INTx trigger and @unmask as its unmask eventfd, raises
+ * INTx once (delivered, then automasked) and again (pending).
+ */
+static void intx_masked_pending(struct __test_metadata *_metadata, int fd,
+				int trig, int unmask)
+{
+	ASSERT_EQ(0, intx_set_eventfd(fd, VFIO_IRQ_SET_ACTION_TRIGGER, trig));
+	ASSERT_EQ(0, intx_set_eventfd(fd, VFIO_IRQ_SET_ACTION_UNMASK, unmask));
+	ASSERT_EQ(0, dma_raise_irq(fd));
+	ASSERT_EQ(0, wait_eventfd(trig, 5000)) TH_LOG("no first INTx");
+	/* automasked: the next one stays pending */
+	ASSERT_EQ(0, dma_raise_irq(fd));
+	ASSERT_EQ(-ETIMEDOUT, wait_eventfd(trig, INTX_QUIET_MS))
+		TH_LOG("INTx was not automasked");
+}
+
+/*
+ * The consumer as KVM: INTx arrives on the trigger eventfd and is masked
+ * until the guest's EOI, at which KVM signals the unmask eventfd (its
+ * resamplefd). Signalling it must unmask INTx at the server, so that an
+ * interrupt raised while masked arrives then. (The vfio-user spec has the
+ * server signal such an eventfd instead; a module that only passed it on
+ * would leave the interrupt pending for ever.)
+ */
+TEST_F(client, intx_unmask_eventfd)
+{
+	int trig, unmask, round;
+	double t0, dt;
+
+	open_dev(_metadata, self);
+	trig = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	unmask = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ASSERT_LE(0, trig);
+	ASSERT_LE(0, unmask);
+	intx_masked_pending(_metadata, self->fd, trig, unmask);
+
+	for (round = 0; round < 3; round++) {
+		/* the guest's EOI: the pending interrupt arrives, masked again */
+		t0 = vu_now();
+		ASSERT_EQ(0, eventfd_signal(unmask));
+		ASSERT_EQ(0, wait_eventfd(trig, INTX_UNMASK_MS))
+			TH_LOG("round %d: no pending INTx %d ms after the unmask eventfd",
+			       round, INTX_UNMASK_MS);
+		dt = vu_now() - t0;
+		TH_LOG("round %d: pending INTx %.1f ms after the unmask eventfd",
+		       round, dt * 1e3);
+		/* the module consumed the signal as it took it */
+		EXPECT_EQ(0, eventfd_take(unmask));
+		ASSERT_EQ(0, dma_raise_irq(self->fd));
+		ASSERT_EQ(-ETIMEDOUT, wait_eventfd(trig, INTX_QUIET_MS))
+			TH_LOG("round %d: INTx was not automasked", round);
+	}
+
+	/* An EOI with nothing pending unmasks: the next INTx comes at once. */
+	ASSERT_EQ(0, eventfd_signal(unmask));
+	ASSERT_EQ(0, wait_eventfd(trig, INTX_UNMASK_MS));
+	ASSERT_EQ(0, eventfd_signal(unmask));
+	EXPECT_EQ(-ETIMEDOUT, wait_eventfd(trig, INTX_QUIET_MS));
+	ASSERT_EQ(0, dma_raise_irq(self->fd));
+	EXPECT_EQ(0, wait_eventfd(trig, INTX_UNMASK_MS));
+	expect_state(_metadata, self->uuid, "ready");
+	close(unmask);
+	close(trig);
+}
+
+/*
+ * An unmask eventfd set to -1, or dropped with the INTx trigger (DATA_NONE
+ * count 0): the module stops waiting on it. A signal then stays in the
+ * eventfd, unmasks nothing, and an UNMASK ioctl still works.
+ */
+TEST_F(client, intx_unmask_eventfd_unassigned)
+{
+	int trig, unmask;
+
+	open_dev(_metadata, self);
+	trig = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	unmask = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ASSERT_LE(0, trig);
+	ASSERT_LE(0, unmask);
+	intx_masked_pending(_metadata, self->fd, trig, unmask);
+
+	ASSERT_EQ(0, intx_set_eventfd(self->fd, VFIO_IRQ_SET_ACTION_UNMASK, -1));
+	ASSERT_EQ(0, eventfd_signal(unmask));
+	EXPECT_EQ(-ETIMEDOUT, wait_eventfd(trig, INTX_QUIET_MS))
+		TH_LOG("a signal of the unassigned unmask eventfd unmasked INTx");
+	EXPECT_EQ(1, eventfd_take(unmask));
+	/* the consumer's own unmask */
+	ASSERT_EQ(0, intx_set_none(self->fd, VFIO_IRQ_SET_ACTION_UNMASK, 1));
+	ASSERT_EQ(0, wait_eventfd(trig, INTX_UNMASK_MS))
+		TH_LOG("the pending INTx did not arrive after an UNMASK ioctl");
+
+	/* Assigned again, it is waited on (the signal is taken)... */
+	ASSERT_EQ(0, intx_set_eventfd(self->fd, VFIO_IRQ_SET_ACTION_UNMASK,
+				      unmask));
+	ASSERT_EQ(0, eventfd_signal(unmask));
+	EXPECT_EQ(0, eventfd_take(unmask));
+	/* ...until INTx is disabled, which drops it. */
+	ASSERT_EQ(0, intx_set_none(self->fd, VFIO_IRQ_SET_ACTION_TRIGGER, 0));
+	ASSERT_EQ(0, eventfd_signal(unmask));
+	usleep(INTX_QUIET_MS * 1000);
+	EXPECT_EQ(1, eventfd_take(unmask));
+	EXPECT_EQ(0, eventfd_take(trig));
+	expect_state(_metadata, self->uuid, "ready");
+	close(unmask);
+	close(trig);
+}
+
+/*
+ * The consumer closes the device with an unmask eventfd registered, right
+ * after signalling it (the unmask may be on its way to the server): the
+ * module lets go of the eventfd, and the kernel logs nothing (vm-run
+ * fails a run on WARNING or BUG). The device opens again and works.
+ */
+TEST_F(client, intx_unmask_eventfd_close)
+{
+	int trig, unmask, i;
+	uint32_t v = 0;
+
+	open_dev(_metadata, self);
+	trig = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	unmask = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ASSERT_LE(0, trig);
+	ASSERT_LE(0, unmask);
+
+	for (i = 0; i < 10; i++) {
+		if (i)
+			self->fd = vu_vfio_device_fd(self->uuid, self->container,
+						     self->group);
+		ASSERT_LE(0, self->fd) TH_LOG("reopen %d: %d", i, self->fd);
+		intx_masked_pending(_metadata, self->fd, trig, unmask);
+		/* every other time with an unmask on its way */
+		if (i % 2)
+			ASSERT_EQ(0, eventfd_signal(unmask));
+		close(self->fd);
+		self->fd = -1;
+		/* (the pending INTx may have come before the close) */
+		ASSERT_LE(0, eventfd_take(trig));
+	}
+	/* No one waits on it any more. */
+	eventfd_take(unmask);
+	ASSERT_EQ(0, eventfd_signal(unmask));
+	usleep(INTX_QUIET_MS * 1000);
+	EXPECT_EQ(1, eventfd_take(unmask));
+	EXPECT_EQ(0, eventfd_take(trig));
+
+	self->fd = vu_vfio_device_fd(self->uuid, self->container, self->group);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_MAGIC, &v));
+	EXPECT_EQ(DMA_MAGIC, v);
+	expect_state(_metadata, self->uuid, "ready");
+	close(unmask);
+	close(trig);
+}
+
 /*
  * DMA_READ replies are built, and DMA_WRITE data received, in pages of up
  * to 64 KiB, a reply with its 32-byte header in front
