@@ -279,6 +279,7 @@ void vfio_user_cmds_init(struct vfio_user_conn *conn)
  * receiver leaves the socket alone until the DMA work has served some.
  *
  * Context: any.
+ * Return: true while the receiver should not start a new message.
  */
 bool vfio_user_cmds_full(struct vfio_user_conn *conn)
 {

@@ -163,9 +163,17 @@ static void vfio_user_req_finish(struct vfio_user_conn *conn,
 	lockdep_assert_held(&conn->lock);
 
 	req->status = status;
+	/* Pairs with vfio_user_req_done(): status and reply before done. */
 	smp_store_release(&req->done, true);
 	if (req->task)
 		wake_up_process(req->task);
+}
+
+/* Whether @req is complete; its status and reply are then valid. */
+static bool vfio_user_req_done(struct vfio_user_req *req)
+{
+	/* Pairs with vfio_user_req_finish(). */
+	return smp_load_acquire(&req->done);
 }
 
 /*
@@ -882,7 +890,7 @@ static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
 	if (!us)
 		return false;
 	end = local_clock() + us * NSEC_PER_USEC;
-	while (!smp_load_acquire(&req->done) && !vfio_user_rx_pending(conn)) {
+	while (!vfio_user_req_done(req) && !vfio_user_rx_pending(conn)) {
 		if (need_resched() || !single_task_running() ||
 		    signal_pending(current) || local_clock() > end)
 			return false;
@@ -906,7 +914,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 
 	for (;;) {
 		vfio_user_rx_run(conn);
-		if (smp_load_acquire(&req->done))
+		if (vfio_user_req_done(req))
 			break;
 		left = (long)(req->deadline - jiffies);
 		if (left <= 0) {
@@ -920,14 +928,14 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 		}
 		prepare_to_wait_exclusive(&conn->rx_wait, &wait, TASK_KILLABLE);
 		atomic_inc(&conn->rx_waiters);
-		if (!smp_load_acquire(&req->done) &&
+		if (!vfio_user_req_done(req) &&
 		    !(vfio_user_rx_pending(conn) &&
 		      !mutex_is_locked(&conn->recv_mutex)))
 			schedule_timeout(left);
 		atomic_dec(&conn->rx_waiters);
 		finish_wait(&conn->rx_wait, &wait);
 		if (fatal_signal_pending(current) &&
-		    !smp_load_acquire(&req->done)) {
+		    !vfio_user_req_done(req)) {
 			ret = -EINTR;
 			break;
 		}

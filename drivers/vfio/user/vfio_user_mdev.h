@@ -326,7 +326,7 @@ struct vfio_user_conn {
 
 	/* send state */
 	struct list_head tx_list;
-	struct mutex send_mutex;
+	struct mutex send_mutex;	/* whoever writes to sock */
 	struct work_struct send_work;
 	wait_queue_head_t tx_wait;
 
@@ -426,7 +426,7 @@ struct vfio_user_device {
 	struct vfio_device vdev;
 	struct mdev_device *mdev;
 
-	struct mutex attach_mutex;
+	struct mutex attach_mutex;	/* attach, detach, re-attach */
 	spinlock_t state_lock;		/* state, socket_path, attaching */
 	enum vfio_user_state state;
 	char socket_path[UNIX_PATH_MAX];
