@@ -690,6 +690,7 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 	conn->rx_state = VFIO_USER_RX_HDR;
 	conn->rx_got = 0;
 	if (conn->rx_cmd) {
+		WRITE_ONCE(conn->last_cmd, jiffies);
 		vfio_user_cmd_queue(conn, conn->rx_cmd);
 		conn->rx_cmd = NULL;
 		return;
@@ -900,6 +901,25 @@ static bool vfio_user_poll_reply(struct vfio_user_conn *conn,
 }
 
 /*
+ * @req's deadline: timeout_ms after it was queued, or after the last
+ * command the server sent since, if later. A server that does DMA before
+ * it answers (a doorbell write whose handler copies) is working, not hung;
+ * its replies to other requests do not count, and nothing extends a
+ * request past VFIO_USER_MAX_TIMEOUT_MS or an attach past its end.
+ */
+static unsigned long vfio_user_req_deadline(struct vfio_user_conn *conn,
+					    struct vfio_user_req *req)
+{
+	unsigned long cmd = READ_ONCE(conn->last_cmd) + conn->timeout;
+
+	if (READ_ONCE(conn->attach_deadline) || !time_after(cmd, req->deadline))
+		return req->deadline;
+	if (time_after(cmd, req->queued + msecs_to_jiffies(VFIO_USER_MAX_TIMEOUT_MS)))
+		return req->queued + msecs_to_jiffies(VFIO_USER_MAX_TIMEOUT_MS);
+	return cmd;
+}
+
+/*
  * Sleeps until @req is done, its deadline passes or a fatal signal comes,
  * reading the socket meanwhile. Non-fatal signals and ptrace stops do not
  * wake it (TASK_KILLABLE). Returns 0, -ETIMEDOUT or -EINTR.
@@ -916,7 +936,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 		vfio_user_rx_run(conn);
 		if (vfio_user_req_done(req))
 			break;
-		left = (long)(req->deadline - jiffies);
+		left = (long)(vfio_user_req_deadline(conn, req) - jiffies);
 		if (left <= 0) {
 			ret = -ETIMEDOUT;
 			break;
@@ -991,6 +1011,7 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 
 	if (attach && time_before(attach, deadline))
 		deadline = attach;
+	req->queued = jiffies;
 	req->deadline = deadline;
 	req->task = current;
 
@@ -1241,7 +1262,8 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
 	kref_init(&conn->ref);
 	conn->udev = udev;
 	conn->timeout = msecs_to_jiffies(timeout_ms);
-	conn->attach_deadline = jiffies + conn->timeout;
+	conn->attach_deadline = jiffies +
+				VFIO_USER_ATTACH_TIMEOUTS * conn->timeout;
 	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
 	conn->max_xfer = READ_ONCE(vfio_user_max_xfer);	/* what we announce */
 	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
@@ -1272,8 +1294,9 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
  *
  * The connection is the caller's alone until it publishes it; the whole
  * attach, this and what the caller does next on it (VERSION first), must
- * end within @timeout_ms (conn->attach_deadline), which the caller clears
- * once done.
+ * end within VFIO_USER_ATTACH_TIMEOUTS times @timeout_ms
+ * (conn->attach_deadline), each request within @timeout_ms; the caller
+ * clears the deadline once done.
  *
  * Context: process context of the sysfs writer; sleeps, at most
  * @timeout_ms while the listener's backlog is full.

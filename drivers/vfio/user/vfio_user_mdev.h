@@ -38,6 +38,8 @@
 /* Default and bounds of the per-device timeout_ms attribute. */
 #define VFIO_USER_DEF_TIMEOUT_MS	5000
 #define VFIO_USER_MAX_TIMEOUT_MS	600000
+/* An attach (some 40 requests, more to replay eventfds): this many timeouts. */
+#define VFIO_USER_ATTACH_TIMEOUTS	10
 
 /* What we accept from a server, whatever it announces. */
 #define VFIO_USER_MAX_REGIONS		32
@@ -154,7 +156,9 @@ enum vfio_user_tx_state {
  * @done: set once, by the receiver or by vfio_user_conn_broken(), under
  *	vfio_user_conn.lock
  * @status: 0 or a negative errno, valid after @done
- * @deadline: jiffies by which the reply must have come
+ * @queued: jiffies when it was queued
+ * @deadline: jiffies by which the reply must have come, unless the server
+ *	keeps sending commands meanwhile (vfio_user_req_deadline())
  * @reply_min: shortest acceptable reply payload
  * @reply_max: longest acceptable reply payload, the size of @reply
  * @reply_len: reply payload received, valid after @done
@@ -185,6 +189,7 @@ struct vfio_user_req {
 	struct task_struct *task;
 	bool done;
 	int status;
+	unsigned long queued;
 	unsigned long deadline;
 
 	size_t reply_min;
@@ -292,6 +297,7 @@ enum vfio_user_rx_state {
  * @rx_len: payload length of the current message
  * @rx_req: the request whose reply is being read (the table's reference)
  * @rx_cmd: the server command being read
+ * @last_cmd: jiffies when the last server command was received
  * @max_payload: largest payload accepted from the server
  * @saved_data_ready: the socket's callback before ours
  * @saved_state_change: the socket's callback before ours
@@ -341,6 +347,7 @@ struct vfio_user_conn {
 	size_t rx_len;
 	struct vfio_user_req *rx_req;
 	struct vfio_user_cmd *rx_cmd;
+	unsigned long last_cmd;
 	size_t max_payload;
 
 	void (*saved_data_ready)(struct sock *sk);
