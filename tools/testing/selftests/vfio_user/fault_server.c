@@ -2,16 +2,49 @@
 /*
  * fault_server - a hostile vfio-user server for the selftests.
  *
- *   fault_server --socket PATH [--fault NAME] [--xfer N]
+ *   fault_server --socket PATH [--fault NAME] [--xfer N] [--msix N]
+ *                [--set-irqs-delay-us US]
  *   fault_server --socket PATH --mutate SEED --count N [--rate R]
  *                [--dma-addr IOVA] [--stats FILE]
  *
  * It speaks just enough vfio-user (own wire code on <linux/vfio_user.h>,
  * not the server library) for an attach to succeed: a PCI device with a
- * 256-byte config space and an 8 KiB BAR0, MSI-X with 4 vectors, RESET.
- * Then it misbehaves as --fault says, exactly once: at attach time (the
- * VERSION, DEVICE_GET_INFO, REGION_INFO or IRQ_INFO reply) or at the first
- * REGION_READ after attach. With --fault none it behaves.
+ * 256-byte config space and an 8 KiB BAR0, MSI-X with 4 vectors (--msix:
+ * up to 2048), RESET. Then it misbehaves as --fault says, exactly once per
+ * connection: at attach time (the VERSION, DEVICE_GET_INFO, REGION_INFO or
+ * IRQ_INFO reply), at the first REGION_READ after attach, or (hold_request)
+ * in the middle of the first large REGION_WRITE. With --fault none it
+ * behaves. --set-irqs-delay-us holds every SET_IRQS reply that long: a
+ * slow server for a re-attach that replays many eventfds.
+ *
+ * Faults for the request path (signal_test):
+ *   version_hang  VERSION is read and never answered; the server goes on
+ *                 reading (an attach that hangs until its timeout)
+ *   hold_reply    100 ms after the first REGION_READ, half of its reply
+ *                 (the header and some data), then nothing until SIGUSR1,
+ *                 then the rest: a consumer blocked in the middle of a reply
+ *   hold_request  the first REGION_WRITE of more than 64 KiB: its header
+ *                 and 64 KiB are read, the rest only after SIGUSR1 (the
+ *                 write lands then): a consumer blocked in the middle of
+ *                 sending
+ *   trickle       the first REGION_READ's reply, one byte per 100 ms
+ *   withhold      the first REGION_READ is never answered; everything
+ *                 after it is (other traffic while one reply is overdue)
+ *
+ * Faults in the region and IRQ info of the attach (hostile_test):
+ *   region_huge         BAR2 one page larger than the 2^40 offset window
+ *   region_max          BAR2 exactly 2^40 bytes (valid)
+ *   cap_sparse_count    BAR0: a sparse mmap capability with 1000 areas in
+ *                       room for one
+ *   cap_sparse_outside  BAR0: a sparse mmap area past the end of the region
+ *   cap_sparse_wrap     BAR0: a sparse mmap area whose end wraps around 2^64
+ *   cap_type_len        BAR0: a 12-byte type capability, then an MSI-X one
+ *   cap_unknown         BAR0: a capability with an unknown ID (12 bytes,
+ *                       so the type capability after it is misaligned)
+ *   cap_mixed           BAR0, valid: unknown ID, sparse mmap, MSI-X
+ *                       mappable, type, type version 2
+ *   irq_flags           INTx and MSI-X info with undefined flag bits
+ *   reply_flag_reserved the first REGION_READ reply has flags bit 0x40
  *
  * BAR0 is a DMA probe the tests drive like hardware:
  *   0x000 u32 RO  magic FP_MAGIC
@@ -23,6 +56,7 @@
  *   0x118 u32 RO  result: errno of the client's reply, 0 = success,
  *                 FP_NO_REPLY while none came
  *   0x120 u32 RO  --fault fds: 1 once the fd we sent was released
+ *   0x124 u32 RO  eventfds received with SET_IRQS on this connection
  *   0x1000..0x1fff  the data of the last DMA_READ (first 4 KiB)
  *
  * --mutate: serves valid traffic, accepts client after client, and
@@ -60,6 +94,8 @@ _Static_assert(sizeof(struct vfio_user_dma_access) == 16, "dma access");
 #define FP_CFG_SIZE	256
 #define FP_BAR1_SIZE	(2u << 20)	/* a sink for big writes */
 #define FP_MSIX		4
+#define FP_MAX_MSIX	2048
+#define FP_HOLD_CHUNK	(64u << 10)
 #define FP_MAX_MSG	((2u << 20) + 4096)
 
 #define REG_ADDR	0x100
@@ -68,6 +104,7 @@ _Static_assert(sizeof(struct vfio_user_dma_access) == 16, "dma access");
 #define REG_DOORBELL	0x114
 #define REG_RESULT	0x118
 #define REG_FDS		0x120
+#define REG_IRQ_FDS	0x124
 #define REG_DATA	0x1000
 
 static const char *const fault_names[] = {
@@ -87,6 +124,12 @@ static const char *const fault_names[] = {
 	"server_cmd_unknown", "dma_read_big", "dma_write_big",
 	"dma_write_mismatch", "flood", "slow", "close_mid", "hang",
 	"slow_reader", "fds",
+	/* the request path: hangs, holds and trickles */
+	"version_hang", "hold_reply", "hold_request", "trickle", "withhold",
+	/* what attach checks of region and IRQ info (hostile_test) */
+	"region_huge", "region_max", "cap_sparse_count", "cap_sparse_outside",
+	"cap_sparse_wrap", "cap_type_len", "cap_unknown", "cap_mixed",
+	"irq_flags", "reply_flag_reserved",
 	NULL,
 };
 
@@ -109,6 +152,10 @@ struct fp {
 	struct vfio_user_region_access pending_acc;
 	/* fds fault: read end of the pipe whose write end we sent */
 	int fds_pipe;
+	/* MSI-X vectors; eventfds received with SET_IRQS (this connection) */
+	uint32_t msix;
+	uint32_t irq_fds;
+	unsigned long set_irqs_delay_us;
 	/* mutator */
 	bool mutate;
 	unsigned long count, sent, mutated, conns;
@@ -231,11 +278,41 @@ static int recv_all(void *buf, size_t len)
 				memcpy(fds, CMSG_DATA(c), nfd * sizeof(int));
 				for (k = 0; k < nfd; k++)
 					close(fds[k]);
+				fp.irq_fds += nfd;
 			}
 		}
 		p += n;
 		len -= n;
 	}
+	return 0;
+}
+
+/*
+ * hold_reply, hold_request: stops here until the test sends SIGUSR1
+ * (blocked since main(), so one sent early is not lost).
+ */
+static void hold(void)
+{
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	while (sigwait(&set, &sig))
+		;
+}
+
+/* Sends @len bytes one at a time, @us apart. */
+static int send_slowly(const uint8_t *msg, size_t len, unsigned int us)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (send_all(msg + i, 1))
+			return -EPIPE;
+		usleep(us);
+	}
+	fp.sent++;
 	return 0;
 }
 
@@ -376,6 +453,10 @@ static int handle_version(const struct vfio_user_hdr *req)
 	size_t jlen;
 	int i, n;
 
+	if (fault_is("version_hang")) {
+		fp.fault_done = true;
+		return 0;	/* never answered; we go on reading */
+	}
 	snprintf(json, sizeof(json),
 		 "{\"capabilities\":{\"max_msg_fds\":8,\"max_data_xfer_size\":%u,\"max_dma_maps\":65535}}",
 		 fp.xfer);
@@ -457,6 +538,92 @@ static int handle_device_info(const struct vfio_user_hdr *req)
 	return reply(req, &info, sizeof(info));
 }
 
+/* A capability header at @off of a region info reply in @buf. */
+static void put_cap(uint8_t *buf, uint32_t off, uint16_t id, uint16_t version,
+		    uint32_t next)
+{
+	struct vfio_user_cap_header h = {
+		.id = htole16(id), .version = htole16(version),
+		.next = htole32(next),
+	};
+
+	memcpy(buf + off, &h, sizeof(h));
+}
+
+static void put_area(uint8_t *buf, uint32_t off, uint64_t offset,
+		     uint64_t size)
+{
+	struct vfio_user_sparse_mmap_area a = {
+		.offset = htole64(offset), .size = htole64(size),
+	};
+
+	memcpy(buf + off, &a, sizeof(a));
+}
+
+static void put_type(uint8_t *buf, uint32_t off, uint16_t version,
+		     uint32_t next)
+{
+	put_cap(buf, off, VFIO_REGION_INFO_CAP_TYPE, version, next);
+	put32(buf + off + 8, 0x80000001);
+	put32(buf + off + 12, 7);
+}
+
+/*
+ * BAR0's capability chain for the cap_* faults, written after the region
+ * info in @buf (256 bytes); returns the reply length.
+ */
+static size_t cap_fault(uint8_t *buf)
+{
+	struct vfio_user_region_info *info = (void *)buf;
+	size_t rlen;
+
+	memset(buf + 32, 0, 256 - 32);
+	info->flags |= htole32(VFIO_REGION_INFO_FLAG_CAPS);
+	info->cap_offset = htole32(32);
+	if (fault_is("cap_sparse_count")) {
+		/* 1000 areas, room for one */
+		put_cap(buf, 32, VFIO_REGION_INFO_CAP_SPARSE_MMAP, 1, 0);
+		put32(buf + 40, 1000);
+		put_area(buf, 48, 0, 0x1000);
+		rlen = 64;
+	} else if (fault_is("cap_sparse_outside")) {
+		put_cap(buf, 32, VFIO_REGION_INFO_CAP_SPARSE_MMAP, 1, 0);
+		put32(buf + 40, 1);
+		put_area(buf, 48, 0x1000, FP_BAR0_SIZE);
+		rlen = 64;
+	} else if (fault_is("cap_sparse_wrap")) {
+		/* the second area's end wraps to 0x1000 */
+		put_cap(buf, 32, VFIO_REGION_INFO_CAP_SPARSE_MMAP, 1, 0);
+		put32(buf + 40, 2);
+		put_area(buf, 48, 0, 0x1000);
+		put_area(buf, 64, ~0ULL - 0xfff, FP_BAR0_SIZE);
+		rlen = 80;
+	} else if (fault_is("cap_type_len")) {
+		/* a type capability cut to 12 bytes */
+		put_cap(buf, 32, VFIO_REGION_INFO_CAP_TYPE, 1, 44);
+		put32(buf + 40, 0x80000001);
+		put_cap(buf, 44, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1, 0);
+		rlen = 52;
+	} else if (fault_is("cap_unknown")) {
+		put_cap(buf, 32, 0x7777, 1, 44);
+		put32(buf + 40, 0xdeadbeef);
+		put_type(buf, 44, 1, 0);
+		rlen = 60;
+	} else {	/* cap_mixed */
+		put_cap(buf, 32, 0x7777, 1, 48);
+		put32(buf + 40, 0xdeadbeef);
+		put_cap(buf, 48, VFIO_REGION_INFO_CAP_SPARSE_MMAP, 1, 80);
+		put32(buf + 56, 1);
+		put_area(buf, 64, 0, 0x1000);
+		put_cap(buf, 80, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1, 88);
+		put_type(buf, 88, 1, 104);
+		put_type(buf, 104, 2, 0);
+		rlen = 120;
+	}
+	fp.fault_done = true;
+	return rlen;
+}
+
 static int handle_region_info(const struct vfio_user_hdr *req,
 			      const uint8_t *p, size_t len)
 {
@@ -523,6 +690,16 @@ static int handle_region_info(const struct vfio_user_hdr *req,
 			rlen = 48;
 		}
 	}
+	if (index == VFIO_PCI_BAR2_REGION_INDEX &&
+	    (fault_is("region_huge") || fault_is("region_max"))) {
+		info->flags = htole32(VFIO_REGION_INFO_FLAG_READ);
+		info->size = htole64((1ULL << 40) +
+				     (fault_is("region_huge") ? 4096 : 0));
+		fp.fault_done = true;
+	}
+	if (index == VFIO_PCI_BAR0_REGION_INDEX && !fp.fault_done &&
+	    !strncmp(fp.fault, "cap_", 4))
+		rlen = cap_fault(buf);
 	info->argsz = htole32(rlen);
 	return reply(req, buf, rlen);
 }
@@ -539,7 +716,7 @@ static int handle_irq_info(const struct vfio_user_hdr *req, const uint8_t *p,
 	info.argsz = htole32(sizeof(info));
 	info.index = htole32(index);
 	info.flags = htole32(VFIO_IRQ_INFO_EVENTFD);
-	info.count = htole32(index == VFIO_PCI_MSIX_IRQ_INDEX ? FP_MSIX :
+	info.count = htole32(index == VFIO_PCI_MSIX_IRQ_INDEX ? fp.msix :
 			     index <= VFIO_PCI_MSI_IRQ_INDEX ? 1 : 0);
 	if (index == VFIO_PCI_MSIX_IRQ_INDEX && fault_is("irq_index")) {
 		info.index = htole32(9);
@@ -547,6 +724,14 @@ static int handle_irq_info(const struct vfio_user_hdr *req, const uint8_t *p,
 	}
 	if (index == VFIO_PCI_MSIX_IRQ_INDEX && fault_is("irq_huge_count")) {
 		info.count = htole32(0x7fffffff);
+		fp.fault_done = true;
+	}
+	if (index == VFIO_PCI_INTX_IRQ_INDEX && fault_is("irq_flags"))
+		info.flags = htole32(VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE |
+				     VFIO_IRQ_INFO_AUTOMASKED | 0x100);
+	if (index == VFIO_PCI_MSIX_IRQ_INDEX && fault_is("irq_flags")) {
+		info.flags = htole32(VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE |
+				     0x80000030);
 		fp.fault_done = true;
 	}
 	return reply(req, &info, sizeof(info));
@@ -646,13 +831,19 @@ static int region_read_fault(const struct vfio_user_hdr *req,
 		pause();
 		return -EPIPE;
 	} else if (!strcmp(fp.fault, "slow")) {
-		for (i = 0; i < full; i++) {
-			if (send_all(msg + i, 1))
-				return -EPIPE;
-			usleep(2000);
-		}
+		return send_slowly(msg, full, 2000);
+	} else if (!strcmp(fp.fault, "trickle")) {
+		return send_slowly(msg, full, 100000);
+	} else if (!strcmp(fp.fault, "withhold")) {
+		return 0;	/* never answered; later requests are */
+	} else if (!strcmp(fp.fault, "hold_reply")) {
+		/* (the consumer is waiting by now, not about to) */
+		usleep(100000);
+		if (send_all(msg, full / 2))
+			return -EPIPE;
+		hold();
 		fp.sent++;
-		return 0;
+		return send_all(msg + full / 2, full - full / 2);
 	} else if (!strcmp(fp.fault, "close_mid")) {
 		send_all(msg, full / 2);
 		usleep(300000);
@@ -669,6 +860,9 @@ static int region_read_fault(const struct vfio_user_hdr *req,
 		close(pfd[1]);
 		fp.sent++;
 		return 0;
+	} else if (!strcmp(fp.fault, "reply_flag_reserved")) {
+		fill_hdr(msg, id, VFIO_USER_REGION_READ, full,
+			 VFIO_USER_F_TYPE_REPLY | 0x40, 0);
 	}
 	return send_msg(msg, full);
 }
@@ -705,7 +899,7 @@ static int handle_region(const struct vfio_user_hdr *req, uint8_t *p,
 		return reply_err(req, EINVAL);
 
 	if (!write && strcmp(fp.fault, "none") && !fp.fault_done &&
-	    strcmp(fp.fault, "slow_reader"))
+	    strcmp(fp.fault, "slow_reader") && strcmp(fp.fault, "hold_request"))
 		return region_read_fault(req, &acc);
 
 	if (write) {
@@ -733,6 +927,7 @@ static int handle_region(const struct vfio_user_hdr *req, uint8_t *p,
 
 	if (mem == fp.bar0) {
 		put32(mem, FP_MAGIC);
+		put32(mem + REG_IRQ_FDS, fp.irq_fds);
 		if (fp.fds_pipe >= 0) {
 			struct pollfd pf = { .fd = fp.fds_pipe, .events = POLLIN };
 
@@ -793,12 +988,13 @@ static uint8_t in[FP_MAX_MSG];
 static void serve(void)
 {
 	struct vfio_user_hdr hdr;
-	uint32_t size;
+	uint32_t size, got;
 	int ret = 0;
 
 	fp.fault_done = false;
 	fp.pending = false;
 	fp.fds_pipe = -1;
+	fp.irq_fds = 0;
 	while (!ret) {
 		if (fp.mutate && fp.sent >= fp.count)
 			return;
@@ -807,7 +1003,17 @@ static void serve(void)
 		size = le32toh(hdr.size);
 		if (size < 16 || size - 16 > sizeof(in))
 			return;
-		if (recv_all(in, size - 16))
+		got = 0;
+		if (size - 16 > FP_HOLD_CHUNK && fault_is("hold_request") &&
+		    le16toh(hdr.command) == VFIO_USER_REGION_WRITE) {
+			/* The client is left in the middle of its send. */
+			fp.fault_done = true;
+			if (recv_all(in, FP_HOLD_CHUNK))
+				return;
+			got = FP_HOLD_CHUNK;
+			hold();
+		}
+		if (recv_all(in + got, size - 16 - got))
 			return;
 		if (fault_is("slow_reader") &&
 		    le16toh(hdr.command) == VFIO_USER_REGION_READ)
@@ -838,9 +1044,13 @@ static void serve(void)
 						    le16toh(hdr.command) ==
 						    VFIO_USER_REGION_WRITE);
 			break;
+		case VFIO_USER_DEVICE_SET_IRQS:
+			if (fp.set_irqs_delay_us)
+				usleep(fp.set_irqs_delay_us);
+			ret = reply(&hdr, NULL, 0);
+			break;
 		case VFIO_USER_DMA_MAP:
 		case VFIO_USER_DMA_UNMAP:
-		case VFIO_USER_DEVICE_SET_IRQS:
 		case VFIO_USER_DEVICE_RESET:
 			ret = reply(&hdr, NULL, 0);
 			break;
@@ -856,7 +1066,8 @@ static void usage(void)
 	int i;
 
 	fprintf(stderr,
-		"usage: fault_server --socket PATH [--fault NAME] [--xfer N]\n"
+		"usage: fault_server --socket PATH [--fault NAME] [--xfer N] [--msix N]\n"
+		"                    [--set-irqs-delay-us US]\n"
 		"       fault_server --socket PATH --mutate SEED --count N [--rate R]\n"
 		"                    [--dma-addr IOVA] [--stats FILE]\nfaults:");
 	for (i = 0; fault_names[i]; i++)
@@ -876,10 +1087,13 @@ int main(int argc, char **argv)
 		{ "rate", required_argument, NULL, 'r' },
 		{ "dma-addr", required_argument, NULL, 'a' },
 		{ "stats", required_argument, NULL, 'o' },
+		{ "msix", required_argument, NULL, 'v' },
+		{ "set-irqs-delay-us", required_argument, NULL, 'd' },
 		{ }
 	};
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	const char *path = NULL, *stats = NULL;
+	sigset_t usr1;
 	int lfd, c, i;
 	bool known = false;
 
@@ -887,6 +1101,7 @@ int main(int argc, char **argv)
 	fp.xfer = 1 << 20;
 	fp.rate = 64;
 	fp.next_id = 1;
+	fp.msix = FP_MSIX;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': path = optarg; break;
@@ -900,6 +1115,8 @@ int main(int argc, char **argv)
 		case 'r': fp.rate = strtoul(optarg, NULL, 0); break;
 		case 'a': fp.dma_addr = strtoull(optarg, NULL, 0); break;
 		case 'o': stats = optarg; break;
+		case 'v': fp.msix = strtoul(optarg, NULL, 0); break;
+		case 'd': fp.set_irqs_delay_us = strtoul(optarg, NULL, 0); break;
 		default: usage();
 		}
 	}
@@ -909,7 +1126,13 @@ int main(int argc, char **argv)
 		usage();
 	if (fp.xfer < 512 || fp.xfer > (1 << 20))
 		usage();
+	if (!fp.msix || fp.msix > FP_MAX_MSIX)
+		usage();
 	signal(SIGPIPE, SIG_IGN);
+	/* SIGUSR1 ends a hold (hold()); until then it waits, pending. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
 
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	strcpy(sun.sun_path, path);

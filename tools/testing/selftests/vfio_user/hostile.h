@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * Helpers of the fault and fuzz suite (hostile_test, fuzz_test,
- * killloop_test, consumer_test): the fault_server helper, the kernel log,
- * BAR accesses, DMA mappings and the fault_server's DMA probe. Each
- * returns 0 or -errno, for negative tests.
+ * killloop_test, consumer_test, signal_test): the fault_server helper,
+ * the kernel log, BAR accesses, DMA mappings and the fault_server's DMA
+ * probe. Each returns 0 or -errno, for negative tests.
  */
 #ifndef _VFIO_USER_HOSTILE_H
 #define _VFIO_USER_HOSTILE_H

@@ -126,6 +126,16 @@ FIXTURE_VARIANT_ADD(fault, slow_reader) {
 /* Valid but awkward: byte-at-a-time replies, fds the kernel must drop. */
 FIXTURE_VARIANT_ADD(fault, slow) { .name = "slow", .stage = HARMLESS };
 FIXTURE_VARIANT_ADD(fault, fds) { .name = "fds", .stage = HARMLESS };
+/* Region info the attach must refuse (the info fixture: what it passes on). */
+ATTACH_FAULT(region_huge, "region 2: size 0x10000001000 exceeds", EPROTO);
+ATTACH_FAULT(cap_sparse_count, "sparse mmap at 32 has 1000 areas in 32 bytes", EPROTO);
+ATTACH_FAULT(cap_sparse_outside, "sparse area 0 0x1000+0x2000 outside size 0x2000",
+	     EPROTO);
+ATTACH_FAULT(cap_sparse_wrap, "sparse area 1 0xfffffffffffff000+0x2000 outside",
+	     EPROTO);
+ATTACH_FAULT(cap_type_len, "capability 2 at 32 is 12 bytes, expected 16", EPROTO);
+/* A reply with a reserved header flag (0x40) set */
+READ_FAULT(reply_flag_reserved, "command 9 has flags 0x41");
 
 FIXTURE_SETUP(fault)
 {
@@ -252,6 +262,133 @@ TEST_F_TIMEOUT(fault, survives, 90)
 	}
 	ASSERT_EQ(0, __bar_read32(self->fd, 0, &v));
 	EXPECT_EQ(DMA_MAGIC, v);
+}
+
+/*
+ * What the consumer sees of a server's region and IRQ info: capabilities
+ * checked and rebuilt in host order (unknown IDs and versions dropped,
+ * sparse mmap dropped as there is no mmap), IRQ flags masked to VFIO's.
+ */
+FIXTURE(info) {
+	struct vu_server srv;
+	char uuid[VU_UUID_LEN + 1];
+	int container, group, fd;
+};
+
+FIXTURE_VARIANT(info) {
+	const char *fault;
+	/* BAR0's capability IDs as the consumer sees them, 0-ended */
+	uint16_t caps[4];
+	/* flags of the INTx and MSI-X indexes */
+	uint32_t intx_flags, msix_flags;
+	uint64_t bar2_size;
+};
+
+FIXTURE_VARIANT_ADD(info, none) {
+	.fault = "none", .caps = { VFIO_REGION_INFO_CAP_TYPE },
+	.intx_flags = VFIO_IRQ_INFO_EVENTFD, .msix_flags = VFIO_IRQ_INFO_EVENTFD,
+};
+FIXTURE_VARIANT_ADD(info, region_max) {
+	.fault = "region_max", .caps = { VFIO_REGION_INFO_CAP_TYPE },
+	.intx_flags = VFIO_IRQ_INFO_EVENTFD, .msix_flags = VFIO_IRQ_INFO_EVENTFD,
+	.bar2_size = 1ULL << 40,
+};
+FIXTURE_VARIANT_ADD(info, cap_unknown) {
+	.fault = "cap_unknown", .caps = { VFIO_REGION_INFO_CAP_TYPE },
+	.intx_flags = VFIO_IRQ_INFO_EVENTFD, .msix_flags = VFIO_IRQ_INFO_EVENTFD,
+};
+FIXTURE_VARIANT_ADD(info, cap_mixed) {
+	.fault = "cap_mixed",
+	.caps = { VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_CAP_TYPE },
+	.intx_flags = VFIO_IRQ_INFO_EVENTFD, .msix_flags = VFIO_IRQ_INFO_EVENTFD,
+};
+FIXTURE_VARIANT_ADD(info, irq_flags) {
+	.fault = "irq_flags", .caps = { VFIO_REGION_INFO_CAP_TYPE },
+	.intx_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE |
+		      VFIO_IRQ_INFO_AUTOMASKED,
+	.msix_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE,
+};
+
+FIXTURE_SETUP(info)
+{
+	const char *args[] = { "--fault", variant->fault, NULL };
+	int ret;
+
+	self->fd = self->group = self->container = -1;
+	if (access(VU_TYPE_DIR, F_OK))
+		SKIP(return, "vfio_user_mdev is not loaded");
+	ret = fault_server_start(&self->srv, args);
+	if (ret == -ENOENT)
+		SKIP(return, "fault_server not built");
+	ASSERT_EQ(0, ret);
+	vu_uuid_gen(self->uuid);
+	self->fd = vu_open_attached(self->uuid, &self->srv, &self->container,
+				    &self->group);
+	ASSERT_LE(0, self->fd);
+}
+
+FIXTURE_TEARDOWN(info)
+{
+	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
+			     &self->container);
+	vu_server_stop(&self->srv);
+}
+
+TEST_F(info, consumer_view)
+{
+	static uint8_t buf[4096];
+	struct vfio_region_info *ri = (void *)buf;
+	struct vfio_irq_info irq = { .argsz = sizeof(irq) };
+	struct vfio_region_info bar2 = {
+		.argsz = sizeof(bar2), .index = VFIO_PCI_BAR2_REGION_INDEX,
+	};
+	char state[160];
+	uint32_t off, v = 0;
+	int n = 0;
+
+	ASSERT_TRUE(state_is(self->uuid, "ready", state, sizeof(state)))
+		TH_LOG("state: %s", state);
+	memset(buf, 0, sizeof(buf));
+	ri->argsz = sizeof(buf);
+	ri->index = VFIO_PCI_BAR0_REGION_INDEX;
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_REGION_INFO, ri));
+	EXPECT_EQ(0x2000, ri->size);
+	EXPECT_EQ(0, ri->flags & VFIO_REGION_INFO_FLAG_MMAP);
+	ASSERT_GE(sizeof(buf), ri->argsz);
+	EXPECT_EQ(!!variant->caps[0], !!(ri->flags & VFIO_REGION_INFO_FLAG_CAPS));
+	for (off = ri->cap_offset; off; n++) {
+		struct vfio_info_cap_header *h = (void *)(buf + off);
+
+		ASSERT_LE(sizeof(*ri), off);
+		ASSERT_GE(ri->argsz - sizeof(*h), off);
+		ASSERT_GT(3, n) TH_LOG("more capabilities than expected");
+		EXPECT_EQ(variant->caps[n], h->id) TH_LOG("capability %d", n);
+		EXPECT_EQ(1, h->version);
+		if (h->id == VFIO_REGION_INFO_CAP_TYPE) {
+			struct vfio_region_info_cap_type *t = (void *)h;
+
+			EXPECT_EQ(0x80000001, t->type);
+			EXPECT_EQ(7, t->subtype);
+		}
+		ASSERT_TRUE(!h->next || h->next > off);
+		off = h->next;
+	}
+	EXPECT_EQ(0, variant->caps[n]) TH_LOG("%d capabilities", n);
+
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_REGION_INFO, &bar2));
+	EXPECT_EQ(variant->bar2_size, bar2.size);
+
+	irq.index = VFIO_PCI_INTX_IRQ_INDEX;
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &irq));
+	EXPECT_EQ(variant->intx_flags, irq.flags);
+	irq.index = VFIO_PCI_MSIX_IRQ_INDEX;
+	ASSERT_EQ(0, ioctl(self->fd, VFIO_DEVICE_GET_IRQ_INFO, &irq));
+	EXPECT_EQ(variant->msix_flags, irq.flags);
+	EXPECT_EQ(4, irq.count);
+
+	/* and the device works */
+	ASSERT_EQ(0, __bar_read32(self->fd, 0, &v));
+	EXPECT_EQ(FP_MAGIC, v);
 }
 
 /*

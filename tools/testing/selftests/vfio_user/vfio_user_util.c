@@ -637,3 +637,35 @@ bool vu_kmsg_has(int fd, const char *alts)
 	}
 	return found;
 }
+
+bool vu_kmsg_any(int fd, const char *alts, char *line, size_t len)
+{
+	char rec[2048], want[256], *tok, *save, *msg;
+	bool found = false;
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	for (;;) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		snprintf(want, sizeof(want), "%s", alts);
+		for (tok = strtok_r(want, "|", &save); tok && !found;
+		     tok = strtok_r(NULL, "|", &save)) {
+			if (!strstr(rec, tok))
+				continue;
+			found = true;
+			/* "prio,seq,usec,flags;message": the message */
+			msg = strchr(rec, ';');
+			msg = msg ? msg + 1 : rec;
+			msg[strcspn(msg, "\n")] = '\0';
+			if (line && len)
+				snprintf(line, len, "%s", msg);
+		}
+	}
+	return found;
+}

@@ -124,6 +124,12 @@ double vu_now(void);
  */
 int vu_kmsg_open(void);
 bool vu_kmsg_has(int fd, const char *alts);
+/*
+ * Whether any kernel record logged after the mark (whoever logged it: a
+ * WARNING's first line names no module) contains one of "a|b|c"; the
+ * first such record is copied to @line. False when @fd < 0.
+ */
+bool vu_kmsg_any(int fd, const char *alts, char *line, size_t len);
 
 /*
  * Pages pinned (FOLL_PIN) system-wide and not yet released, from
