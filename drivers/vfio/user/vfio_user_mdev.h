@@ -378,7 +378,7 @@ struct vfio_user_region {
 
 /**
  * struct vfio_user_irq - the consumer's view of one IRQ index
- * @flags: VFIO_IRQ_INFO_* from the server
+ * @flags: VFIO_IRQ_INFO_* from the server, reduced to those VFIO defines
  * @count: vectors, from the server
  * @triggers: eventfd file per vector the consumer set, NULL if none;
  *	replayed to a re-attached server; @count entries
