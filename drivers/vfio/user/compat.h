@@ -51,14 +51,18 @@ static inline void vfio_user_eventfd_signal(struct eventfd_ctx *ctx)
 #endif
 }
 
-/* kernel_connect() takes a struct sockaddr_unsized since 6.19. */
+/*
+ * kernel_connect() takes a struct sockaddr_unsized since 6.19. Non-blocking:
+ * a full listen backlog is -EAGAIN at once, never a sleep a signal breaks.
+ */
 static inline int vfio_user_kernel_connect(struct socket *sock,
 					   struct sockaddr_un *addr, int len)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
-	return kernel_connect(sock, (struct sockaddr_unsized *)addr, len, 0);
+	return kernel_connect(sock, (struct sockaddr_unsized *)addr, len,
+			      O_NONBLOCK);
 #else
-	return kernel_connect(sock, (struct sockaddr *)addr, len, 0);
+	return kernel_connect(sock, (struct sockaddr *)addr, len, O_NONBLOCK);
 #endif
 }
 

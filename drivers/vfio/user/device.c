@@ -563,8 +563,9 @@ const struct vfio_device_ops vfio_user_dev_ops = {
  */
 
 /*
- * Unpublishes and tears down the current connection. Consumers fail fast
- * once it is stopped, so the writer lock comes at once.
+ * Unpublishes and tears down the current connection: broken first, so
+ * that consumer calls on it return at once and the writer lock comes at
+ * once; stopped once no consumer is inside.
  */
 static void vfio_user_unpublish(struct vfio_user_device *udev)
 {
@@ -574,12 +575,16 @@ static void vfio_user_unpublish(struct vfio_user_device *udev)
 
 	if (!conn)
 		return;
-	vfio_user_conn_stop(conn);
+	spin_lock(&conn->lock);
+	conn->stopping = true;
+	spin_unlock(&conn->lock);
+	vfio_user_conn_broken(conn, "detached");
 	down_write(&udev->conn_sem);
 	spin_lock(&udev->state_lock);
 	udev->conn = NULL;
 	spin_unlock(&udev->state_lock);
 	up_write(&udev->conn_sem);
+	vfio_user_conn_stop(conn);
 	vfio_user_conn_put(conn);
 }
 
@@ -616,7 +621,12 @@ static int vfio_user_publish(struct vfio_user_device *udev,
 	} else if (!udev->open) {
 		ret = vfio_user_irqs_take(udev, info->irqs);
 	}
+	/* Aborted (or broken) since the last request: not worth publishing. */
+	if (!ret && vfio_user_conn_dead(conn, NULL, 0))
+		ret = -EIO;
 	if (!ret) {
+		/* Consumer requests from now on get their own deadline. */
+		WRITE_ONCE(conn->attach_deadline, 0);
 		swap(udev->regions, info->regions);
 		swap(udev->num_regions, info->num_regions);
 		udev->info_flags = info->flags;
@@ -728,7 +738,6 @@ int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 		ret = vfio_user_publish(udev, conn, &info, irq_gen);
 	if (ret)
 		goto err_conn;
-	WRITE_ONCE(conn->attach_deadline, 0);
 	/* An EOI the consumer signalled while no server was there. */
 	vfio_user_irqs_unmask_kick(udev);
 	dev_info(vfio_user_dev(udev),

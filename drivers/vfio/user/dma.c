@@ -229,7 +229,7 @@ static void vfio_user_cmd_done(struct vfio_user_conn *conn,
 	spin_unlock(&conn->lock);
 	vfio_user_cmd_free(cmd);
 	if (was_full && !vfio_user_cmds_full(conn))
-		queue_work(vfio_user_wq, &conn->recv_work);
+		vfio_user_conn_queue(conn, &conn->recv_work);
 }
 
 /*
@@ -393,7 +393,7 @@ void vfio_user_cmd_queue(struct vfio_user_conn *conn,
 	spin_lock(&conn->lock);
 	list_add_tail(&cmd->node, &conn->cmds);
 	spin_unlock(&conn->lock);
-	queue_work(vfio_user_wq, &conn->cmd_work);
+	vfio_user_conn_queue(conn, &conn->cmd_work);
 }
 
 /**

@@ -152,6 +152,16 @@ static int vfio_user_set_req(struct vfio_user_device *udev,
  * waits on the consumer's eventfd and, each time it is signalled, sends
  * the server an fd-less SET_IRQS ACTION_UNMASK for INTx vector 0.
  */
+/**
+ * struct vfio_user_unmask - the module's wait on an INTx unmask eventfd
+ * @ref: one for vfio_user_device.unmask, one per queued @work; the device
+ *	reference taken with it keeps @udev
+ * @udev: the device
+ * @ctx: the consumer's eventfd
+ * @wait: on @ctx's wait queue
+ * @pt: registers @wait through vfs_poll()
+ * @work: sends the UNMASK, on vfio_user_wq
+ */
 struct vfio_user_unmask {
 	struct kref ref;
 	struct vfio_user_device *udev;
@@ -178,13 +188,22 @@ static void vfio_user_unmask_work(struct work_struct *work)
 						   work);
 	struct vfio_user_device *udev = um->udev;
 
+	struct vfio_user_conn *conn = NULL;
+
+	/* A reference, not conn_sem, across the wait: close never waits. */
 	if (down_read_trylock(&udev->conn_sem)) {
-		if (udev->conn && !vfio_user_conn_dead(udev->conn, NULL, 0))
-			vfio_user_send_irq_set(udev->conn, VFIO_IRQ_SET_DATA_NONE |
+		conn = udev->conn;
+		if (conn)
+			kref_get(&conn->ref);
+		up_read(&udev->conn_sem);
+	}
+	if (conn) {
+		if (!vfio_user_conn_dead(conn, NULL, 0))
+			vfio_user_send_irq_set(conn, VFIO_IRQ_SET_DATA_NONE |
 					       VFIO_IRQ_SET_ACTION_UNMASK,
 					       VFIO_PCI_INTX_IRQ_INDEX, 0, 1,
 					       NULL, 0, NULL, 0);
-		up_read(&udev->conn_sem);
+		vfio_user_conn_put(conn);
 	}
 	kref_put(&um->ref, vfio_user_unmask_release);
 }
@@ -230,7 +249,9 @@ static void vfio_user_unmask_stop(struct vfio_user_device *udev)
 
 	if (!um)
 		return;
+	spin_lock(&udev->trig_lock);
 	udev->unmask = NULL;
+	spin_unlock(&udev->trig_lock);
 	eventfd_ctx_remove_wait_queue(um->ctx, &um->wait, &cnt);
 	if (cancel_work(&um->work))
 		kref_put(&um->ref, vfio_user_unmask_release);
@@ -253,7 +274,7 @@ static int vfio_user_unmask_start(struct vfio_user_device *udev, s32 fd)
 	file = fget(fd);
 	if (!file)
 		return -EBADF;
-	um = kzalloc(sizeof(*um), GFP_KERNEL);
+	um = kzalloc(sizeof(*um), GFP_KERNEL_ACCOUNT);
 	if (!um) {
 		ret = -ENOMEM;
 		goto out;
@@ -270,7 +291,9 @@ static int vfio_user_unmask_start(struct vfio_user_device *udev, s32 fd)
 	INIT_WORK(&um->work, vfio_user_unmask_work);
 	init_waitqueue_func_entry(&um->wait, vfio_user_unmask_wakeup);
 	init_poll_funcptr(&um->pt, vfio_user_unmask_queue);
+	spin_lock(&udev->trig_lock);
 	udev->unmask = um;
+	spin_unlock(&udev->trig_lock);
 	events = vfs_poll(file, &um->pt);
 	/* Signalled before we looked: an unmask is due now. */
 	if (events & EPOLLIN)
@@ -287,15 +310,14 @@ out:
  * The consumer may have signalled its unmask eventfd while no server was
  * there to tell. Unmasking an unmasked INTx is harmless.
  *
- * Context: process context; waits killably for a SET_IRQS in progress.
+ * Context: any; never waits.
  */
 void vfio_user_irqs_unmask_kick(struct vfio_user_device *udev)
 {
-	if (mutex_lock_killable(&udev->irq_lock))
-		return;
+	spin_lock(&udev->trig_lock);
 	if (udev->unmask)
 		vfio_user_unmask_kick(udev->unmask);
-	mutex_unlock(&udev->irq_lock);
+	spin_unlock(&udev->trig_lock);
 }
 
 /*
@@ -393,7 +415,10 @@ long vfio_user_set_irqs(struct vfio_user_device *udev, unsigned long arg)
 	}
 	type = hdr.flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
 
-	mutex_lock(&udev->irq_lock);
+	if (mutex_lock_killable(&udev->irq_lock)) {
+		kfree(data);
+		return -EINTR;
+	}
 	if (index == VFIO_PCI_REQ_IRQ_INDEX) {
 		ret = vfio_user_set_req(udev, &hdr, (s32 *)data);
 		goto out;

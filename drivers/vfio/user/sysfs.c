@@ -64,22 +64,22 @@ static ssize_t socket_store(struct device *dev, struct device_attribute *attr,
 			    const char *buf, size_t count)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
-	char *path;
+	char *copy, *path;
 	int ret;
 
 	if (!capable(CAP_SYS_ADMIN))
 		return -EPERM;
-	path = kstrndup(buf, count, GFP_KERNEL);
-	if (!path)
+	copy = kstrndup(buf, count, GFP_KERNEL);
+	if (!copy)
 		return -ENOMEM;
-	strim(path);
+	path = strim(copy);
 	if (!*path)
 		ret = vfio_user_detach(udev, false);
 	else if (strlen(path) >= UNIX_PATH_MAX)
 		ret = -ENAMETOOLONG;
 	else
 		ret = vfio_user_attach(udev, path);
-	kfree(path);
+	kfree(copy);
 	return ret ? ret : count;
 }
 static DEVICE_ATTR_RW(socket);

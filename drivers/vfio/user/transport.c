@@ -176,6 +176,25 @@ static bool vfio_user_req_done(struct vfio_user_req *req)
 	return smp_load_acquire(&req->done);
 }
 
+/**
+ * vfio_user_conn_queue() - queue one of a connection's work items
+ * @conn: the connection
+ * @work: its send_work, recv_work or cmd_work
+ *
+ * Nothing is queued once vfio_user_conn_stop() has begun: it cancels each
+ * work item once, and the memory may go right after. (The socket
+ * callbacks queue directly: stop takes them back before it cancels.)
+ *
+ * Context: process context; takes conn->lock.
+ */
+void vfio_user_conn_queue(struct vfio_user_conn *conn, struct work_struct *work)
+{
+	spin_lock(&conn->lock);
+	if (!conn->stopped)
+		queue_work(vfio_user_wq, work);
+	spin_unlock(&conn->lock);
+}
+
 /*
  * The broken transition
  */
@@ -229,8 +248,6 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
 	wake_up_all(&conn->tx_wait);
 	wake_up_all(&conn->rx_wait);
-	/* Drops what is left to send. */
-	queue_work(vfio_user_wq, &conn->send_work);
 }
 
 /**
@@ -348,7 +365,7 @@ static int vfio_user_tx_req(struct vfio_user_conn *conn,
 		ret = sock_sendmsg(conn->sock, &msg);
 		if (ret <= 0)
 			return ret ? ret : -EPIPE;
-		req->tx_off += ret;
+		WRITE_ONCE(req->tx_off, req->tx_off + ret);
 		/* Control data goes with the first bytes only. */
 		msg.msg_control = NULL;
 		msg.msg_controllen = 0;
@@ -445,12 +462,18 @@ static int vfio_user_tx_some(struct vfio_user_conn *conn)
 		spin_unlock(&conn->lock);
 
 		ret = vfio_user_tx_req(conn, req);
-		if (ret == -EAGAIN)
+		if (ret == -EAGAIN) {
+			/* Nothing of it out yet: a waiter may still take it back. */
+			spin_lock(&conn->lock);
+			if (!req->tx_off)
+				req->tx_state = VFIO_USER_TX_QUEUED;
+			spin_unlock(&conn->lock);
 			return ret;
+		}
 		if (ret) {
-			/* Fds the submitter closed: nothing went out. */
+			/* Fds the socket refused: nothing went out. */
 			if (!req->tx_off && req->nr_fds &&
-			    (ret == -EBADF || ret == -EINVAL)) {
+			    ret != -EPIPE && ret != -ECONNRESET) {
 				vfio_user_tx_refused(conn, req, ret);
 				continue;
 			}
@@ -487,7 +510,7 @@ static void vfio_user_tx_kick(struct vfio_user_conn *conn)
 		return;
 	}
 	/* The holder may have looked at the list before we joined it. */
-	queue_work(vfio_user_wq, &conn->send_work);
+	vfio_user_conn_queue(conn, &conn->send_work);
 }
 
 /*
@@ -506,8 +529,15 @@ static bool vfio_user_tx_ready(struct vfio_user_conn *conn,
 {
 	struct sock *sk = conn->sock->sk;
 
-	return READ_ONCE(conn->dead) || vfio_user_tx_started(req) ||
-	       sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2;
+	bool first;
+
+	if (READ_ONCE(conn->dead) || vfio_user_tx_started(req))
+		return true;
+	spin_lock(&conn->lock);
+	first = list_first_entry_or_null(&conn->tx_list, struct vfio_user_req,
+					 tx_node) == req;
+	spin_unlock(&conn->lock);
+	return first && sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2;
 }
 
 /*
@@ -528,7 +558,7 @@ static int vfio_user_tx_start_fds(struct vfio_user_conn *conn,
 		mutex_unlock(&conn->send_mutex);
 		if (vfio_user_tx_started(req)) {
 			if (ret == -EAGAIN)
-				queue_work(vfio_user_wq, &conn->send_work);
+				vfio_user_conn_queue(conn, &conn->send_work);
 			return 0;
 		}
 		if (ret == -EIO || READ_ONCE(conn->dead))
@@ -603,6 +633,13 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 		return -EPROTO;
 	}
 	conn->rx_req = req;
+	/* (tx_off: the sender's; a reply cannot come before our header) */
+	if (READ_ONCE(req->tx_off) < sizeof(req->hdr)) {
+		vfio_user_rx_violation(conn,
+				       "reply to msg_id %u (command %u) before it was sent",
+				       msg_id, command);
+		return -EPROTO;
+	}
 
 	if (flags & VFIO_USER_F_ERROR) {
 		u32 err = le32_to_cpu(conn->rx_hdr.error_no);
@@ -730,10 +767,13 @@ static void vfio_user_rx_reset(struct vfio_user_conn *conn)
 /*
  * Reads and dispatches what the socket holds, resuming the message the
  * last reader left unfinished, and stops when the socket is empty (or the
- * DMA queue is full: backpressure). Never blocks. Returns -EAGAIN then,
- * or the -errno that ended the connection.
+ * DMA queue is full: backpressure). Never blocks. Returns -EAGAIN then;
+ * -EINPROGRESS at a message boundary once @req (if any) is done, @end has
+ * passed or a fatal signal is pending, so that no reader is held by a
+ * server that keeps sending; or the -errno that ended the connection.
  */
-static int vfio_user_rx_some(struct vfio_user_conn *conn)
+static int vfio_user_rx_some(struct vfio_user_conn *conn,
+			     struct vfio_user_req *req, unsigned long end)
 {
 	struct iov_iter iter;
 	struct kvec kv;
@@ -744,6 +784,11 @@ static int vfio_user_rx_some(struct vfio_user_conn *conn)
 	for (;;) {
 		if (READ_ONCE(conn->dead))
 			return -EIO;
+		/* Between messages: enough for this reader? */
+		if (conn->rx_state == VFIO_USER_RX_HDR && !conn->rx_got &&
+		    ((req && vfio_user_req_done(req)) ||
+		     time_after(jiffies, end) || fatal_signal_pending(current)))
+			return -EINPROGRESS;
 		switch (conn->rx_state) {
 		case VFIO_USER_RX_HDR:
 			if (!conn->rx_got && vfio_user_cmds_full(conn))
@@ -787,20 +832,30 @@ static int vfio_user_rx_some(struct vfio_user_conn *conn)
 }
 
 /*
- * Reads what the socket holds unless another reader is at it. Whoever
- * lets go of recv_mutex looks again, so nothing that arrived meanwhile
- * is left unread.
+ * Reads what the socket holds unless another reader is at it, for @req's
+ * waiter (NULL: recv_work) at most a jiffy: what is left then goes to
+ * recv_work. Whoever lets go of recv_mutex looks again, so nothing that
+ * arrived meanwhile is left unread.
  */
-static void vfio_user_rx_run(struct vfio_user_conn *conn)
+static void vfio_user_rx_run(struct vfio_user_conn *conn,
+			     struct vfio_user_req *req)
 {
+	unsigned long end = jiffies + 1;
 	int ret;
 
 	while (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead) &&
 	       mutex_trylock(&conn->recv_mutex)) {
-		ret = vfio_user_rx_some(conn);
+		ret = vfio_user_rx_some(conn, req, end);
 		mutex_unlock(&conn->recv_mutex);
+		/* The unlock before the look at the socket: see above. */
+		smp_mb();
 		if (ret == -EAGAIN || ret == -EIO)
 			continue;
+		if (ret == -EINPROGRESS) {
+			if (vfio_user_rx_pending(conn))
+				vfio_user_conn_queue(conn, &conn->recv_work);
+			return;
+		}
 		if (ret == -EPIPE || ret == -ECONNRESET)
 			vfio_user_conn_broken(conn, "server closed the connection");
 		else if (ret != -EPROTO)
@@ -814,7 +869,7 @@ static void vfio_user_recv_work(struct work_struct *work)
 	struct vfio_user_conn *conn = container_of(work, struct vfio_user_conn,
 						   recv_work);
 
-	vfio_user_rx_run(conn);
+	vfio_user_rx_run(conn, NULL);
 }
 
 /*
@@ -920,6 +975,30 @@ static unsigned long vfio_user_req_deadline(struct vfio_user_conn *conn,
 }
 
 /*
+ * At the deadline: the reply may be in the socket while another reader
+ * holds recv_mutex (reclaim, preemption). Wait for it, killably (readers
+ * never wait on the server), and read before calling it a timeout.
+ */
+static int vfio_user_rx_last_look(struct vfio_user_conn *conn,
+				  struct vfio_user_req *req)
+{
+	int ret;
+
+	if (mutex_lock_killable(&conn->recv_mutex))
+		return -EINTR;
+	ret = vfio_user_rx_some(conn, req, jiffies + 1);
+	mutex_unlock(&conn->recv_mutex);
+	if (vfio_user_req_done(req))
+		return 0;
+	if (ret == -EPIPE || ret == -ECONNRESET)
+		vfio_user_conn_broken(conn, "server closed the connection");
+	else if (ret != -EAGAIN && ret != -EINPROGRESS && ret != -EIO &&
+		 ret != -EPROTO)
+		vfio_user_conn_broken(conn, "receive failed (%d)", ret);
+	return vfio_user_req_done(req) ? 0 : -ETIMEDOUT;
+}
+
+/*
  * Sleeps until @req is done, its deadline passes or a fatal signal comes,
  * reading the socket meanwhile. Non-fatal signals and ptrace stops do not
  * wake it (TASK_KILLABLE). Returns 0, -ETIMEDOUT or -EINTR.
@@ -933,12 +1012,14 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 	long left;
 
 	for (;;) {
-		vfio_user_rx_run(conn);
+		if (vfio_user_req_done(req))
+			break;
+		vfio_user_rx_run(conn, req);
 		if (vfio_user_req_done(req))
 			break;
 		left = (long)(vfio_user_req_deadline(conn, req) - jiffies);
 		if (left <= 0) {
-			ret = -ETIMEDOUT;
+			ret = vfio_user_rx_last_look(conn, req);
 			break;
 		}
 		if (!polled) {
@@ -962,7 +1043,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 	}
 	/* What arrived after our last read, maybe with our wakeup. */
 	if (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead))
-		queue_work(vfio_user_wq, &conn->recv_work);
+		vfio_user_conn_queue(conn, &conn->recv_work);
 	return ret;
 }
 
@@ -1264,6 +1345,7 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
 	conn->timeout = msecs_to_jiffies(timeout_ms);
 	conn->attach_deadline = jiffies +
 				VFIO_USER_ATTACH_TIMEOUTS * conn->timeout;
+	conn->last_cmd = jiffies - conn->timeout;
 	conn->caps.max_msg_fds = VFIO_USER_DEF_MAX_MSG_FDS;
 	conn->max_xfer = READ_ONCE(vfio_user_max_xfer);	/* what we announce */
 	conn->caps.max_xfer = VFIO_USER_DEF_MAX_XFER_SIZE;
@@ -1298,10 +1380,11 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
  * (conn->attach_deadline), each request within @timeout_ms; the caller
  * clears the deadline once done.
  *
- * Context: process context of the sysfs writer; sleeps, at most
- * @timeout_ms while the listener's backlog is full.
+ * Context: process context of the sysfs writer; the connect does not
+ * wait (a full listen backlog is -EAGAIN).
  * Return: a running connection with one reference (the caller's), or an
- * ERR_PTR: -ENOENT/-ECONNREFUSED/-ENOTSOCK... from connect, -EINVAL.
+ * ERR_PTR: -ENOENT/-ECONNREFUSED/-ENOTSOCK/-EAGAIN... from connect,
+ * -EINVAL.
  */
 struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 					      const char *path,
@@ -1310,7 +1393,6 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct vfio_user_conn *conn;
 	size_t plen = strlen(path);
-	struct sock *sk;
 	int ret;
 
 	if (!plen || plen >= sizeof(addr.sun_path))
@@ -1324,9 +1406,6 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	ret = sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM, 0, &conn->sock);
 	if (ret)
 		goto err_free;
-	sk = conn->sock->sk;
-	/* connect() waits for room in the listener's backlog at most this. */
-	sk->sk_sndtimeo = conn->timeout;
 
 	ret = vfio_user_kernel_connect(conn->sock, &addr,
 				       offsetof(struct sockaddr_un, sun_path) + plen);
@@ -1355,6 +1434,9 @@ static void vfio_user_conn_release(struct kref *ref)
 
 	/* Dead before it was stopped: nothing may enter the table since. */
 	WARN_ON_ONCE(!xa_empty(&conn->reqs));
+	WARN_ON_ONCE(work_pending(&conn->send_work) ||
+		     work_pending(&conn->recv_work) ||
+		     work_pending(&conn->cmd_work));
 	sock_release(conn->sock);
 	xa_destroy(&conn->reqs);
 	mutex_destroy(&conn->recv_mutex);
@@ -1404,15 +1486,14 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 	}
 	write_unlock_bh(&sk->sk_callback_lock);
 
-	/* Each may queue the other; neither once the connection is dead. */
+	/* Nothing is queued from here on; what is queued is cancelled. */
+	spin_lock(&conn->lock);
+	conn->stopped = true;
+	spin_unlock(&conn->lock);
 	cancel_work_sync(&conn->recv_work);
 	vfio_user_cmds_stop(conn);
-	cancel_work_sync(&conn->recv_work);
-	flush_work(&conn->send_work);
-	mutex_lock(&conn->send_mutex);
-	vfio_user_tx_some(conn);	/* dead: drops the list */
-	mutex_unlock(&conn->send_mutex);
 	cancel_work_sync(&conn->send_work);
+	vfio_user_tx_drop(conn);
 	mutex_lock(&conn->recv_mutex);
 	vfio_user_rx_reset(conn);
 	mutex_unlock(&conn->recv_mutex);

@@ -268,12 +268,14 @@ enum vfio_user_rx_state {
  * @max_xfer: the max_data_xfer_size we announced (module parameter)
  * @timeout: bound on every request's wait for the server, in jiffies
  * @attach_deadline: while attaching, the end of the whole attach; 0 after
- * @lock: protects @reqs, @dead, @stopping, @reason, @tx_list, the requests'
- *	@tx_state, @done and @task
+ * @lock: protects @dead, @stopping, @stopped, @reason, @tx_list, @cmds,
+ *	@cmd_bytes, the requests' @tx_state, @done and @task, and changes
+ *	of @reqs (which has its own lock for lookups)
  * @reqs: requests awaiting a reply, by msg_id
  * @next_id: where the search for a free msg_id starts
  * @dead: set once by vfio_user_conn_broken(); no new request is accepted
  * @stopping: the end is deliberate (detach, remove): logged at debug level
+ * @stopped: vfio_user_conn_stop() has begun: no work item is queued
  * @reason: why the connection died
  * @versioned: VERSION is done; until then only its reply is accepted
  * @tx_list: requests to send, in order; the first may be partly sent
@@ -327,6 +329,7 @@ struct vfio_user_conn {
 	u32 next_id;
 	bool dead;
 	bool stopping;
+	bool stopped;
 	char reason[VFIO_USER_REASON_LEN];
 	bool versioned;
 
@@ -422,7 +425,7 @@ struct vfio_user_irq {
  * @irqs: cached IRQ info and the consumer's eventfds, under @irq_lock
  *	(writers also take @trig_lock)
  * @unmask: the module's wait on the consumer's INTx unmask eventfd, or
- *	NULL; under @irq_lock
+ *	NULL; changed under @irq_lock and @trig_lock
  * @irq_gen: bumped by every change of the consumer's eventfds, under
  *	@trig_lock; an attach replaying them checks it before publishing
  * @dma_sem: readers: DMA served to the server; writer: open/close
@@ -487,6 +490,7 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
 void vfio_user_conn_stop(struct vfio_user_conn *conn);
 void vfio_user_conn_put(struct vfio_user_conn *conn);
+void vfio_user_conn_queue(struct vfio_user_conn *conn, struct work_struct *work);
 bool vfio_user_conn_dead(struct vfio_user_conn *conn, char *reason, size_t len);
 struct vfio_user_req *vfio_user_req_alloc(const struct vfio_user_call *call);
 void *vfio_user_req_data(struct vfio_user_req *req);
