@@ -612,6 +612,8 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 	struct vfio_user_req *req;
 	u16 sent;
 
+	lockdep_assert_held(&conn->recv_mutex);
+
 	spin_lock(&conn->lock);
 	req = xa_load(&conn->reqs, msg_id);
 	sent = req ? req->command : 0;
@@ -676,6 +678,8 @@ static int vfio_user_rx_start(struct vfio_user_conn *conn)
 	struct vfio_user_cmd *cmd;
 	size_t len;
 
+	lockdep_assert_held(&conn->recv_mutex);
+
 	if (size < sizeof(*hdr) || size - sizeof(*hdr) > conn->max_payload) {
 		vfio_user_rx_violation(conn,
 				       "message msg_id %u command %u has size %u, allowed 16..%zu",
@@ -724,6 +728,8 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 {
 	struct vfio_user_req *req = conn->rx_req;
 
+	lockdep_assert_held(&conn->recv_mutex);
+
 	conn->rx_state = VFIO_USER_RX_HDR;
 	conn->rx_got = 0;
 	if (conn->rx_cmd) {
@@ -754,6 +760,8 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 /* Drops the message being read (the connection is being torn down). */
 static void vfio_user_rx_reset(struct vfio_user_conn *conn)
 {
+	lockdep_assert_held(&conn->recv_mutex);
+
 	if (conn->rx_cmd)
 		vfio_user_cmd_free(conn->rx_cmd);
 	if (conn->rx_req)
