@@ -610,6 +610,7 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 				    u16 command, u32 flags, size_t len)
 {
 	struct vfio_user_req *req;
+	bool queued;
 	u16 sent;
 
 	lockdep_assert_held(&conn->recv_mutex);
@@ -617,6 +618,8 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 	spin_lock(&conn->lock);
 	req = xa_load(&conn->reqs, msg_id);
 	sent = req ? req->command : 0;
+	/* No sender has picked it up yet: no byte of it is out. */
+	queued = req && req->tx_state == VFIO_USER_TX_QUEUED;
 	/* The table keeps it; the receiver's own reference for the payload. */
 	if (req && sent == command)
 		kref_get(&req->ref);
@@ -635,8 +638,7 @@ static int vfio_user_rx_start_reply(struct vfio_user_conn *conn, u16 msg_id,
 		return -EPROTO;
 	}
 	conn->rx_req = req;
-	/* (tx_off: the sender's; a reply cannot come before our header) */
-	if (READ_ONCE(req->tx_off) < sizeof(req->hdr)) {
+	if (queued) {
 		vfio_user_rx_violation(conn,
 				       "reply to msg_id %u (command %u) before it was sent",
 				       msg_id, command);

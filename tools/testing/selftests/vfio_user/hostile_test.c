@@ -112,7 +112,7 @@ READ_FAULT(server_cmd_unknown, "server sent command 4");
 READ_FAULT(dma_read_big, "DMA_READ msg_id");
 READ_FAULT(dma_write_big, "command 12 has size");
 READ_FAULT(dma_write_mismatch, "DMA_WRITE msg_id");
-READ_FAULT(flood, "server commands pending|send of command|no reply to msg_id");
+READ_FAULT(flood, "not taken within|send of command|no reply to msg_id");
 READ_FAULT(close_mid, "server closed the connection");
 FIXTURE_VARIANT_ADD(fault, hang) {
 	.name = "hang", .stage = AT_READ, .reason = "no reply to msg_id",
