@@ -425,6 +425,21 @@ static void vfio_user_tx_refused(struct vfio_user_conn *conn,
 }
 
 /*
+ * The socket is full: write_space goes on with send_work once the server
+ * has read some. Its room is looked at again after the flag is set, so a
+ * read in between is not missed.
+ */
+static void vfio_user_tx_blocked(struct vfio_user_conn *conn)
+{
+	struct sock *sk = conn->sock->sk;
+
+	WRITE_ONCE(conn->tx_blocked, true);
+	smp_mb();	/* the flag before the room; write_space: the reverse */
+	if (sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2)
+		vfio_user_conn_queue(conn, &conn->send_work);
+}
+
+/*
  * Sends what it can of tx_list, in order, never blocking. Returns 0 when
  * the list is empty, -EAGAIN when the socket is full or the next request
  * carries fds only its submitter can send, -EIO when the connection is
@@ -438,6 +453,7 @@ static int vfio_user_tx_some(struct vfio_user_conn *conn)
 
 	lockdep_assert_held(&conn->send_mutex);
 
+	WRITE_ONCE(conn->tx_blocked, false);
 	for (;;) {
 		spin_lock(&conn->lock);
 		if (conn->dead) {
@@ -468,6 +484,7 @@ static int vfio_user_tx_some(struct vfio_user_conn *conn)
 			if (!req->tx_off)
 				req->tx_state = VFIO_USER_TX_QUEUED;
 			spin_unlock(&conn->lock);
+			vfio_user_tx_blocked(conn);
 			return ret;
 		}
 		if (ret) {
@@ -926,7 +943,9 @@ static void vfio_user_write_space(struct sock *sk)
 	conn = sk->sk_user_data;
 	if (conn) {
 		conn->saved_write_space(sk);
-		if (!list_empty_careful(&conn->tx_list))
+		/* (sock_wfree() has given the room back: see tx_blocked) */
+		smp_mb();
+		if (READ_ONCE(conn->tx_blocked))
 			queue_work(vfio_user_wq, &conn->send_work);
 		if (wq_has_sleeper(&conn->tx_wait))
 			wake_up_all(&conn->tx_wait);
@@ -1021,6 +1040,8 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 	int ret = 0;
 	long left;
 
+	/* From here on data wakes us (or a fellow waiter), not recv_work. */
+	atomic_inc(&conn->rx_waiters);
 	for (;;) {
 		if (vfio_user_req_done(req))
 			break;
@@ -1038,12 +1059,10 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 				continue;
 		}
 		prepare_to_wait_exclusive(&conn->rx_wait, &wait, TASK_KILLABLE);
-		atomic_inc(&conn->rx_waiters);
 		if (!vfio_user_req_done(req) &&
 		    !(vfio_user_rx_pending(conn) &&
 		      !mutex_is_locked(&conn->recv_mutex)))
 			schedule_timeout(left);
-		atomic_dec(&conn->rx_waiters);
 		finish_wait(&conn->rx_wait, &wait);
 		if (fatal_signal_pending(current) &&
 		    !vfio_user_req_done(req)) {
@@ -1051,6 +1070,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 			break;
 		}
 	}
+	atomic_dec(&conn->rx_waiters);
 	/* What arrived after our last read, maybe with our wakeup. */
 	if (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead))
 		vfio_user_conn_queue(conn, &conn->recv_work);

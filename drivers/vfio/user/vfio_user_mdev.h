@@ -282,6 +282,8 @@ enum vfio_user_rx_state {
  * @send_mutex: held by whoever writes to @sock: a submitter (trylock),
  *	@send_work, or a submitter starting a request with fds. Never held
  *	across a wait: every send is non-blocking
+ * @tx_blocked: a send found the socket full; write_space queues
+ *	@send_work then (and only then)
  * @send_work: sends what the submitters could not, when the socket has
  *	room again
  * @tx_wait: submitters of fds waiting for room on the socket
@@ -336,6 +338,7 @@ struct vfio_user_conn {
 	/* send state */
 	struct list_head tx_list;
 	struct mutex send_mutex;	/* whoever writes to sock */
+	bool tx_blocked;
 	struct work_struct send_work;
 	wait_queue_head_t tx_wait;
 
