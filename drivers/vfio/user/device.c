@@ -575,10 +575,7 @@ static void vfio_user_unpublish(struct vfio_user_device *udev)
 
 	if (!conn)
 		return;
-	spin_lock(&conn->lock);
-	conn->stopping = true;
-	spin_unlock(&conn->lock);
-	vfio_user_conn_broken(conn, "detached");
+	vfio_user_conn_close(conn, "detached");
 	down_write(&udev->conn_sem);
 	spin_lock(&udev->state_lock);
 	udev->conn = NULL;
@@ -795,10 +792,7 @@ void vfio_user_abort_attach(struct vfio_user_device *udev, bool remove)
 	spin_unlock(&udev->state_lock);
 	if (!conn)
 		return;
-	spin_lock(&conn->lock);
-	conn->stopping = true;
-	spin_unlock(&conn->lock);
-	vfio_user_conn_broken(conn, "attach aborted");
+	vfio_user_conn_close(conn, "attach aborted");
 	vfio_user_conn_put(conn);
 }
 

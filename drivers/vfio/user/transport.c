@@ -272,6 +272,24 @@ void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	va_end(args);
 }
 
+/**
+ * vfio_user_conn_close() - end a connection on purpose
+ * @conn: the connection
+ * @reason: shown in sysfs state, logged at debug level
+ *
+ * vfio_user_conn_broken() for a deliberate end (detach, remove, an
+ * aborted attach).
+ *
+ * Context: process context; takes conn->lock.
+ */
+void vfio_user_conn_close(struct vfio_user_conn *conn, const char *reason)
+{
+	spin_lock(&conn->lock);
+	conn->stopping = true;
+	spin_unlock(&conn->lock);
+	vfio_user_conn_broken(conn, "%s", reason);
+}
+
 /* The receiver found a violation: requests in flight fail with -EPROTO. */
 static __printf(2, 3)
 void vfio_user_rx_violation(struct vfio_user_conn *conn, const char *fmt, ...)
@@ -424,6 +442,14 @@ static void vfio_user_tx_refused(struct vfio_user_conn *conn,
 	vfio_user_req_put(req);			/* the list's */
 }
 
+/* Whether the socket has taken back half of its send buffer. */
+static bool vfio_user_tx_room(struct vfio_user_conn *conn)
+{
+	struct sock *sk = conn->sock->sk;
+
+	return sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2;
+}
+
 /*
  * The socket is full: write_space goes on with send_work once the server
  * has read some. Its room is looked at again after the flag is set, so a
@@ -431,11 +457,9 @@ static void vfio_user_tx_refused(struct vfio_user_conn *conn,
  */
 static void vfio_user_tx_blocked(struct vfio_user_conn *conn)
 {
-	struct sock *sk = conn->sock->sk;
-
 	WRITE_ONCE(conn->tx_blocked, true);
 	smp_mb();	/* the flag before the room; write_space: the reverse */
-	if (sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2)
+	if (vfio_user_tx_room(conn))
 		vfio_user_conn_queue(conn, &conn->send_work);
 }
 
@@ -544,8 +568,6 @@ static bool vfio_user_tx_started(struct vfio_user_req *req)
 static bool vfio_user_tx_ready(struct vfio_user_conn *conn,
 			       struct vfio_user_req *req)
 {
-	struct sock *sk = conn->sock->sk;
-
 	bool first;
 
 	if (READ_ONCE(conn->dead) || vfio_user_tx_started(req))
@@ -554,7 +576,7 @@ static bool vfio_user_tx_ready(struct vfio_user_conn *conn,
 	first = list_first_entry_or_null(&conn->tx_list, struct vfio_user_req,
 					 tx_node) == req;
 	spin_unlock(&conn->lock);
-	return first && sk_wmem_alloc_get(sk) < READ_ONCE(sk->sk_sndbuf) / 2;
+	return first && vfio_user_tx_room(conn);
 }
 
 /*
@@ -1502,10 +1524,7 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 {
 	struct sock *sk = conn->sock->sk;
 
-	spin_lock(&conn->lock);
-	conn->stopping = true;
-	spin_unlock(&conn->lock);
-	vfio_user_conn_broken(conn, "detached");
+	vfio_user_conn_close(conn, "detached");
 
 	write_lock_bh(&sk->sk_callback_lock);
 	if (sk->sk_user_data == conn) {

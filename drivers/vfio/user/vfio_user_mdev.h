@@ -491,6 +491,7 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 void vfio_user_conn_start(struct vfio_user_conn *conn);
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
+void vfio_user_conn_close(struct vfio_user_conn *conn, const char *reason);
 void vfio_user_conn_stop(struct vfio_user_conn *conn);
 void vfio_user_conn_put(struct vfio_user_conn *conn);
 void vfio_user_conn_queue(struct vfio_user_conn *conn, struct work_struct *work);
