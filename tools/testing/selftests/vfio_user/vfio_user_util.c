@@ -612,14 +612,18 @@ int vu_kmsg_open(void)
 	return fd;
 }
 
-bool vu_kmsg_has(int fd, const char *alts)
+/*
+ * Reads every kernel record since the last read and says whether one holds
+ * any of the '|'-separated @alts; with @ours, only our module's records
+ * count. The message of the first match goes to @line.
+ */
+static bool vu_kmsg_scan(int fd, const char *alts, bool ours, char *line,
+			 size_t len)
 {
-	char rec[2048], want[256], *tok, *save;
-	bool found = false;
+	char rec[2048], want[256], *tok, *save, *msg;
+	bool found = false, hit;
 	ssize_t n;
 
-	if (fd < 0)
-		return true;	/* no /dev/kmsg: nothing to check */
 	for (;;) {
 		n = read(fd, rec, sizeof(rec) - 1);
 		if (n < 0 && errno == EPIPE)
@@ -627,45 +631,34 @@ bool vu_kmsg_has(int fd, const char *alts)
 		if (n <= 0)
 			break;
 		rec[n] = '\0';
-		if (!strstr(rec, "vfio_user_mdev") && !strstr(rec, "vfio_user"))
+		if (ours && !strstr(rec, "vfio_user"))
 			continue;
 		snprintf(want, sizeof(want), "%s", alts);
-		for (tok = strtok_r(want, "|", &save); tok;
+		hit = false;
+		for (tok = strtok_r(want, "|", &save); tok && !hit;
 		     tok = strtok_r(NULL, "|", &save))
-			if (strstr(rec, tok))
-				found = true;
+			hit = strstr(rec, tok);
+		if (!hit || found)
+			continue;
+		found = true;
+		/* "prio,seq,usec,flags;message": the message */
+		msg = strchr(rec, ';');
+		msg = msg ? msg + 1 : rec;
+		msg[strcspn(msg, "\n")] = '\0';
+		if (line && len)
+			snprintf(line, len, "%s", msg);
 	}
 	return found;
 }
 
+bool vu_kmsg_has(int fd, const char *alts)
+{
+	if (fd < 0)
+		return true;	/* no /dev/kmsg: nothing to check */
+	return vu_kmsg_scan(fd, alts, true, NULL, 0);
+}
+
 bool vu_kmsg_any(int fd, const char *alts, char *line, size_t len)
 {
-	char rec[2048], want[256], *tok, *save, *msg;
-	bool found = false;
-	ssize_t n;
-
-	if (fd < 0)
-		return false;
-	for (;;) {
-		n = read(fd, rec, sizeof(rec) - 1);
-		if (n < 0 && errno == EPIPE)
-			continue;
-		if (n <= 0)
-			break;
-		rec[n] = '\0';
-		snprintf(want, sizeof(want), "%s", alts);
-		for (tok = strtok_r(want, "|", &save); tok && !found;
-		     tok = strtok_r(NULL, "|", &save)) {
-			if (!strstr(rec, tok))
-				continue;
-			found = true;
-			/* "prio,seq,usec,flags;message": the message */
-			msg = strchr(rec, ';');
-			msg = msg ? msg + 1 : rec;
-			msg[strcspn(msg, "\n")] = '\0';
-			if (line && len)
-				snprintf(line, len, "%s", msg);
-		}
-	}
-	return found;
+	return fd >= 0 && vu_kmsg_scan(fd, alts, false, line, len);
 }
