@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * libvfio-user-server: PCI type-0 config header, BAR sizing, capability
- * list, MSI-X capability with table and PBA in a BAR.
+ * list, MSI-X capability with table and PBA in a BAR (layer 2). Calls
+ * irq.c and util.c.
  */
 #include <errno.h>
 #include <stdlib.h>

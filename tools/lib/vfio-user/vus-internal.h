@@ -1,6 +1,23 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Internal definitions of libvfio-user-server; not installed.
+ *
+ * Layers. A file calls only files of lower layers (and the device model's
+ * callbacks, which may call the public API again); nothing calls upwards,
+ * so there is no call circle. tests/layers.sh checks it on the objects.
+ *
+ *   7  dev.c       vus_dev__new()/__delete(): builds and tears down all below
+ *   6  conn.c      listen/accept/attach, the event loop, disconnect
+ *   5  handlers.c  vus_dispatch() and the client-command handlers
+ *   4  version.c   VERSION negotiation
+ *   3  dma.c       DMA region table; server DMA (DMA_READ/DMA_WRITE)
+ *      region.c    device regions and the REGION_READ/WRITE access path
+ *   2  pci.c       PCI config space, BARs, capabilities, MSI-X table
+ *   1  msg.c       message framing and fd passing, receive buffer, queue
+ *      irq.c       IRQ vectors and their eventfds
+ *   0  util.c      print callback, opts structs, range checks
+ *
+ * The prototypes below are grouped by file, lowest layer first.
  */
 #ifndef __VUS_INTERNAL_H
 #define __VUS_INTERNAL_H
@@ -10,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <endian.h>
+#include <sys/uio.h>
 #include <linux/vfio_user.h>
 
 #include "vfio-user-server.h"
@@ -25,6 +43,8 @@
 #define VUS_MAX_SPARSE		64
 #define VUS_VERSION_JSON_MAX	4096
 #define VUS_PCI_CFG_SIZE	256
+
+#define HDR			VFIO_USER_HDR_SIZE
 
 #define VUS_ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 #define VUS_MIN(a, b)		((a) < (b) ? (a) : (b))
@@ -209,8 +229,81 @@ struct vus_dev {
 	struct vus_rx rx;
 };
 
-/* conn.c */
+/*
+ * struct vus_reply - the reply a handler builds: payload in @buf (malloc'd
+ * or NULL, freed by the caller of vus_dispatch()), @len bytes, and one fd.
+ */
+struct vus_reply {
+	void *buf;
+	size_t len;
+	int fd;		/* borrowed, sent with SCM_RIGHTS if >= 0 */
+};
+
+/*
+ * struct vus_rx_sink - where the payload of one expected reply goes instead
+ * of a malloc'd copy: bytes [@skip, @skip + @len) of the payload of the
+ * reply to @id/@cmd land in @buf if the reply is a success of exactly that
+ * size (DMA_READ data); @used says it did.
+ */
+struct vus_rx_sink {
+	uint16_t id;
+	uint16_t cmd;
+	size_t skip;
+	void *buf;
+	size_t len;
+	bool used;
+};
+
+/* A client socket is attached and not condemned. */
+static inline bool vus_conn_ok(const struct vus_dev *dev)
+{
+	return dev->conn_fd >= 0 && !dev->conn_dead;
+}
+
+/* ... and it completed VERSION. */
+static inline bool vus_conn_ready(const struct vus_dev *dev)
+{
+	return vus_conn_ok(dev) && dev->negotiated;
+}
+
+/* util.c */
+VUS_HIDDEN bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size);
+
+/* irq.c */
+VUS_HIDDEN void vus_irq_free(struct vus_irq *irq);
+VUS_HIDDEN void vus_irq_set_masked(struct vus_dev *dev, unsigned int index,
+				   unsigned int vector, bool mask);
+VUS_HIDDEN void vus_irq_client_trigger(struct vus_dev *dev, unsigned int index,
+				       unsigned int vector);
+VUS_HIDDEN void vus_irq_set_fd(struct vus_dev *dev, unsigned int index,
+			       unsigned int vector, uint32_t action, int fd);
+VUS_HIDDEN void vus_irq_drop_all(struct vus_dev *dev);
+
+/*
+ * msg.c. Any send or receive error marks the connection dead
+ * (vus_conn_broken()); the loop drops it once the current handler returns.
+ */
+VUS_HIDDEN void vus_msg_free(struct vus_msg *m);
+VUS_HIDDEN void vus_conn_broken(struct vus_dev *dev, const char *why, int err);
+VUS_HIDDEN int vus_xmit(struct vus_dev *dev, struct iovec *iov, int iovcnt,
+			int fd);
+VUS_HIDDEN void vus_fill_hdr(struct vfio_user_hdr *h, uint16_t id,
+			     uint16_t cmd, uint32_t size, uint32_t flags,
+			     uint32_t error_no);
+VUS_HIDDEN int vus_send_reply(struct vus_dev *dev, const struct vus_msg *m,
+			      const void *payload, size_t len, int fd);
+VUS_HIDDEN int vus_send_error(struct vus_dev *dev, const struct vus_msg *m,
+			      int err);
+VUS_HIDDEN size_t vus_rx_avail(const struct vus_dev *dev);
 VUS_HIDDEN void vus_rx_reset(struct vus_dev *dev);
+VUS_HIDDEN int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out,
+			    size_t limit, struct vus_rx_sink *sinks,
+			    unsigned int nr_sinks, bool idle_ok);
+VUS_HIDDEN size_t vus_msg_limit(const struct vus_dev *dev);
+VUS_HIDDEN void vus_kick_queue(struct vus_dev *dev);
+VUS_HIDDEN void vus_enqueue(struct vus_dev *dev, struct vus_msg *m);
+VUS_HIDDEN struct vus_msg *vus_queue_pop(struct vus_dev *dev);
+VUS_HIDDEN void vus_queue_drop_all(struct vus_dev *dev);
 
 /* pci.c */
 VUS_HIDDEN int vus_pci_config_access(struct vus_dev *dev, uint64_t off,
@@ -222,14 +315,25 @@ VUS_HIDDEN void vus_pci_reset(struct vus_dev *dev);
 VUS_HIDDEN void vus_pci_bar_added(struct vus_dev *dev, unsigned int index);
 VUS_HIDDEN void vus_pci_free(struct vus_dev *dev);
 
-/* dev.c */
-VUS_HIDDEN bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size);
-VUS_HIDDEN void vus_irq_set_masked(struct vus_dev *dev, unsigned int index,
-				   unsigned int vector, bool mask);
-VUS_HIDDEN void vus_irq_client_trigger(struct vus_dev *dev, unsigned int index,
-				       unsigned int vector);
-VUS_HIDDEN void vus_irq_set_fd(struct vus_dev *dev, unsigned int index,
-			       unsigned int vector, uint32_t action, int fd);
-VUS_HIDDEN void vus_irq_drop_all(struct vus_dev *dev);
+/* region.c */
+VUS_HIDDEN void vus_region_free(struct vus_region *r);
+VUS_HIDDEN int vus_region_access(struct vus_dev *dev, unsigned int index,
+				 uint64_t off, void *buf, size_t count,
+				 bool is_write);
+
+/* dma.c */
+VUS_HIDDEN int vus_dma_add(struct vus_dev *dev, uint64_t iova, uint64_t size,
+			   uint32_t flags, int fd, uint64_t offset);
+VUS_HIDDEN int vus_dma_remove(struct vus_dev *dev, uint64_t iova,
+			      uint64_t size);
+VUS_HIDDEN void vus_dma_drop_all(struct vus_dev *dev);
+
+/* version.c */
+VUS_HIDDEN int vus_handle_version(struct vus_dev *dev, struct vus_msg *m,
+				  struct vus_reply *r);
+
+/* handlers.c */
+VUS_HIDDEN int vus_dispatch(struct vus_dev *dev, struct vus_msg *m,
+			    struct vus_reply *r);
 
 #endif /* __VUS_INTERNAL_H */

@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * libvfio-user-server: DMA (layer 3). The table of DMA regions the client
+ * mapped (DMA_MAP/DMA_UNMAP change it through vus_dma_add() and
+ * vus_dma_remove()), and server-initiated DMA: vus_dev__dma_read() and
+ * vus_dev__dma_write() copy through our mapping of an fd-backed region or
+ * send DMA_READ/DMA_WRITE messages. Calls msg.c and util.c.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "vus-internal.h"
+
+/* ---- the DMA region table ------------------------------------------------ */
+
+/*
+ * Add the client's DMA region [@iova, @iova + @size) with
+ * VFIO_USER_F_DMA_REGION_* @flags (checked by the caller). With @fd >= 0
+ * (borrowed) the region is mapped from file offset @offset and accessed
+ * directly. The device's dma_map callback may refuse it.
+ */
+int vus_dma_add(struct vus_dev *dev, uint64_t iova, uint64_t size,
+		uint32_t flags, int fd, uint64_t offset)
+{
+	struct vus_dma_region *dr, *regions;
+	void *vaddr = NULL;
+	unsigned int i;
+	int prot = PROT_NONE, err;
+
+	for (i = 0; i < dev->nr_dma; i++) {
+		dr = &dev->dma[i];
+		if (iova < dr->iova + dr->size && dr->iova < iova + size)
+			return -EEXIST;
+	}
+	if (dev->nr_dma >= dev->max_dma_maps)
+		return -ENOSPC;
+
+	if (fd >= 0) {
+		if (size > SIZE_MAX || offset > (uint64_t)INT64_MAX)
+			return -EINVAL;
+		if (flags & VFIO_USER_F_DMA_REGION_READ)
+			prot |= PROT_READ;
+		if (flags & VFIO_USER_F_DMA_REGION_WRITE)
+			prot |= PROT_WRITE;
+		/* the mapping keeps what it needs; the message closes the fd */
+		vaddr = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
+		if (vaddr == MAP_FAILED)
+			return -errno;
+	}
+	if (dev->ops.dma_map) {
+		err = dev->ops.dma_map(dev, dev->priv, iova, size, flags, vaddr);
+		if (err)
+			goto err_unmap;
+	}
+	regions = realloc(dev->dma, (dev->nr_dma + 1) * sizeof(*regions));
+	if (!regions) {
+		err = -ENOMEM;
+		if (dev->ops.dma_unmap)
+			dev->ops.dma_unmap(dev, dev->priv, iova, size);
+		goto err_unmap;
+	}
+	dev->dma = regions;
+	dev->dma[dev->nr_dma++] = (struct vus_dma_region) {
+		.iova = iova, .size = size, .prot = flags, .vaddr = vaddr,
+	};
+	pr_debug("DMA map [%#llx, +%#llx) flags %#x%s\n",
+		 (unsigned long long)iova, (unsigned long long)size, flags,
+		 vaddr ? " (fd)" : "");
+	return 0;
+
+err_unmap:
+	if (vaddr)
+		munmap(vaddr, size);
+	return err < 0 ? err : -EINVAL;
+}
+
+/* Find the region holding @iova; NULL if none. */
+static struct vus_dma_region *vus_dma_find(struct vus_dev *dev, uint64_t iova)
+{
+	unsigned int i;
+
+	for (i = 0; i < dev->nr_dma; i++)
+		if (iova >= dev->dma[i].iova &&
+		    iova - dev->dma[i].iova < dev->dma[i].size)
+			return &dev->dma[i];
+	return NULL;
+}
+
+static int vus_dma_check(struct vus_dev *dev, uint64_t iova, size_t len,
+			 uint32_t prot)
+{
+	uint64_t pos = 0;
+
+	if (iova + len < iova)
+		return -EFAULT;
+	while (pos < len) {
+		struct vus_dma_region *r = vus_dma_find(dev, iova + pos);
+
+		if (!r || (r->prot & prot) != prot)
+			return -EFAULT;
+		pos += VUS_MIN(len - pos, r->size - (iova + pos - r->iova));
+	}
+	return 0;
+}
+
+/* Remove the region that is exactly [@iova, @iova + @size): 0 or -ENOENT. */
+int vus_dma_remove(struct vus_dev *dev, uint64_t iova, uint64_t size)
+{
+	unsigned int i;
+
+	for (i = 0; i < dev->nr_dma; i++)
+		if (dev->dma[i].iova == iova && dev->dma[i].size == size)
+			break;
+	if (i == dev->nr_dma)
+		return -ENOENT;
+	if (dev->ops.dma_unmap)
+		dev->ops.dma_unmap(dev, dev->priv, iova, size);
+	if (dev->dma[i].vaddr)
+		munmap(dev->dma[i].vaddr, size);
+	dev->dma[i] = dev->dma[--dev->nr_dma];
+	return 0;
+}
+
+/* Forget every region, telling the device (DMA_UNMAP_ALL, disconnect). */
+void vus_dma_drop_all(struct vus_dev *dev)
+{
+	while (dev->nr_dma) {
+		struct vus_dma_region *r = &dev->dma[--dev->nr_dma];
+
+		if (dev->ops.dma_unmap)
+			dev->ops.dma_unmap(dev, dev->priv, r->iova, r->size);
+		if (r->vaddr)
+			munmap(r->vaddr, r->size);
+	}
+}
+
+unsigned int vus_dev__nr_dma_regions(const struct vus_dev *dev)
+{
+	return dev ? dev->nr_dma : 0;
+}
+
+/* ---- server-initiated DMA ------------------------------------------------ */
+
+/*
+ * Server DMA through messages. Up to VUS_DMA_WINDOW DMA_READ/DMA_WRITE
+ * commands are in flight at once, so that the client serves one while the
+ * next travels; replies are matched by msg_id in whatever order they come
+ * (a DMA_READ reply's data lands straight in the caller's buffer).
+ */
+#define VUS_DMA_WINDOW	4
+
+struct vus_dma_pend {
+	struct vus_rx_sink sink;	/* id, cmd; buf, len for a read */
+	bool write;
+	uint64_t iova;
+	size_t count;
+	struct vus_msg *reply;		/* received, not yet checked */
+};
+
+static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
+			void *buf)
+{
+	struct vfio_user_dma_access a = {
+		.addr = htole64(p->iova),
+		.count = htole64(p->count),
+	};
+	struct vfio_user_hdr h;
+	struct iovec iov[3] = {
+		{ .iov_base = &h, .iov_len = HDR },
+		{ .iov_base = &a, .iov_len = sizeof(a) },
+		{ .iov_base = buf, .iov_len = p->count },
+	};
+
+	p->sink.id = dev->next_msg_id++;
+	p->sink.cmd = p->write ? VFIO_USER_DMA_WRITE : VFIO_USER_DMA_READ;
+	p->sink.skip = sizeof(a);
+	p->sink.buf = buf;
+	/* only a read's reply carries data; a write's never matches the sink */
+	p->sink.len = p->write ? 0 : p->count;
+	p->sink.used = p->write;
+	p->reply = NULL;
+	vus_fill_hdr(&h, p->sink.id, p->sink.cmd,
+		     HDR + sizeof(a) + (p->write ? p->count : 0),
+		     VFIO_USER_F_TYPE_COMMAND, 0);
+	return vus_xmit(dev, iov, p->write ? 3 : 2, -1);
+}
+
+/*
+ * Receive until @want has its reply; replies to the other commands in
+ * @pend are kept with them, client commands queued. Any failure drops
+ * the connection.
+ */
+static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
+			unsigned int nr, struct vus_dma_pend *want)
+{
+	struct pollfd pfd = { .fd = dev->conn_fd, .events = POLLIN };
+	struct vus_rx_sink sinks[VUS_DMA_WINDOW];
+	size_t limit = vus_msg_limit(dev);
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		limit = VUS_MAX(limit, HDR + sizeof(struct vfio_user_dma_access) +
+				(pend[i].write ? 0 : pend[i].count));
+	while (!want->reply) {
+		struct vus_dma_pend *p = NULL;
+		struct vus_msg *m;
+		int n, err;
+
+		n = vus_rx_avail(dev) ? 1 : poll(&pfd, 1, dev->timeout_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n ? -errno : -ETIMEDOUT;
+			vus_conn_broken(dev, "waiting for a DMA reply", err);
+			return err;
+		}
+		for (i = 0; i < nr; i++)
+			sinks[i] = pend[i].sink;
+		err = vus_recv_msg(dev, &m, limit, sinks, nr, false);
+		for (i = 0; i < nr; i++)
+			pend[i].sink.used = sinks[i].used;
+		if (err)
+			return err == -ECONNRESET ? -ENOTCONN : err;
+		if ((m->flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_COMMAND) {
+			vus_enqueue(dev, m);
+			continue;
+		}
+		for (i = 0; i < nr; i++)
+			if (!pend[i].reply && pend[i].sink.id == m->msg_id)
+				p = &pend[i];
+		if ((m->flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY ||
+		    !p || m->command != p->sink.cmd || m->nr_fds) {
+			pr_warn("DMA reply msg_id %u command %u flags %#x matches no DMA command in flight\n",
+				m->msg_id, m->command, m->flags);
+			vus_msg_free(m);
+			vus_conn_broken(dev, "bad DMA reply", -EPROTO);
+			return -EPROTO;
+		}
+		p->reply = m;
+	}
+	return 0;
+}
+
+/* Checks the reply of @p: 0, -EIO (the client refused), or -EPROTO. */
+static int vus_dma_check_reply(struct vus_dev *dev, struct vus_dma_pend *p)
+{
+	size_t reply_size = HDR + sizeof(struct vfio_user_dma_access) +
+			    (p->write ? 0 : p->count);
+	struct vfio_user_dma_access ra;
+	struct vus_msg *m = p->reply;
+	int err = 0;
+
+	p->reply = NULL;
+	if (m->flags & VFIO_USER_F_ERROR) {
+		pr_debug("DMA %s [%#llx, +%zu): client error %u\n",
+			 p->write ? "write" : "read",
+			 (unsigned long long)p->iova, p->count, m->error_no);
+		err = -EIO;
+		goto out;
+	}
+	if (m->size == reply_size) {
+		memcpy(&ra, m->buf + HDR, sizeof(ra));
+		/* (a DMA_READ reply of the right size went straight to buf) */
+		if (le64toh(ra.addr) == p->iova && le64toh(ra.count) == p->count &&
+		    p->sink.used)
+			goto out;
+	}
+	pr_warn("DMA %s reply: size %u, expected %zu\n",
+		p->write ? "write" : "read", m->size, reply_size);
+	vus_conn_broken(dev, "bad DMA reply", -EPROTO);
+	err = -EPROTO;
+out:
+	vus_msg_free(m);
+	return err;
+}
+
+static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
+			size_t len, bool write)
+{
+	uint32_t prot = write ? VFIO_USER_F_DMA_REGION_WRITE :
+				VFIO_USER_F_DMA_REGION_READ;
+	struct vus_dma_pend pend[VUS_DMA_WINDOW];
+	unsigned int nr = 0, i;
+	size_t pos = 0;
+	int err, first = 0;
+
+	if (!dev || (!buf && len))
+		return -EINVAL;
+	if (!vus_conn_ready(dev))
+		return -ENOTCONN;
+	err = vus_dma_check(dev, iova, len, prot);
+	if (err)
+		return err;
+	while (pos < len && !first) {
+		struct vus_dma_region *r = vus_dma_find(dev, iova + pos);
+		uint64_t roff, n;
+
+		if (!r) {
+			first = -EFAULT;
+			break;
+		}
+		roff = iova + pos - r->iova;
+		n = VUS_MIN(len - pos, r->size - roff);
+		if (r->vaddr) {
+			if (write)
+				memcpy((uint8_t *)r->vaddr + roff,
+				       (const uint8_t *)buf + pos, n);
+			else
+				memcpy((uint8_t *)buf + pos,
+				       (uint8_t *)r->vaddr + roff, n);
+		} else {
+			/*
+			 * At most what either side announced: the spec has
+			 * the client's value bound what we send, while
+			 * QEMU's vfio-user-pci (E2BIG) and vfio_user_mdev
+			 * (drops the connection) hold server DMA messages
+			 * to the server's own max_data_xfer_size.
+			 */
+			uint64_t max = VUS_MIN(VUS_MIN(dev->peer.max_data_xfer_size,
+						       dev->max_xfer),
+					       VUS_MAX_XFER_LIMIT);
+			struct vus_dma_pend *p;
+
+			if (nr == VUS_DMA_WINDOW) {
+				/* the oldest is done before the next goes */
+				err = vus_dma_wait(dev, pend, nr, &pend[0]);
+				if (!err)
+					err = vus_dma_check_reply(dev, &pend[0]);
+				if (err)
+					first = err;
+				memmove(&pend[0], &pend[1],
+					--nr * sizeof(pend[0]));
+				if (first)
+					break;
+			}
+			p = &pend[nr];
+			p->write = write;
+			p->iova = iova + pos;
+			p->count = n = VUS_MIN(n, max);
+			err = vus_dma_send(dev, p, (uint8_t *)buf + pos);
+			if (err) {
+				first = err;
+				break;
+			}
+			nr++;
+		}
+		pos += n;
+	}
+	/* Every reply still due is taken off the stream, in order. */
+	for (i = 0; i < nr && vus_conn_ok(dev); i++) {
+		err = vus_dma_wait(dev, pend + i, nr - i, &pend[i]);
+		if (!err)
+			err = vus_dma_check_reply(dev, &pend[i]);
+		if (err && !first)
+			first = err;
+	}
+	for (i = 0; i < nr; i++)
+		vus_msg_free(pend[i].reply);
+	/*
+	 * A client command read ahead of the socket with a reply waits in
+	 * the receive buffer: wake the loop for it (the socket will not).
+	 */
+	if (vus_conn_ok(dev) && vus_rx_avail(dev))
+		vus_kick_queue(dev);
+	return first;
+}
+
+int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,
+		      size_t len)
+{
+	return vus_err(vus_dma_xfer(dev, iova, buf, len, false));
+}
+
+int vus_dev__dma_write(struct vus_dev *dev, uint64_t iova, const void *buf,
+		       size_t len)
+{
+	return vus_err(vus_dma_xfer(dev, iova, (void *)buf, len, true));
+}

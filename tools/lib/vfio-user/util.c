@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * libvfio-user-server: helpers every other file uses (layer 0): the
+ * message callback, opts structs, range checks. Calls nothing else of the
+ * library.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "vus-internal.h"
+
+static vus_print_fn_t vus_print;
+
+vus_print_fn_t vus_set_print(vus_print_fn_t fn)
+{
+	vus_print_fn_t old = vus_print;
+
+	vus_print = fn;
+	return old;
+}
+
+void vus_pr(enum vus_print_level level, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+
+	if (!vus_print)
+		return;
+	va_start(ap, fmt);
+	vus_print(level, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+int vus_opts_copy(void *dst, size_t dst_sz, size_t known_end, const void *src)
+{
+	size_t src_sz, i;
+
+	memset(dst, 0, dst_sz);
+	if (!src)
+		return 0;
+	src_sz = *(const size_t *)src;
+	if (src_sz < sizeof(size_t))
+		return -EINVAL;
+	for (i = known_end; i < src_sz; i++)
+		if (((const uint8_t *)src)[i])
+			return -EINVAL;
+	memcpy(dst, src, VUS_MIN(src_sz, known_end));
+	*(size_t *)dst = dst_sz;
+	return 0;
+}
+
+bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size)
+{
+	return off <= size && count <= size - off;
+}
