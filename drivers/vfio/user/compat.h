@@ -10,6 +10,7 @@
 
 #include <linux/version.h>
 #include <linux/eventfd.h>
+#include <linux/mm.h>
 #include <linux/net.h>
 #include <linux/un.h>
 #include <linux/vfio.h>
@@ -75,5 +76,30 @@ static inline int vfio_user_kernel_connect(struct socket *sock,
 #else
 #define VFIO_USER_MSG_SPLICE	0
 #endif
+
+/*
+ * A fault handler that drops the fault's lock before it returns
+ * VM_FAULT_RETRY: release_fault_lock() (6.6) knows whether that is the VMA
+ * lock or the mmap lock; before, a file fault holds the mmap lock.
+ */
+static inline void vfio_user_release_fault_lock(struct vm_fault *vmf)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+	release_fault_lock(vmf);
+#else
+	mmap_read_unlock(vmf->vma->vm_mm);
+#endif
+}
+
+/* vma->vm_flags is written through vm_flags_set() since 6.3. */
+static inline void vfio_user_vm_flags_set(struct vm_area_struct *vma,
+					  unsigned long flags)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, flags);
+#else
+	vma->vm_flags |= flags;
+#endif
+}
 
 #endif /* _VFIO_USER_COMPAT_H */

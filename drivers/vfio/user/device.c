@@ -408,8 +408,12 @@ static int vfio_user_init_dev(struct vfio_device *vdev)
 	spin_lock_init(&udev->trig_lock);
 	init_rwsem(&udev->conn_sem);
 	init_rwsem(&udev->dma_sem);
+	mutex_init(&udev->window_mutex);
+	INIT_WORK(&udev->window_work, vfio_user_window_work);
 	udev->state = VFIO_USER_DETACHED;
 	udev->timeout_ms = VFIO_USER_DEF_TIMEOUT_MS;
+	udev->dma_window = VFIO_USER_DEF_DMA_WINDOW;
+	udev->dma_window_chunk = VFIO_USER_DEF_DMA_WINDOW;
 	return 0;
 }
 
@@ -423,8 +427,11 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 
+	cancel_work_sync(&udev->window_work);
+	WARN_ON_ONCE(udev->window);
 	vfio_user_free_regions(udev->regions, udev->num_regions);
 	vfio_user_irqs_free(udev);
+	mutex_destroy(&udev->window_mutex);
 	mutex_destroy(&udev->irq_lock);
 	mutex_destroy(&udev->attach_mutex);
 }
@@ -467,7 +474,8 @@ static int vfio_user_open_device(struct vfio_device *vdev)
  * vfio_user_close_device() - vfio_device_ops.close_device
  * @vdev: the VFIO device
  *
- * Stops serving DMA (waits for a DMA access in progress), asks a live
+ * Stops serving DMA (waits for a DMA access in progress), unpins what the
+ * server's shared-memory mappings pinned (zapping them), asks a live
  * server to disable the interrupts and drops the consumer's eventfds.
  *
  * Context: process context, the VFIO core's dev_set lock held. Waits on
@@ -480,6 +488,7 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 	down_write(&udev->dma_sem);
 	udev->dma_enabled = false;
 	up_write(&udev->dma_sem);
+	vfio_user_window_close(udev);
 
 	down_read(&udev->conn_sem);
 	vfio_user_irqs_release(udev);
@@ -531,16 +540,17 @@ static void vfio_user_request(struct vfio_device *vdev, unsigned int count)
  * @iova: start of the range the consumer unmapped
  * @length: length of the range
  *
- * Nothing to do and nothing to wait for: the module pins no pages, and
- * every DMA it serves goes through vfio_dma_rw(), which checks the
- * consumer's mappings under the IOMMU driver's lock, so once the unmap
- * completes the server can no longer reach the range.
+ * Message DMA needs nothing: it goes through vfio_dma_rw(), which checks
+ * the consumer's mappings under the IOMMU driver's lock. The shared-memory
+ * window zaps the server's mappings of the range and unpins it, so once
+ * the unmap completes the server can no longer reach the range.
  *
  * Context: called by vfio_iommu_type1 (or iommufd); never waits on the
  * server.
  */
 static void vfio_user_dma_unmap(struct vfio_device *vdev, u64 iova, u64 length)
 {
+	vfio_user_window_unmap(to_vfio_user_device(vdev), iova, length);
 }
 
 const struct vfio_device_ops vfio_user_dev_ops = {
@@ -582,6 +592,7 @@ static void vfio_user_unpublish(struct vfio_user_device *udev)
 	spin_unlock(&udev->state_lock);
 	up_write(&udev->conn_sem);
 	vfio_user_conn_stop(conn);
+	vfio_user_window_revoke(udev);
 	vfio_user_conn_put(conn);
 }
 
@@ -753,6 +764,7 @@ err_conn:
 	aborted = conn->stopping;
 	spin_unlock(&conn->lock);
 	vfio_user_conn_stop(conn);
+	vfio_user_window_revoke(udev);
 	vfio_user_conn_put(conn);
 	if (aborted) {
 		spin_lock(&udev->state_lock);

@@ -21,6 +21,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bvec.h>
+#include <linux/fdtable.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/sizes.h>
@@ -431,49 +432,122 @@ void vfio_user_cmds_stop(struct vfio_user_conn *conn)
 	}
 }
 
+/* One DMA_MAP of [iova, iova + size): backed by the window file at @fd. */
+static int vfio_user_dma_map(struct vfio_user_conn *conn, u64 iova, u64 size,
+			     int fd)
+{
+	struct vfio_user_dma_map map = {
+		.argsz = cpu_to_le32(sizeof(map)),
+		.flags = cpu_to_le32(VFIO_USER_F_DMA_REGION_READ |
+				     VFIO_USER_F_DMA_REGION_WRITE),
+		.offset = cpu_to_le64(fd >= 0 ? iova : 0),
+		.addr = cpu_to_le64(iova),
+		.size = cpu_to_le64(size),
+	};
+	struct vfio_user_call call = {
+		.command = VFIO_USER_DMA_MAP,
+		.payload = &map,
+		.len = sizeof(map),
+		.fds = fd >= 0 ? &fd : NULL,
+		.nr_fds = fd >= 0,
+	};
+	int ret;
+
+	ret = vfio_user_call(conn, &call);
+	if (ret < 0)
+		dev_err(vfio_user_dev(conn->udev),
+			"DMA_MAP of [%#llx, +%#llx)%s failed: %d\n", iova, size,
+			fd >= 0 ? " (shared memory)" : "", ret);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * Announces [0, @window) backed by a new window file, in regions of
+ * @chunk bytes. A server that refuses the first one (it takes no fds)
+ * gets the whole space by message: *@window is then 0.
+ */
+static int vfio_user_dma_announce_window(struct vfio_user_conn *conn,
+					 u64 *window, u64 chunk)
+{
+	struct vfio_user_device *udev = conn->udev;
+	u64 iova;
+	int fd, ret;
+
+	ret = vfio_user_window_create(udev, conn, *window);
+	if (ret)
+		return ret;
+	fd = vfio_user_window_install(udev);
+	if (fd < 0) {
+		vfio_user_window_revoke(udev);
+		return fd;
+	}
+	for (iova = 0; iova < *window; iova += chunk) {
+		ret = vfio_user_dma_map(conn, iova, min(chunk, *window - iova), fd);
+		if (ret && !iova && !vfio_user_conn_dead(conn, NULL, 0)) {
+			dev_warn(vfio_user_dev(udev),
+				 "server refused the shared-memory DMA window (%d): all DMA by message\n",
+				 ret);
+			vfio_user_window_revoke(udev);
+			*window = 0;
+			ret = 0;
+			break;
+		}
+		if (ret)
+			break;
+	}
+	close_fd(fd);
+	return ret;
+}
+
 /**
- * vfio_user_dma_announce() - tell the server about the DMA window
+ * vfio_user_dma_announce() - tell the server about the IOVA space
  * @conn: a negotiated connection whose receiver runs
  *
- * Sends [0, VFIO_USER_DEF_DMA_WINDOW) as fd-less read/write DMA_MAP
- * regions of at most VFIO_USER_DMA_CHUNK bytes.
+ * Announces [0, dma_window) as read/write DMA regions of dma_window_chunk
+ * bytes backed by the device's new window file (window.c), when the
+ * server takes fds, and the rest of [0, 2^48) as fd-less regions of at most
+ * VFIO_USER_DMA_CHUNK bytes, reached with DMA_READ/DMA_WRITE.
  *
- * Context: process context; sleeps, each message bounded by the timeout.
+ * Context: process context of the attaching writer (the window's fd is
+ * passed from its fd table); sleeps, each message bounded by the timeout.
  * Return: 0 or a negative errno.
  */
 int vfio_user_dma_announce(struct vfio_user_conn *conn)
 {
-	u64 iova;
+	struct vfio_user_device *udev = conn->udev;
+	u64 window, chunk, iova, maps;
 	int ret;
 
-	if (VFIO_USER_DEF_DMA_WINDOW / VFIO_USER_DMA_CHUNK > conn->caps.max_dma_maps) {
-		dev_err(vfio_user_dev(conn->udev),
-			"server takes only %u DMA regions, the window needs %llu\n",
-			conn->caps.max_dma_maps,
-			VFIO_USER_DEF_DMA_WINDOW / VFIO_USER_DMA_CHUNK);
+	spin_lock(&udev->state_lock);
+	window = udev->dma_window;
+	chunk = udev->dma_window_chunk;
+	spin_unlock(&udev->state_lock);
+	if (window && !conn->caps.max_msg_fds) {
+		dev_info(vfio_user_dev(udev),
+			 "server takes no fds: no shared-memory DMA window\n");
+		window = 0;
+	}
+
+	maps = (window ? DIV64_U64_ROUND_UP(window, chunk) : 0) +
+	       DIV64_U64_ROUND_UP(VFIO_USER_DMA_SPACE - window, VFIO_USER_DMA_CHUNK);
+	if (maps > conn->caps.max_dma_maps) {
+		dev_err(vfio_user_dev(udev),
+			"server takes only %u DMA regions, the IOVA space needs %llu\n",
+			conn->caps.max_dma_maps, maps);
 		return -ENOSPC;
 	}
-	for (iova = 0; iova < VFIO_USER_DEF_DMA_WINDOW; iova += VFIO_USER_DMA_CHUNK) {
-		struct vfio_user_dma_map map = {
-			.argsz = cpu_to_le32(sizeof(map)),
-			.flags = cpu_to_le32(VFIO_USER_F_DMA_REGION_READ |
-					     VFIO_USER_F_DMA_REGION_WRITE),
-			.addr = cpu_to_le64(iova),
-			.size = cpu_to_le64(VFIO_USER_DMA_CHUNK),
-		};
-		struct vfio_user_call call = {
-			.command = VFIO_USER_DMA_MAP,
-			.payload = &map,
-			.len = sizeof(map),
-		};
 
-		ret = vfio_user_call(conn, &call);
-		if (ret < 0) {
-			dev_err(vfio_user_dev(conn->udev),
-				"DMA_MAP of [%#llx, +%#llx) failed: %d\n", iova,
-				VFIO_USER_DMA_CHUNK, ret);
+	if (window) {
+		ret = vfio_user_dma_announce_window(conn, &window, chunk);
+		if (ret)
 			return ret;
-		}
+	}
+	for (iova = window; iova < VFIO_USER_DMA_SPACE; iova += VFIO_USER_DMA_CHUNK) {
+		ret = vfio_user_dma_map(conn, iova,
+					min(VFIO_USER_DMA_CHUNK,
+					    VFIO_USER_DMA_SPACE - iova), -1);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }

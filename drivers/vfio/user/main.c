@@ -199,9 +199,13 @@ static int __init vfio_user_init(void)
 	if (!vfio_user_wq)
 		return -ENOMEM;
 
-	ret = mdev_register_driver(&vfio_user_driver);
+	ret = vfio_user_window_init();
 	if (ret)
 		goto err_wq;
+
+	ret = mdev_register_driver(&vfio_user_driver);
+	if (ret)
+		goto err_window;
 
 	ret = class_register(&vfio_user_class);
 	if (ret)
@@ -228,6 +232,8 @@ err_put:
 	class_unregister(&vfio_user_class);
 err_driver:
 	mdev_unregister_driver(&vfio_user_driver);
+err_window:
+	vfio_user_window_exit();
 err_wq:
 	destroy_workqueue(vfio_user_wq);
 	return ret;
@@ -239,6 +245,7 @@ static void __exit vfio_user_exit(void)
 	device_unregister(&vfio_user_parent.dev);
 	class_unregister(&vfio_user_class);
 	mdev_unregister_driver(&vfio_user_driver);
+	vfio_user_window_exit();
 	destroy_workqueue(vfio_user_wq);
 }
 

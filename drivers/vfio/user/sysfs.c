@@ -6,6 +6,13 @@
  *               an empty line to detach; reads the attached path
  *   state       detached, connecting, ready or "broken: <reason>"
  *   timeout_ms  bound on every wait for the server, 1..600000
+ *   dma_window  bytes of IOVA space, from 0, the server reaches through
+ *               shared memory (0: none); a multiple of 2 MiB, <= 2^48
+ *   dma_window_chunk
+ *               size of each DMA region of the window, a multiple of
+ *               2 MiB, at most 8 TiB
+ *   dma_window_pinned
+ *               pages the server's mappings of the window have pinned
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -116,10 +123,92 @@ static ssize_t timeout_ms_store(struct device *dev,
 }
 static DEVICE_ATTR_RW(timeout_ms);
 
+/* Both take effect at the next attach, as timeout_ms does. */
+static ssize_t vfio_user_window_store(struct device *dev, const char *buf,
+				      size_t count, bool chunk)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	char *end;
+	u64 val;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	val = memparse(buf, &end);
+	if (end == buf)
+		return -EINVAL;
+	if (*end == '\n')
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (!IS_ALIGNED(val, VFIO_USER_DMA_WINDOW_ALIGN))
+		return -EINVAL;
+	if (chunk ? !val || val > VFIO_USER_DMA_CHUNK : val > VFIO_USER_DMA_SPACE)
+		return -EINVAL;
+	spin_lock(&udev->state_lock);
+	if (chunk)
+		udev->dma_window_chunk = val;
+	else
+		udev->dma_window = val;
+	spin_unlock(&udev->state_lock);
+	return count;
+}
+
+static ssize_t dma_window_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	u64 val;
+
+	spin_lock(&udev->state_lock);
+	val = udev->dma_window;
+	spin_unlock(&udev->state_lock);
+	return sysfs_emit(buf, "%llu\n", val);
+}
+
+static ssize_t dma_window_store(struct device *dev,
+				struct device_attribute *attr,
+				const char *buf, size_t count)
+{
+	return vfio_user_window_store(dev, buf, count, false);
+}
+static DEVICE_ATTR_RW(dma_window);
+
+static ssize_t dma_window_chunk_show(struct device *dev,
+				     struct device_attribute *attr, char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	u64 val;
+
+	spin_lock(&udev->state_lock);
+	val = udev->dma_window_chunk;
+	spin_unlock(&udev->state_lock);
+	return sysfs_emit(buf, "%llu\n", val);
+}
+
+static ssize_t dma_window_chunk_store(struct device *dev,
+				      struct device_attribute *attr,
+				      const char *buf, size_t count)
+{
+	return vfio_user_window_store(dev, buf, count, true);
+}
+static DEVICE_ATTR_RW(dma_window_chunk);
+
+static ssize_t dma_window_pinned_show(struct device *dev,
+				      struct device_attribute *attr, char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%lu\n", vfio_user_window_pinned(udev));
+}
+static DEVICE_ATTR_RO(dma_window_pinned);
+
 static struct attribute *vfio_user_dev_attrs[] = {
 	&dev_attr_state.attr,
 	&dev_attr_socket.attr,
 	&dev_attr_timeout_ms.attr,
+	&dev_attr_dma_window.attr,
+	&dev_attr_dma_window_chunk.attr,
+	&dev_attr_dma_window_pinned.attr,
 	NULL,
 };
 

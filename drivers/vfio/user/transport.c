@@ -248,6 +248,8 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
 	wake_up_all(&conn->tx_wait);
 	wake_up_all(&conn->rx_wait);
+	/* A dead server's DMA window pins nothing any more. */
+	queue_work(vfio_user_wq, &conn->udev->window_work);
 }
 
 /**

@@ -67,7 +67,17 @@ extern unsigned int vfio_user_poll_us;
 #define VFIO_USER_CMD_QUEUE_XFERS	4
 /* Biggest DMA region a server must accept (libvfio-user: 8 TiB). */
 #define VFIO_USER_DMA_CHUNK		(8ULL << 40)
-#define VFIO_USER_DEF_DMA_WINDOW	BIT_ULL(48)
+/* The IOVA space announced to the server: [0, 2^48). */
+#define VFIO_USER_DMA_SPACE		BIT_ULL(48)
+/*
+ * The shared-memory part of it, [0, dma_window), in DMA regions of
+ * dma_window_chunk bytes backed by the window file: 1 TiB of a server's
+ * 128 TiB of address space per device, so one server can map 64 and more
+ * devices' windows; guests with more memory than that reach the rest by
+ * message. Both 2 MiB aligned (SPDK wants that).
+ */
+#define VFIO_USER_DEF_DMA_WINDOW	BIT_ULL(40)
+#define VFIO_USER_DMA_WINDOW_ALIGN	SZ_2M
 
 /* Region index in the consumer's file offset, as vfio-pci does it. */
 #define VFIO_USER_OFFSET_SHIFT		40
@@ -434,6 +444,15 @@ struct vfio_user_irq {
  * @dma_sem: readers: DMA served to the server; writer: open/close
  * @dma_enabled: a consumer has the device open, DMA may be served;
  *	under @dma_sem
+ * @dma_window: size of the shared-memory DMA window, read at each attach;
+ *	0: none, message DMA only; under @state_lock
+ * @dma_window_chunk: size of each DMA region of the window; under
+ *	@state_lock
+ * @window_mutex: protects @window; held by an invalidation while it zaps
+ *	and unpins, which never waits on the server
+ * @window: the shared-memory DMA window of the current or attaching
+ *	connection, or NULL (window.c)
+ * @window_work: revokes the window of a broken connection
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -463,6 +482,12 @@ struct vfio_user_device {
 
 	struct rw_semaphore dma_sem;
 	bool dma_enabled;
+
+	u64 dma_window;
+	u64 dma_window_chunk;
+	struct mutex window_mutex;	/* window */
+	struct vfio_user_window *window;
+	struct work_struct window_work;
 };
 
 static inline struct vfio_user_device *
@@ -533,6 +558,19 @@ int vfio_user_fetch_info(struct vfio_user_conn *conn,
 void vfio_user_info_free(struct vfio_user_info *info);
 bool vfio_user_same_shape(struct vfio_user_device *udev,
 			  struct vfio_user_info *info);
+
+/* window.c */
+int vfio_user_window_init(void);
+void vfio_user_window_exit(void);
+int vfio_user_window_create(struct vfio_user_device *udev,
+			    struct vfio_user_conn *conn, u64 size);
+int vfio_user_window_install(struct vfio_user_device *udev);
+void vfio_user_window_unmap(struct vfio_user_device *udev, u64 iova,
+			    u64 length);
+void vfio_user_window_close(struct vfio_user_device *udev);
+void vfio_user_window_revoke(struct vfio_user_device *udev);
+void vfio_user_window_work(struct work_struct *work);
+unsigned long vfio_user_window_pinned(struct vfio_user_device *udev);
 
 /* dma.c */
 struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size);

@@ -588,7 +588,11 @@ long vu_pinned_pages(void)
 {
 	char line[128];
 	long acq = -1, rel = -1, v;
-	FILE *f = fopen("/proc/vmstat", "re");
+	FILE *f;
+
+	/* Fold the per-CPU deltas first: exact counts, not approximations. */
+	vu_sysfs_write("/proc/sys/vm/stat_refresh", "1");
+	f = fopen("/proc/vmstat", "re");
 
 	if (!f)
 		return -errno;
@@ -661,4 +665,46 @@ bool vu_kmsg_has(int fd, const char *alts)
 bool vu_kmsg_any(int fd, const char *alts, char *line, size_t len)
 {
 	return fd >= 0 && vu_kmsg_scan(fd, alts, false, line, len);
+}
+
+static int vu_region_base(int fd, unsigned int index, uint64_t *base)
+{
+	struct vfio_region_info info = { .argsz = sizeof(info), .index = index };
+
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &info))
+		return -errno;
+	*base = info.offset;
+	return 0;
+}
+
+int vu_region_read(int fd, unsigned int index, uint64_t off, void *buf,
+		   size_t len)
+{
+	uint64_t base = 0;
+	ssize_t n;
+	int ret;
+
+	ret = vu_region_base(fd, index, &base);
+	if (ret)
+		return ret;
+	n = pread(fd, buf, len, base + off);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+int vu_region_write(int fd, unsigned int index, uint64_t off,
+		    const void *buf, size_t len)
+{
+	uint64_t base = 0;
+	ssize_t n;
+	int ret;
+
+	ret = vu_region_base(fd, index, &base);
+	if (ret)
+		return ret;
+	n = pwrite(fd, buf, len, base + off);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
 }

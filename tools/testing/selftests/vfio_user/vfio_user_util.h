@@ -70,6 +70,15 @@ int vu_dma_map(int container, void *vaddr, uint64_t iova, uint64_t size,
 int vu_dma_unmap(int container, uint64_t iova, uint64_t size);
 
 /*
+ * Exactly @len bytes at @off of region @index of device @fd (pread/pwrite
+ * at the region's offset). Returns 0 or -errno (-EIO for a short access).
+ */
+int vu_region_read(int fd, unsigned int index, uint64_t off, void *buf,
+		   size_t len);
+int vu_region_write(int fd, unsigned int index, uint64_t off,
+		    const void *buf, size_t len);
+
+/*
  * A fixture's teardown: closes the device, group and container fds (any may
  * be -1; each is set to -1) and removes the mdev if it still exists.
  */
