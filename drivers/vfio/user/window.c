@@ -691,8 +691,11 @@ static int vfio_user_window_init_fs_context(struct fs_context *fc)
 	return init_pseudo(fc, VFIO_USER_WINDOW_MAGIC) ? 0 : -ENOMEM;
 }
 
+/*
+ * No .owner: the mount lives from module init to exit and would pin the
+ * module for ever; each window file holds the module through its fops.
+ */
 static struct file_system_type vfio_user_window_fs_type = {
-	.owner			= THIS_MODULE,
 	.name			= "vfio_user_dma",
 	.init_fs_context	= vfio_user_window_init_fs_context,
 	.kill_sb		= kill_anon_super,

@@ -996,6 +996,8 @@ static void serve(void)
 	fp.fds_pipe = -1;
 	fp.irq_fds = 0;
 	while (!ret) {
+		uint32_t irq_fds_before = fp.irq_fds;
+
 		if (fp.mutate && fp.sent >= fp.count)
 			return;
 		if (recv_all(&hdr, sizeof(hdr)))
@@ -1050,6 +1052,10 @@ static void serve(void)
 			ret = reply(&hdr, NULL, 0);
 			break;
 		case VFIO_USER_DMA_MAP:
+			/* The DMA window's fd, if any, is not an IRQ's. */
+			fp.irq_fds = irq_fds_before;
+			ret = reply(&hdr, NULL, 0);
+			break;
 		case VFIO_USER_DMA_UNMAP:
 		case VFIO_USER_DEVICE_RESET:
 			ret = reply(&hdr, NULL, 0);
