@@ -2,26 +2,77 @@
 /*
  * libvfio-user-server: DMA (layer 3). The table of DMA regions the client
  * mapped (DMA_MAP/DMA_UNMAP change it through vus_dma_add() and
- * vus_dma_remove()), and server-initiated DMA: vus_dev__dma_read() and
- * vus_dev__dma_write() copy through our mapping of an fd-backed region or
- * send DMA_READ/DMA_WRITE messages. Calls msg.c and util.c.
+ * vus_dma_remove()), pointers into our mappings of fd-backed regions
+ * (vus_dev__dma_ptr()), and server-initiated DMA: vus_dev__dma_read() and
+ * vus_dev__dma_write() copy through such a mapping (guarded against
+ * SIGBUS) or send DMA_READ/DMA_WRITE messages; vus_dev__dma_stats() says
+ * which. Calls msg.c, sigbus.c and util.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include "vus-internal.h"
 
 /* ---- the DMA region table ------------------------------------------------ */
 
+_Static_assert(VUS_DMA_READ == VFIO_USER_F_DMA_REGION_READ &&
+	       VUS_DMA_WRITE == VFIO_USER_F_DMA_REGION_WRITE, "dma prot");
+
+/*
+ * Map @size bytes of the client's @fd at @offset with the rights of @flags
+ * into *@vaddr. An offset mmap() can never take is the client's mistake:
+ * -EINVAL, the DMA_MAP fails. Any other failure (ENOMEM for a huge
+ * region, ENODEV for an fd without mmap, EACCES for an fd opened without
+ * the rights, no SIGBUS handler) is no error: *@vaddr stays NULL and the
+ * region is served with DMA_READ/DMA_WRITE messages, which is logged once
+ * per device.
+ */
+static int vus_dma_mmap(struct vus_dev *dev, uint64_t iova, uint64_t size,
+			uint32_t flags, int fd, uint64_t offset, void **vaddr)
+{
+	int prot = PROT_NONE, err;
+	void *p;
+
+	*vaddr = NULL;
+	if (offset > (uint64_t)INT64_MAX ||
+	    offset % (uint64_t)sysconf(_SC_PAGESIZE))
+		return -EINVAL;
+	if (flags & VFIO_USER_F_DMA_REGION_READ)
+		prot |= PROT_READ;
+	if (flags & VFIO_USER_F_DMA_REGION_WRITE)
+		prot |= PROT_WRITE;
+	/* our copies through the mapping must survive its disappearance */
+	err = vus_sigbus_init();
+	if (!err && size > SIZE_MAX)
+		err = -ENOMEM;
+	if (!err) {
+		/* the mapping keeps what it needs; the message closes the fd */
+		p = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
+		if (p != MAP_FAILED) {
+			*vaddr = p;
+			return 0;
+		}
+		err = -errno;
+	}
+	vus_pr(dev->dma_mmap_warned ? VUS_DEBUG : VUS_WARN,
+	       "vus: DMA region [%#llx, +%#llx): cannot map the client's fd (%s), using DMA_READ/DMA_WRITE messages\n",
+	       (unsigned long long)iova, (unsigned long long)size,
+	       strerror(-err));
+	dev->dma_mmap_warned = true;
+	return 0;
+}
+
 /*
  * Add the client's DMA region [@iova, @iova + @size) with
  * VFIO_USER_F_DMA_REGION_* @flags (checked by the caller). With @fd >= 0
  * (borrowed) the region is mapped from file offset @offset and accessed
- * directly. The device's dma_map callback may refuse it.
+ * directly, if it can be (vus_dma_mmap()). The device's dma_map callback
+ * may refuse it.
  */
 int vus_dma_add(struct vus_dev *dev, uint64_t iova, uint64_t size,
 		uint32_t flags, int fd, uint64_t offset)
@@ -29,7 +80,7 @@ int vus_dma_add(struct vus_dev *dev, uint64_t iova, uint64_t size,
 	struct vus_dma_region *dr, *regions;
 	void *vaddr = NULL;
 	unsigned int i;
-	int prot = PROT_NONE, err;
+	int err;
 
 	for (i = 0; i < dev->nr_dma; i++) {
 		dr = &dev->dma[i];
@@ -40,16 +91,9 @@ int vus_dma_add(struct vus_dev *dev, uint64_t iova, uint64_t size,
 		return -ENOSPC;
 
 	if (fd >= 0) {
-		if (size > SIZE_MAX || offset > (uint64_t)INT64_MAX)
-			return -EINVAL;
-		if (flags & VFIO_USER_F_DMA_REGION_READ)
-			prot |= PROT_READ;
-		if (flags & VFIO_USER_F_DMA_REGION_WRITE)
-			prot |= PROT_WRITE;
-		/* the mapping keeps what it needs; the message closes the fd */
-		vaddr = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
-		if (vaddr == MAP_FAILED)
-			return -errno;
+		err = vus_dma_mmap(dev, iova, size, flags, fd, offset, &vaddr);
+		if (err)
+			return err;
 	}
 	if (dev->ops.dma_map) {
 		err = dev->ops.dma_map(dev, dev->priv, iova, size, flags, vaddr);
@@ -69,7 +113,7 @@ int vus_dma_add(struct vus_dev *dev, uint64_t iova, uint64_t size,
 	};
 	pr_debug("DMA map [%#llx, +%#llx) flags %#x%s\n",
 		 (unsigned long long)iova, (unsigned long long)size, flags,
-		 vaddr ? " (fd)" : "");
+		 vaddr ? " (mapped)" : fd >= 0 ? " (fd, messages)" : "");
 	return 0;
 
 err_unmap:
@@ -143,6 +187,41 @@ unsigned int vus_dev__nr_dma_regions(const struct vus_dev *dev)
 	return dev ? dev->nr_dma : 0;
 }
 
+void *vus_dev__dma_ptr(struct vus_dev *dev, uint64_t iova, size_t len,
+		       uint32_t prot)
+{
+	struct vus_dma_region *r;
+	uint64_t roff;
+
+	if (!dev || !len || !prot || (prot & ~(VUS_DMA_READ | VUS_DMA_WRITE)))
+		return vus_err_ptr(-EINVAL);
+	if (!vus_conn_ready(dev))
+		return vus_err_ptr(-ENOTCONN);
+	r = vus_dma_find(dev, iova);
+	if (!r)
+		return vus_err_ptr(-EFAULT);
+	roff = iova - r->iova;
+	if (len > r->size - roff)
+		return vus_err_ptr(-EFAULT);
+	if ((r->prot & prot) != prot)
+		return vus_err_ptr(-EACCES);
+	if (!r->vaddr)
+		return vus_err_ptr(-EOPNOTSUPP);
+	return (uint8_t *)r->vaddr + roff;
+}
+
+int vus_dev__dma_stats(const struct vus_dev *dev, struct vus_dma_stats *stats)
+{
+	struct vus_dma_stats st;
+
+	if (!dev || !stats || stats->sz < sizeof(stats->sz))
+		return vus_err(-EINVAL);
+	st = dev->dma_stats;
+	st.sz = stats->sz;
+	memcpy(stats, &st, VUS_MIN(stats->sz, sizeof(st)));
+	return 0;
+}
+
 /* ---- server-initiated DMA ------------------------------------------------ */
 
 /*
@@ -174,6 +253,7 @@ static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
 		{ .iov_base = &a, .iov_len = sizeof(a) },
 		{ .iov_base = buf, .iov_len = p->count },
 	};
+	int err;
 
 	p->sink.id = dev->next_msg_id++;
 	p->sink.cmd = p->write ? VFIO_USER_DMA_WRITE : VFIO_USER_DMA_READ;
@@ -186,7 +266,14 @@ static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
 	vus_fill_hdr(&h, p->sink.id, p->sink.cmd,
 		     HDR + sizeof(a) + (p->write ? p->count : 0),
 		     VFIO_USER_F_TYPE_COMMAND, 0);
-	return vus_xmit(dev, iov, p->write ? 3 : 2, -1);
+	err = vus_xmit(dev, iov, p->write ? 3 : 2, -1);
+	if (!err) {
+		if (p->write)
+			dev->dma_stats.dma_write_msgs++;
+		else
+			dev->dma_stats.dma_read_msgs++;
+	}
+	return err;
 }
 
 /*
@@ -266,8 +353,10 @@ static int vus_dma_check_reply(struct vus_dev *dev, struct vus_dma_pend *p)
 		memcpy(&ra, m->buf + HDR, sizeof(ra));
 		/* (a DMA_READ reply of the right size went straight to buf) */
 		if (le64toh(ra.addr) == p->iova && le64toh(ra.count) == p->count &&
-		    p->sink.used)
+		    p->sink.used) {
+			dev->dma_stats.msg_bytes += p->count;
 			goto out;
+		}
 	}
 	pr_warn("DMA %s reply: size %u, expected %zu\n",
 		p->write ? "write" : "read", m->size, reply_size);
@@ -278,6 +367,31 @@ out:
 	return err;
 }
 
+/*
+ * Copy @n bytes between @buf and offset @roff of mapped region @r. -EFAULT
+ * if the client took the memory away under the copy (SIGBUS).
+ */
+static int vus_dma_copy_mapped(struct vus_dev *dev, struct vus_dma_region *r,
+			       uint64_t roff, void *buf, size_t n, bool write)
+{
+	uint8_t *map = (uint8_t *)r->vaddr + roff;
+	int err;
+
+	if (write)
+		err = vus_copy_guarded(map, buf, n, true, false);
+	else
+		err = vus_copy_guarded(buf, map, n, false, true);
+	if (err) {
+		dev->dma_stats.faults++;
+		pr_debug("DMA %s [%#llx, +%zu): the client's mapping is gone (SIGBUS)\n",
+			 write ? "write" : "read",
+			 (unsigned long long)(r->iova + roff), n);
+		return err;
+	}
+	dev->dma_stats.mmap_bytes += n;
+	return 0;
+}
+
 static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 			size_t len, bool write)
 {
@@ -285,6 +399,7 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 				VFIO_USER_F_DMA_REGION_READ;
 	struct vus_dma_pend pend[VUS_DMA_WINDOW];
 	unsigned int nr = 0, i;
+	bool mapped = false, sent = false;
 	size_t pos = 0;
 	int err, first = 0;
 
@@ -306,12 +421,14 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 		roff = iova + pos - r->iova;
 		n = VUS_MIN(len - pos, r->size - roff);
 		if (r->vaddr) {
-			if (write)
-				memcpy((uint8_t *)r->vaddr + roff,
-				       (const uint8_t *)buf + pos, n);
-			else
-				memcpy((uint8_t *)buf + pos,
-				       (uint8_t *)r->vaddr + roff, n);
+			err = vus_dma_copy_mapped(dev, r, roff,
+						  (uint8_t *)buf + pos, n,
+						  write);
+			if (err) {
+				first = err;
+				break;
+			}
+			mapped = true;
 		} else {
 			/*
 			 * At most what either side announced: the spec has
@@ -346,6 +463,7 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 				first = err;
 				break;
 			}
+			sent = true;
 			nr++;
 		}
 		pos += n;
@@ -360,6 +478,8 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 	}
 	for (i = 0; i < nr; i++)
 		vus_msg_free(pend[i].reply);
+	dev->dma_stats.mmap_ops += mapped;
+	dev->dma_stats.msg_ops += sent;
 	/*
 	 * A client command read ahead of the socket with a reply waits in
 	 * the receive buffer: wake the loop for it (the socket will not).

@@ -38,6 +38,14 @@
  * Nothing in the library prints unless a print callback is installed with
  * vus_set_print(), and nothing exits or aborts on bad caller or peer input.
  *
+ * Signals: the first time a client maps a DMA region with an fd, the
+ * library installs a process-wide SIGBUS handler (and keeps it), so that
+ * its own copies through such a mapping return -EFAULT when the client
+ * took the memory away instead of killing the process. Every other SIGBUS
+ * goes on to the action it replaced (see vus_dev__dma_read()). An
+ * application that installs a SIGBUS handler later must chain to the
+ * action it replaces, as the library does.
+ *
  * Wire format: include/uapi/linux/vfio_user.h; constants of the VFIO ioctl
  * interface (VFIO_PCI_*_REGION_INDEX, VFIO_IRQ_SET_*, ...) come from
  * <linux/vfio.h>.
@@ -117,8 +125,10 @@ struct vus_dev;
  * @reset: DEVICE_RESET; the library has already reset the PCI config
  *	header it manages. Return 0 or -errno (sent to the client).
  * @dma_map: the client added a DMA region. @vaddr is the server mapping
- *	when the client passed an fd, NULL otherwise. Return 0 or -errno to
- *	refuse (the region is then not added).
+ *	when the client passed an fd and the library could map it, NULL
+ *	otherwise (the region is then reached with DMA_READ/DMA_WRITE
+ *	messages). Return 0 or -errno to refuse (the region is then not
+ *	added).
  * @dma_unmap: the client removed a DMA region (also called for every region
  *	on disconnect). The device must stop using it before returning.
  * @irq_state: SET_IRQS changed the eventfd of vectors [@start, @start +
@@ -516,6 +526,22 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
 
 /* ---- DMA ---------------------------------------------------------------- */
 
+/*
+ * DMA regions. A client maps IOVA ranges with DMA_MAP, with or without an
+ * fd (SCM_RIGHTS). The library mmaps (MAP_SHARED) a region that comes with
+ * an fd at the file offset the client gives (a multiple of the page size,
+ * else the DMA_MAP fails with EINVAL), with the rights of the region's
+ * READ/WRITE flags, and the device reaches it directly. If the mmap fails
+ * (ENOMEM for a huge region, ENODEV for an fd without mmap, EACCES for an
+ * fd opened without the rights), the region is kept and served with
+ * DMA_READ/DMA_WRITE messages like a region without fd; the first such
+ * region of a device is logged as a warning.
+ */
+
+/* Access rights (vus_dev__dma_ptr() @prot) */
+#define VUS_DMA_READ		(1U << 0)	/* the device reads */
+#define VUS_DMA_WRITE		(1U << 1)	/* the device writes */
+
 /**
  * vus_dev__dma_read() - read client memory (device → reads guest RAM)
  * @dev: device
@@ -524,18 +550,21 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
  * @len: bytes
  *
  * [@iova, @iova + @len) must lie in DMA regions the client mapped readable.
- * Regions mapped with an fd are read directly; others with DMA_READ
- * messages of at most max_data_xfer_size each (the smaller of the client's
- * and ours: QEMU's client holds us to ours), up to four in flight at once
- * (replies matched by msg_id, in any order). Waits for every reply
+ * Regions the library mapped (see above) are read directly with memcpy();
+ * should the client take the memory away under the copy (SIGBUS), the copy
+ * ends there and the call returns -EFAULT. Other regions are read with
+ * DMA_READ messages of at most max_data_xfer_size each (the smaller of the
+ * client's and ours: QEMU's client holds us to ours), up to four in flight
+ * at once (replies matched by msg_id, in any order). Waits for every reply
  * (bounded by timeout_ms each); client commands that arrive meanwhile are
  * queued (up to 64) and handled, in order, after the current one.
  * Callable from an access callback (e.g. on a doorbell write) before the
  * reply to that access is sent, or from the application's own context.
  *
- * Return: 0; -EFAULT range not mapped or not readable; -ENOTCONN no
- * client; -EIO the client replied with an error; -EPROTO bad reply
- * (client dropped); -ETIMEDOUT (client dropped).
+ * Return: 0; -EFAULT range not mapped or not readable, or a mapping
+ * vanished under the copy; -ENOTCONN no client; -EIO the client replied
+ * with an error; -EPROTO bad reply (client dropped); -ETIMEDOUT (client
+ * dropped).
  */
 VUS_API int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,
 			      size_t len);
@@ -553,6 +582,95 @@ VUS_API int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,
  */
 VUS_API int vus_dev__dma_write(struct vus_dev *dev, uint64_t iova,
 			       const void *buf, size_t len);
+
+/**
+ * vus_dev__dma_ptr() - a pointer to client memory, for zero-copy access
+ * @dev: device
+ * @iova: client DMA address
+ * @len: bytes the device will access, > 0
+ * @prot: VUS_DMA_READ, VUS_DMA_WRITE or both: how it will access them
+ *
+ * When [@iova, @iova + @len) lies in one DMA region the library mapped
+ * (the client passed an fd) with the rights @prot asks for, the device may
+ * access client memory through the returned pointer, without any message.
+ * Anything else (a range crossing a region boundary, even into an adjacent
+ * mapped region, or one in a region without fd) goes through
+ * vus_dev__dma_read()/vus_dev__dma_write().
+ *
+ * The pointer is valid only while the region is mapped: at most until the
+ * &vus_dev_ops.dma_unmap callback for the region or the client's
+ * disconnect, and the client may take the memory away before it says so.
+ * The vfio_user_mdev module zaps the server's mapping as soon as its
+ * consumer unmaps the IOVA range, and sends DMA_UNMAP afterwards: an access
+ * through the pointer after that raises SIGBUS, which the library does not
+ * catch (its handler catches only its own copies and vus_dma_memcpy()'s),
+ * so by default the process dies. Copy with vus_dma_memcpy(), or handle
+ * SIGBUS yourself.
+ *
+ * Return: the pointer, or NULL with errno set: EINVAL bad @len or @prot;
+ * ENOTCONN no client; EFAULT the range is not inside one DMA region;
+ * EACCES the region lacks a right @prot asks for; EOPNOTSUPP the region is
+ * not mapped into this process (no fd, or the mmap failed).
+ */
+VUS_API void *vus_dev__dma_ptr(struct vus_dev *dev, uint64_t iova, size_t len,
+			       uint32_t prot);
+
+/**
+ * vus_dma_memcpy() - memcpy() that survives a vanished client mapping
+ * @dst: destination
+ * @src: source
+ * @len: bytes
+ *
+ * For copies to, from or between pointers from vus_dev__dma_ptr(): a
+ * SIGBUS raised by reading @src or writing @dst (the client took the
+ * memory away under the copy) ends the copy; the bytes before the fault
+ * may have been copied. Costs no system call beyond memcpy(). Not
+ * counted in vus_dev__dma_stats().
+ *
+ * Return: 0, -EFAULT (SIGBUS), -EINVAL (NULL pointer), or -errno if the
+ * SIGBUS handler could not be installed.
+ */
+VUS_API int vus_dma_memcpy(void *dst, const void *src, size_t len);
+
+/**
+ * struct vus_dma_stats - how a device's DMA went
+ * @sz: sizeof(struct vus_dma_stats), set by the caller (VUS_OPTS())
+ * @mmap_ops: vus_dev__dma_read()/write() calls that copied through the
+ *	library's mapping of a region
+ * @mmap_bytes: bytes they copied that way
+ * @msg_ops: calls that sent DMA_READ/DMA_WRITE messages (a call that
+ *	crosses both kinds of region counts in both)
+ * @msg_bytes: bytes moved by DMA_READ/DMA_WRITE messages the client
+ *	answered with success
+ * @dma_read_msgs: DMA_READ messages sent
+ * @dma_write_msgs: DMA_WRITE messages sent
+ * @faults: copies through a mapping ended by SIGBUS (-EFAULT)
+ *
+ * Counted since vus_dev__new(), across clients. Accesses the device makes
+ * through vus_dev__dma_ptr() pointers are its own and not counted.
+ */
+struct vus_dma_stats {
+	size_t sz;
+	uint64_t mmap_ops;
+	uint64_t mmap_bytes;
+	uint64_t msg_ops;
+	uint64_t msg_bytes;
+	uint64_t dma_read_msgs;
+	uint64_t dma_write_msgs;
+	uint64_t faults;
+	size_t :0;
+};
+
+/**
+ * vus_dev__dma_stats() - read the DMA statistics of @dev
+ * @dev: device
+ * @stats: filled in, at most @stats->sz bytes (a caller built against an
+ *	older header gets the fields it knows)
+ *
+ * Return: 0 or -EINVAL.
+ */
+VUS_API int vus_dev__dma_stats(const struct vus_dev *dev,
+			       struct vus_dma_stats *stats);
 
 /**
  * vus_dev__nr_dma_regions() - how many DMA regions the client has mapped

@@ -16,6 +16,7 @@
  *   1  msg.c       message framing and fd passing, receive buffer, queue
  *      irq.c       IRQ vectors and their eventfds
  *   0  util.c      print callback, opts structs, range checks
+ *      sigbus.c    copies that turn a SIGBUS into -EFAULT
  *
  * The prototypes below are grouped by file, lowest layer first.
  */
@@ -119,7 +120,8 @@ struct vus_irq {
 
 /*
  * struct vus_dma_region - one DMA_MAP of the client. @vaddr is our mmap of
- * the client's fd (or NULL); unmapped on DMA_UNMAP or disconnect.
+ * the client's fd, NULL without fd or when the mmap failed (the region is
+ * then served with messages); unmapped on DMA_UNMAP or disconnect.
  */
 struct vus_dma_region {
 	uint64_t iova;
@@ -225,6 +227,8 @@ struct vus_dev {
 
 	struct vus_dma_region *dma;
 	unsigned int nr_dma;
+	bool dma_mmap_warned;		/* a failed mmap was logged */
+	struct vus_dma_stats dma_stats;	/* (sz unused) */
 
 	struct vus_rx rx;
 };
@@ -268,6 +272,11 @@ static inline bool vus_conn_ready(const struct vus_dev *dev)
 
 /* util.c */
 VUS_HIDDEN bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size);
+
+/* sigbus.c */
+VUS_HIDDEN int vus_sigbus_init(void);
+VUS_HIDDEN int vus_copy_guarded(void *dst, const void *src, size_t len,
+				bool dst_may_fault, bool src_may_fault);
 
 /* irq.c */
 VUS_HIDDEN void vus_irq_free(struct vus_irq *irq);

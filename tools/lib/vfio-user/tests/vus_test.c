@@ -9,11 +9,15 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <json-c/json.h>
 #include <linux/pci_regs.h>
 
@@ -2078,6 +2082,485 @@ TEST_F(vus, dma_error_mid_window)
 	ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
 	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x40000, 6 * 4096, &status));
 	EXPECT_EQ(0, status);
+}
+
+/* ---- zero-copy DMA: pointers, statistics, SIGBUS ------------------------- */
+
+#define RW	(VFIO_USER_F_DMA_REGION_READ | VFIO_USER_F_DMA_REGION_WRITE)
+#define F_IOVA	0x40000000ULL	/* fd-backed regions go here */
+
+/* 0 for a pointer, -errno for NULL */
+static int ptr_err(const void *p)
+{
+	return p ? 0 : -errno;
+}
+
+/* A memfd of @size bytes, mapped into *@map as the client sees it. */
+static int guest_memfd(size_t size, uint8_t **map)
+{
+	int fd = memfd_create("guest", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, size)) {
+		close(fd);
+		return -errno;
+	}
+	*map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (*map == MAP_FAILED) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+/* Stop the fixture's server thread: the test body calls the library. */
+static void stop_server(FIXTURE_DATA(vus) *self)
+{
+	atomic_store(&self->s.stop, true);
+	pthread_join(self->s.thr, NULL);
+	self->thread_started = false;
+}
+
+TEST_F(vus, dma_ptr)
+{
+	const uint64_t a = F_IOVA, b = F_IOVA + 0x10000;
+	struct cl *cl = &self->cl;
+	struct vus_dev *dev = self->s.dev;
+	uint8_t *ma, *mb, *p;
+	int fa, fb;
+
+	ASSERT_EQ(0, negotiate(cl));
+	/* a: 64 KiB read-write at file offset 64 KiB; b: 4 KiB read-only */
+	ASSERT_LE(0, fa = guest_memfd(0x20000, &ma));
+	ASSERT_LE(0, fb = guest_memfd(0x1000, &mb));
+	ASSERT_EQ(0, cl_dma_map(cl, a, 0x10000, RW, fa, 0x10000));
+	ASSERT_EQ(0, cl_dma_map(cl, b, 0x1000, VFIO_USER_F_DMA_REGION_READ,
+				fb, 0));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, RW, -1, 0));
+	stop_server(self);
+
+	/* inside: the client's memory, at the file offset it gave */
+	p = vus_dev__dma_ptr(dev, a + 0x100, 0x100, VUS_DMA_READ | VUS_DMA_WRITE);
+	ASSERT_NE(NULL, p);
+	memcpy(p, "zero copy", 10);
+	EXPECT_EQ(0, memcmp(ma + 0x10100, "zero copy", 10));
+	ma[0x1ffff] = 0x5a;
+	p = vus_dev__dma_ptr(dev, a, 0x10000, VUS_DMA_READ);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(0x5a, p[0xffff]);
+	mb[0xfff] = 7;
+	p = vus_dev__dma_ptr(dev, b + 0xfff, 1, VUS_DMA_READ);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(7, *p);
+
+	/* straddling: into the next region (mapped too), or past the end */
+	EXPECT_EQ(-EFAULT, ptr_err(vus_dev__dma_ptr(dev, a + 0xff00, 0x200,
+						    VUS_DMA_READ)));
+	EXPECT_EQ(-EFAULT, ptr_err(vus_dev__dma_ptr(dev, b + 0xff0, 0x20,
+						    VUS_DMA_READ)));
+	EXPECT_EQ(-EFAULT, ptr_err(vus_dev__dma_ptr(dev, a, SIZE_MAX,
+						    VUS_DMA_READ)));
+	/* outside */
+	EXPECT_EQ(-EFAULT, ptr_err(vus_dev__dma_ptr(dev, 0x10, 4, VUS_DMA_READ)));
+	EXPECT_EQ(-EFAULT, ptr_err(vus_dev__dma_ptr(dev, a - 1, 2, VUS_DMA_READ)));
+	EXPECT_EQ(-EFAULT, ptr_err(vus_dev__dma_ptr(dev, UINT64_MAX - 3, 8,
+						    VUS_DMA_READ)));
+	/* wrong rights */
+	EXPECT_EQ(-EACCES, ptr_err(vus_dev__dma_ptr(dev, b, 4, VUS_DMA_WRITE)));
+	EXPECT_EQ(-EACCES, ptr_err(vus_dev__dma_ptr(dev, b, 4, VUS_DMA_READ |
+						    VUS_DMA_WRITE)));
+	/* a region without fd */
+	EXPECT_EQ(-EOPNOTSUPP, ptr_err(vus_dev__dma_ptr(dev, T_MEM_IOVA, 4,
+							VUS_DMA_READ)));
+	/* bad arguments */
+	EXPECT_EQ(-EINVAL, ptr_err(vus_dev__dma_ptr(dev, a, 0, VUS_DMA_READ)));
+	EXPECT_EQ(-EINVAL, ptr_err(vus_dev__dma_ptr(dev, a, 4, 0)));
+	EXPECT_EQ(-EINVAL, ptr_err(vus_dev__dma_ptr(dev, a, 4, 4)));
+	EXPECT_EQ(-EINVAL, ptr_err(vus_dev__dma_ptr(NULL, a, 4, VUS_DMA_READ)));
+	/* nothing of this went over the socket */
+	EXPECT_EQ(0, cl->dma_reads + cl->dma_writes);
+	/* no client, no pointer */
+	vus_dev__disconnect(dev);
+	EXPECT_EQ(-ENOTCONN, ptr_err(vus_dev__dma_ptr(dev, a, 4, VUS_DMA_READ)));
+	munmap(ma, 0x20000);
+	munmap(mb, 0x1000);
+	close(fa);
+	close(fb);
+}
+
+TEST_F(vus, dma_stats)
+{
+	VUS_OPTS(vus_dma_stats, st);
+	struct {
+		size_t sz;
+		uint64_t mmap_ops;
+		uint64_t beyond;
+	} older = { .sz = offsetof(struct vus_dma_stats, mmap_bytes),
+		    .beyond = 0xdead };
+	struct cl *cl = &self->cl;
+	int64_t status;
+	uint8_t *m;
+	int fd, i;
+
+	ASSERT_EQ(0, negotiate(cl));	/* client max_data_xfer_size 4096 */
+	ASSERT_LE(0, fd = guest_memfd(0x10000, &m));
+	ASSERT_EQ(0, cl_dma_map(cl, F_IOVA, 0x10000, RW, fd, 0));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, RW, -1, 0));
+	for (i = 0; i < 0x8000; i++)
+		m[i] = cl->mem[i] = i * 5 + 1;
+
+	/* mapping to mapping: no message */
+	ASSERT_EQ(0, dma_copy(cl, F_IOVA, F_IOVA + 0x8000, 4096, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(m, m + 0x8000, 4096));
+	EXPECT_EQ(0, cl->dma_reads + cl->dma_writes);
+	/* messages only: 3 + 3 */
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x80000, 10000,
+			      &status));
+	EXPECT_EQ(0, status);
+	/* mapping to messages, messages to mapping */
+	ASSERT_EQ(0, dma_copy(cl, F_IOVA, T_MEM_IOVA + 0x40000, 5000, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(m, cl->mem + 0x40000, 5000));
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, F_IOVA + 0xc000, 100, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(cl->mem, m + 0xc000, 100));
+	stop_server(self);
+
+	ASSERT_EQ(0, vus_dev__dma_stats(self->s.dev, &st));
+	EXPECT_EQ(sizeof(st), st.sz);
+	EXPECT_EQ(4, st.mmap_ops);
+	EXPECT_EQ(2 * 4096 + 5000 + 100, st.mmap_bytes);
+	EXPECT_EQ(4, st.msg_ops);
+	EXPECT_EQ(2 * 10000 + 5000 + 100, st.msg_bytes);
+	EXPECT_EQ(4, st.dma_read_msgs);
+	EXPECT_EQ(5, st.dma_write_msgs);
+	EXPECT_EQ(cl->dma_reads, st.dma_read_msgs);
+	EXPECT_EQ(cl->dma_writes, st.dma_write_msgs);
+	EXPECT_EQ(0, st.faults);
+	/* a caller built against an older header gets what it knows */
+	ASSERT_EQ(0, vus_dev__dma_stats(self->s.dev,
+					(struct vus_dma_stats *)&older));
+	EXPECT_EQ(4, older.mmap_ops);
+	EXPECT_EQ(0xdead, older.beyond);
+	st.sz = 0;
+	EXPECT_EQ(-EINVAL, vus_dev__dma_stats(self->s.dev, &st));
+	EXPECT_EQ(-EINVAL, vus_dev__dma_stats(self->s.dev, NULL));
+	munmap(m, 0x10000);
+	close(fd);
+}
+
+/*
+ * The client takes the memory of an fd-backed region away without a
+ * DMA_UNMAP (the module zaps the mapping): the library's copies through
+ * it raise SIGBUS, which ends them with -EFAULT; the server lives on.
+ */
+TEST_F(vus, dma_sigbus_caught)
+{
+	VUS_OPTS(vus_dma_stats, st);
+	struct cl *cl = &self->cl;
+	int64_t status;
+	uint64_t v;
+	uint8_t *m;
+	int fd;
+
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_LE(0, fd = guest_memfd(0x10000, &m));
+	ASSERT_EQ(0, cl_dma_map(cl, F_IOVA, 0x10000, RW, fd, 0));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, RW, -1, 0));
+	memset(m, 0x33, 0x10000);
+	ASSERT_EQ(0, dma_copy(cl, F_IOVA, T_MEM_IOVA, 4096, &status));
+	EXPECT_EQ(0, status);
+
+	ASSERT_EQ(0, ftruncate(fd, 0));
+	/* the read from the mapping faults */
+	ASSERT_EQ(0, dma_copy(cl, F_IOVA + 0x1000, T_MEM_IOVA, 4096, &status));
+	EXPECT_EQ(-EFAULT, status);
+	/* so does the write into it, after a DMA_READ message */
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, F_IOVA + 0x2000, 4096, &status));
+	EXPECT_EQ(-EFAULT, status);
+	EXPECT_EQ(1, cl->dma_reads);
+	/* the server is alive and the connection in step */
+	ASSERT_EQ(0, reg_write64(cl, R_SCRATCH, 0x5151));
+	ASSERT_EQ(0, reg_read64(cl, R_SCRATCH, &v));
+	EXPECT_EQ(0x5151, v);
+	/* memory back (zeroes): copies work again */
+	ASSERT_EQ(0, ftruncate(fd, 0x10000));
+	ASSERT_EQ(0, dma_copy(cl, F_IOVA, F_IOVA + 0x8000, 4096, &status));
+	EXPECT_EQ(0, status);
+	stop_server(self);
+	ASSERT_EQ(0, vus_dev__dma_stats(self->s.dev, &st));
+	EXPECT_EQ(2, st.faults);
+	EXPECT_EQ(3, st.mmap_ops);	/* the first read, the last copy */
+	munmap(m, 0x10000);
+	close(fd);
+}
+
+/*
+ * A device on a socketpair whose client mapped one fd-backed read-write
+ * region [F_IOVA, + 64 KiB); the server thread is stopped afterwards, so
+ * the test calls the library itself. For tests without the fixture.
+ */
+struct mini {
+	struct tdev t;
+	struct srv s;
+	struct cl cl;
+	int memfd;
+	uint8_t *mem;		/* the client's view of the region */
+};
+
+/* where a test's faulting loads go (valgrind drops an unused load) */
+static volatile uint8_t sigbus_sink;
+
+static int mini_setup(struct mini *m)
+{
+	int sv[2], err;
+
+	memset(m, 0, sizeof(*m));
+	m->cl.fd = m->memfd = -1;
+	m->s.dev = t_dev_new(&m->t);
+	if (!m->s.dev)
+		return -errno;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	err = vus_dev__attach_fd(m->s.dev, sv[1]);
+	m->cl.fd = sv[0];
+	if (err)
+		return err;
+	m->memfd = guest_memfd(0x10000, &m->mem);
+	if (m->memfd < 0)
+		return m->memfd;
+	if (pthread_create(&m->s.thr, NULL, srv_thread, &m->s))
+		return -EAGAIN;
+	err = negotiate(&m->cl) ?: cl_dma_map(&m->cl, F_IOVA, 0x10000, RW,
+					      m->memfd, 0);
+	atomic_store(&m->s.stop, true);
+	pthread_join(m->s.thr, NULL);
+	return err;
+}
+
+static void mini_teardown(struct mini *m)
+{
+	vus_dev__delete(m->s.dev);
+	if (m->mem && m->mem != MAP_FAILED)
+		munmap(m->mem, 0x10000);
+	if (m->memfd >= 0)
+		close(m->memfd);
+	if (m->cl.fd >= 0)
+		close(m->cl.fd);
+}
+
+/*
+ * A SIGBUS outside the library's copies meets the default action, as
+ * without the library: the process dies (here a child of the test, after
+ * the test itself saw the library catch its own copies' faults).
+ */
+TEST(dma_sigbus_not_ours_default)
+{
+	struct rlimit no_core = { 0, 0 };
+	uint8_t buf[16], *p;
+	struct mini m;
+	int status;
+	pid_t pid;
+
+	ASSERT_EQ(0, mini_setup(&m));
+	p = vus_dev__dma_ptr(m.s.dev, F_IOVA, 16, VUS_DMA_READ | VUS_DMA_WRITE);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, vus_dma_memcpy(buf, p, 16));
+	ASSERT_EQ(0, ftruncate(m.memfd, 0));
+	/* the library's own copies end in -EFAULT */
+	EXPECT_EQ(-EFAULT, vus_dev__dma_read(m.s.dev, F_IOVA, buf, 16));
+	EXPECT_EQ(-EFAULT, vus_dev__dma_write(m.s.dev, F_IOVA, buf, 16));
+	EXPECT_EQ(-EFAULT, vus_dma_memcpy(buf, p, 16));
+	EXPECT_EQ(-EFAULT, vus_dma_memcpy(p, buf, 16));
+	/* the device's own access through the pointer kills */
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		setrlimit(RLIMIT_CORE, &no_core);
+		sigbus_sink = *(volatile uint8_t *)p;
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status));
+	EXPECT_EQ(SIGBUS, WTERMSIG(status));
+	/* so does a SIGBUS sent to it */
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		setrlimit(RLIMIT_CORE, &no_core);
+		raise(SIGBUS);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status));
+	EXPECT_EQ(SIGBUS, WTERMSIG(status));
+	mini_teardown(&m);
+}
+
+static sigjmp_buf app_env;
+static volatile sig_atomic_t app_sigbus;
+
+static void app_sigbus_handler(int sig, siginfo_t *si, void *uc)
+{
+	app_sigbus++;
+	siglongjmp(app_env, 1);
+}
+
+/*
+ * An application's SIGBUS handler, installed before the library's, still
+ * gets every SIGBUS that is not from the library's copies.
+ */
+TEST(dma_sigbus_not_ours_app_handler)
+{
+	struct sigaction sa = {
+		.sa_sigaction = app_sigbus_handler,
+		.sa_flags = SA_SIGINFO,
+	}, cur;
+	uint8_t buf[16], *p;
+	struct mini m;
+
+	sigemptyset(&sa.sa_mask);
+	ASSERT_EQ(0, sigaction(SIGBUS, &sa, NULL));
+	ASSERT_EQ(0, mini_setup(&m));
+	/* the library's handler sits in front now */
+	ASSERT_EQ(0, sigaction(SIGBUS, NULL, &cur));
+	EXPECT_TRUE(cur.sa_sigaction != app_sigbus_handler);
+	p = vus_dev__dma_ptr(m.s.dev, F_IOVA + 0x100, 16, VUS_DMA_READ);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, ftruncate(m.memfd, 0));
+
+	EXPECT_EQ(-EFAULT, vus_dev__dma_read(m.s.dev, F_IOVA, buf, 16));
+	EXPECT_EQ(0, app_sigbus);
+	/* the device's own access: the application's handler */
+	if (!sigsetjmp(app_env, 1)) {
+		sigbus_sink = *(volatile uint8_t *)p;
+		EXPECT_TRUE(false);	/* no SIGBUS */
+	}
+	EXPECT_EQ(1, app_sigbus);
+	/* a SIGBUS sent, not a fault: the application's too */
+	if (!sigsetjmp(app_env, 1)) {
+		raise(SIGBUS);
+		EXPECT_TRUE(false);
+	}
+	EXPECT_EQ(2, app_sigbus);
+	/* and the library still catches its own afterwards */
+	EXPECT_EQ(-EFAULT, vus_dev__dma_write(m.s.dev, F_IOVA, buf, 16));
+	EXPECT_EQ(2, app_sigbus);
+	mini_teardown(&m);
+}
+
+static atomic_int mmap_warnings;
+
+static int count_mmap_warnings(enum vus_print_level level, const char *fmt,
+			       va_list ap)
+{
+	if (level == VUS_WARN && strstr(fmt, "cannot map"))
+		atomic_fetch_add(&mmap_warnings, 1);
+	return 0;
+}
+
+/* An fd the server cannot mmap: the region is kept, served by messages. */
+TEST_F(vus, dma_map_fd_without_mmap)
+{
+	struct cl *cl = &self->cl;
+	vus_print_fn_t old = vus_set_print(count_mmap_warnings);
+	char path[64];
+	int64_t status;
+	uint8_t *m;
+	int efd, memfd, rofd;
+
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_LE(0, efd = new_efd());
+	ASSERT_LE(0, memfd = guest_memfd(0x10000, &m));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
+	ASSERT_LE(0, rofd = open(path, O_RDONLY | O_CLOEXEC));
+	/* an eventfd has no mmap (ENODEV) */
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, 0x10000, RW, efd, 0));
+	/* a read-only fd for a read-write region (EACCES) */
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA + 0x10000, 0x10000, RW, rofd, 0));
+	memset(cl->mem, 0x42, 5000);
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x10000, 5000,
+			      &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 0x10000, 5000));
+	EXPECT_EQ(2, cl->dma_reads);
+	EXPECT_EQ(2, cl->dma_writes);
+	/* logged once per device */
+	EXPECT_EQ(1, atomic_load(&mmap_warnings));
+	stop_server(self);
+	EXPECT_EQ(2, vus_dev__nr_dma_regions(self->s.dev));
+	EXPECT_EQ(-EOPNOTSUPP, ptr_err(vus_dev__dma_ptr(self->s.dev, T_MEM_IOVA,
+							4, VUS_DMA_READ)));
+	vus_set_print(old);
+	munmap(m, 0x10000);
+	close(efd);
+	close(memfd);
+	close(rofd);
+}
+
+static uint64_t vm_size(void)
+{
+	char line[128];
+	unsigned long long kb = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb << 10;
+}
+
+/*
+ * The module announces fd-backed regions of up to 1 TiB. Mapped when the
+ * address space allows (no memory is touched), else (ENOMEM) kept and
+ * served with messages.
+ */
+TEST_F(vus, dma_map_huge_fd_region)
+{
+	const uint64_t tib = 1ULL << 40;
+	struct cl *cl = &self->cl;
+	struct rlimit old, lim;
+	int64_t status;
+	int fd;
+
+	/* valgrind refuses (EINVAL) and limits mappings of its own */
+	if (strstr(getenv("LD_PRELOAD") ?: "", "vgpreload"))
+		SKIP(return, "under valgrind");
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_LE(0, fd = memfd_create("huge", MFD_CLOEXEC));
+	ASSERT_EQ(0, ftruncate(fd, tib));
+	ASSERT_EQ(3, pwrite(fd, "far", 3, tib - 4096));
+	ASSERT_EQ(0, cl_dma_map(cl, tib, tib, RW, fd, 0));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, RW, -1, 0));
+	ASSERT_EQ(0, dma_copy(cl, 2 * tib - 4096, T_MEM_IOVA, 3, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(cl->mem, "far", 3));
+	EXPECT_EQ(0, cl->dma_reads);	/* read through the mapping */
+	EXPECT_EQ(1, cl->dma_writes);
+	ASSERT_EQ(0, cl_dma_unmap(cl, tib, tib, 0));
+	ASSERT_EQ(0, cl_dma_unmap(cl, T_MEM_IOVA, T_MEM_SIZE, 0));
+
+	/* now without the address space for it */
+	ASSERT_EQ(0, getrlimit(RLIMIT_AS, &old));
+	lim = old;
+	lim.rlim_cur = vm_size() + (512ULL << 20);
+	ASSERT_EQ(0, setrlimit(RLIMIT_AS, &lim));
+	status = cl_dma_map(cl, T_MEM_IOVA, tib, RW, fd, 0);
+	ASSERT_EQ(0, setrlimit(RLIMIT_AS, &old));
+	ASSERT_EQ(0, status);
+	cl->dma_reads = cl->dma_writes = 0;
+	memcpy(cl->mem, "near", 4);
+	ASSERT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x1000, 4, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(cl->mem + 0x1000, "near", 4));
+	EXPECT_EQ(1, cl->dma_reads);	/* served by the client */
+	EXPECT_EQ(1, cl->dma_writes);
+	close(fd);
 }
 
 TEST_HARNESS_MAIN
