@@ -2,10 +2,13 @@
 /*
  * vfio-user-sample --device dma: a DMA engine. The client programs source
  * and destination IOVAs and a length in BAR0 and rings the doorbell; the
- * device copies with DMA_READ then DMA_WRITE (the library splits them by
- * max_data_xfer_size, or uses the client's fd mappings) before
- * the doorbell write completes, then raises MSI-X vector 0 (MSI or INTx
- * when MSI-X has no eventfd).
+ * device copies before the doorbell write completes, then raises MSI-X
+ * vector 0 (MSI or INTx when MSI-X has no eventfd). When the client
+ * mapped both ranges with an fd (shared memory), the copy is one memcpy
+ * between the library's mappings of them and sends no message; otherwise
+ * it is a DMA_READ then a DMA_WRITE (the library splits them by
+ * max_data_xfer_size, and reads or writes any fd-backed side directly).
+ * Registers: sample.h.
  */
 #include <endian.h>
 #include <errno.h>
@@ -14,28 +17,6 @@
 
 #include "sample.h"
 
-/* BAR0 register layout; 64-bit registers may be accessed as two halves */
-#define DMA_REG_MAGIC		0x00	/* u32 RO 'DMA1' = 0x31414d44 */
-#define DMA_REG_VERSION		0x04	/* u32 RO 1 */
-#define DMA_REG_SRC		0x08	/* u64 RW source IOVA */
-#define DMA_REG_DST		0x10	/* u64 RW destination IOVA */
-#define DMA_REG_LEN		0x18	/* u64 RW bytes to copy */
-#define DMA_REG_DOORBELL	0x20	/* u32 WO any write starts the copy */
-#define DMA_REG_STATUS		0x24	/* u32 RO DMA_STATUS_* */
-#define DMA_REG_ERROR		0x28	/* u32 RO errno of the last copy */
-#define DMA_REG_IRQ_CTRL	0x2c	/* u32 RW bit 0: interrupt when done */
-#define DMA_REG_COUNT		0x30	/* u64 RO copies completed */
-#define DMA_REG_BYTES		0x38	/* u64 RO bytes copied */
-#define DMA_REG_SCRATCH		0x40	/* u32 RW scratch / ping */
-#define DMA_REG_END		0x44
-
-#define DMA_MAGIC		0x31414d44
-#define DMA_STATUS_IDLE		0
-#define DMA_STATUS_BUSY		1
-#define DMA_STATUS_DONE		2
-#define DMA_STATUS_ERROR	3
-#define DMA_IRQ_CTRL_ENABLE	(1U << 0)
-
 #define DMA_BAR0_SIZE		4096
 #define DMA_MSIX_VECTORS	4
 #define DMA_MSIX_TABLE		0x800
@@ -43,10 +24,6 @@
 #define DMA_MAX_LEN		(64ULL << 20)
 /* (the library splits each call by max_data_xfer_size) */
 #define DMA_CHUNK		(16U << 20)
-
-/* DOORBELL values: 2 and 3 move data one way only (benchmarks) */
-#define DMA_DOORBELL_READ	2	/* DMA_READ of SRC, LEN; data dropped */
-#define DMA_DOORBELL_WRITE	3	/* DMA_WRITE of LEN bytes of SCRATCH's low byte to DST */
 
 struct dma_dev {
 	uint8_t regs[DMA_REG_END];
@@ -85,6 +62,53 @@ static void dma_reset(void *priv)
 	set32(d, DMA_REG_IRQ_CTRL, DMA_IRQ_CTRL_ENABLE);
 }
 
+/* DMA_READ and DMA_WRITE messages the library sent for @dev so far */
+static void dma_msgs(struct vus_dev *dev, uint64_t *reads, uint64_t *writes)
+{
+	VUS_OPTS(vus_dma_stats, st);
+
+	vus_dev__dma_stats(dev, &st);	/* (fails only without a device) */
+	*reads = st.dma_read_msgs;
+	*writes = st.dma_write_msgs;
+}
+
+/*
+ * Through shared memory: the library's mappings of the client's fd-backed
+ * DMA regions, when every side this copy touches lies in one. Returns 1
+ * when it did not apply (the caller copies with DMA messages), else 0 or
+ * -errno (-EFAULT: the client took the memory away under the copy).
+ */
+static int dma_copy_shm(struct vus_dev *dev, struct dma_dev *d, uint32_t mode,
+			uint64_t src, uint64_t dst, uint64_t len)
+{
+	bool rd = mode != DMA_DOORBELL_WRITE, wr = mode != DMA_DOORBELL_READ;
+	uint8_t *s = NULL, *t = NULL;
+	uint64_t pos;
+	int err;
+
+	if (!len)
+		return 1;
+	if (rd && !(s = vus_dev__dma_ptr(dev, src, len, VUS_DMA_READ)))
+		return 1;
+	if (wr && !(t = vus_dev__dma_ptr(dev, dst, len, VUS_DMA_WRITE)))
+		return 1;
+	/* overlapping ranges copy as the DMA_READ-then-DMA_WRITE path does */
+	if (rd && wr && !(src + len <= dst || dst + len <= src))
+		return 1;
+	if (rd && wr)
+		return vus_dma_memcpy(t, s, len);
+	/* one direction (benchmarks): through the bounce buffer */
+	for (pos = 0; pos < len; pos += DMA_CHUNK) {
+		size_t n = len - pos < DMA_CHUNK ? len - pos : DMA_CHUNK;
+
+		err = rd ? vus_dma_memcpy(d->buf, s + pos, n) :
+			   vus_dma_memcpy(t + pos, d->buf, n);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int dma_copy(struct vus_dev *dev, struct dma_dev *d, uint32_t mode,
 		    uint64_t src, uint64_t dst, uint64_t len)
 {
@@ -97,6 +121,9 @@ static int dma_copy(struct vus_dev *dev, struct dma_dev *d, uint32_t mode,
 	if (!rd)
 		memset(d->buf, d->regs[DMA_REG_SCRATCH],
 		       len < DMA_CHUNK ? len : DMA_CHUNK);
+	err = dma_copy_shm(dev, d, mode, src, dst, len);
+	if (err <= 0)
+		return err;
 	for (pos = 0; pos < len; pos += DMA_CHUNK) {
 		size_t n = len - pos < DMA_CHUNK ? len - pos : DMA_CHUNK;
 
@@ -114,10 +141,18 @@ static void dma_doorbell(struct vus_dev *dev, struct dma_dev *d, uint32_t mode)
 {
 	uint64_t src = reg64(d, DMA_REG_SRC), dst = reg64(d, DMA_REG_DST);
 	uint64_t len = reg64(d, DMA_REG_LEN);
+	uint64_t reads0, writes0, reads, writes, msgs;
 	int err;
 
 	set32(d, DMA_REG_STATUS, DMA_STATUS_BUSY);
+	dma_msgs(dev, &reads0, &writes0);
 	err = dma_copy(dev, d, mode, src, dst, len);
+	dma_msgs(dev, &reads, &writes);
+	reads -= reads0;
+	writes -= writes0;
+	msgs = reads + writes;
+	set64(d, DMA_REG_RD_MSGS, reg64(d, DMA_REG_RD_MSGS) + reads);
+	set64(d, DMA_REG_WR_MSGS, reg64(d, DMA_REG_WR_MSGS) + writes);
 	if (err) {
 		set32(d, DMA_REG_STATUS, DMA_STATUS_ERROR);
 		set32(d, DMA_REG_ERROR, -err);
@@ -126,11 +161,16 @@ static void dma_doorbell(struct vus_dev *dev, struct dma_dev *d, uint32_t mode)
 		set32(d, DMA_REG_ERROR, 0);
 		set64(d, DMA_REG_COUNT, reg64(d, DMA_REG_COUNT) + 1);
 		set64(d, DMA_REG_BYTES, reg64(d, DMA_REG_BYTES) + len);
+		if (!msgs)
+			set64(d, DMA_REG_SHM_BYTES,
+			      reg64(d, DMA_REG_SHM_BYTES) + len);
 	}
 	if (sample_verbose)
-		sample_log("dma: copy %#llx -> %#llx, %llu bytes: %s",
+		sample_log("dma: copy %#llx -> %#llx, %llu bytes via %s: %s",
 			   (unsigned long long)src, (unsigned long long)dst,
-			   (unsigned long long)len, err ? strerror(-err) : "ok");
+			   (unsigned long long)len,
+			   msgs ? "DMA messages" : "shared memory",
+			   err ? strerror(-err) : "ok");
 	if (reg64(d, DMA_REG_IRQ_CTRL) & DMA_IRQ_CTRL_ENABLE) {
 		err = sample_raise_irq(dev, 0);
 		if (sample_verbose)
@@ -144,7 +184,7 @@ static bool writable(unsigned int off)
 {
 	return (off >= DMA_REG_SRC && off < DMA_REG_DOORBELL) ||
 	       (off >= DMA_REG_IRQ_CTRL && off < DMA_REG_COUNT) ||
-	       (off >= DMA_REG_SCRATCH && off < DMA_REG_END);
+	       (off >= DMA_REG_SCRATCH && off < DMA_REG_SCRATCH + 4);
 }
 
 static int dma_bar0(struct vus_dev *dev, void *priv, uint64_t off, void *buf,
@@ -209,18 +249,28 @@ struct sample_backend sample_dma_backend = {
 "    0x08 u64 RW SRC       source IOVA\n"
 "    0x10 u64 RW DST       destination IOVA\n"
 "    0x18 u64 RW LEN       bytes to copy (at most 64 MiB)\n"
-"    0x20 u32 WO DOORBELL  a write copies SRC->DST (DMA_READ then\n"
-"                          DMA_WRITE, split by max_data_xfer_size)\n"
-"                          before the write completes; the value 2\n"
+"    0x20 u32 WO DOORBELL  a write copies SRC->DST before the write\n"
+"                          completes: one memcpy when the client\n"
+"                          mapped both ranges with an fd (shared\n"
+"                          memory), else DMA_READ then DMA_WRITE\n"
+"                          (split by max_data_xfer_size); the value 2\n"
 "                          only reads SRC (data dropped), 3 only\n"
 "                          writes DST with SCRATCH's low byte\n"
 "    0x24 u32 RO STATUS    0 idle, 1 busy, 2 done, 3 error\n"
-"    0x28 u32 RO ERROR     errno of the last copy: 0, EFAULT (not mapped),\n"
-"                          EIO (client error reply), EINVAL (LEN), ...\n"
+"    0x28 u32 RO ERROR     errno of the last copy: 0, EFAULT (not mapped,\n"
+"                          or unmapped under the copy), EIO (client\n"
+"                          error reply), EINVAL (LEN), ...\n"
 "    0x2c u32 RW IRQ_CTRL  bit 0: interrupt on completion (reset: 1);\n"
 "                          MSI-X vector 0, else MSI 0, else INTx\n"
 "    0x30 u64 RO COUNT     copies completed\n"
 "    0x38 u64 RO BYTES     bytes copied\n"
 "    0x40 u32 RW SCRATCH   scratch / ping register\n"
+"    0x48 u64 RO SHM_BYTES bytes of completed copies that sent no\n"
+"                          DMA message (shared memory)\n"
+"    0x50 u64 RO RD_MSGS   DMA_READ messages sent\n"
+"    0x58 u64 RO WR_MSGS   DMA_WRITE messages sent\n"
+"  COUNT, BYTES, SHM_BYTES, RD_MSGS and WR_MSGS are zeroed by a device\n"
+"  reset. --verbose logs each copy with its path (via shared memory /\n"
+"  via DMA messages).\n"
 "  MSI-X: 4 vectors, table at BAR0+0x800, PBA at BAR0+0xc00. INTx: pin A.\n",
 };

@@ -16,6 +16,44 @@
 #define SAMPLE_NULL_DEVICE_ID	0x0002
 #define SAMPLE_CLASS_CODE	0xff0000	/* unassigned class */
 
+/*
+ * --device dma: BAR0 registers (4 KiB BAR, little endian, 4- or 8-byte
+ * aligned accesses; 64-bit registers may be accessed as two halves).
+ * Every counter (COUNT, BYTES, SHM_BYTES, RD_MSGS, WR_MSGS) is zeroed by a
+ * device reset.
+ */
+#define DMA_REG_MAGIC		0x00	/* u32 RO 'DMA1' = 0x31414d44 */
+#define DMA_REG_VERSION		0x04	/* u32 RO 1 */
+#define DMA_REG_SRC		0x08	/* u64 RW source IOVA */
+#define DMA_REG_DST		0x10	/* u64 RW destination IOVA */
+#define DMA_REG_LEN		0x18	/* u64 RW bytes to copy */
+#define DMA_REG_DOORBELL	0x20	/* u32 WO any write starts the copy */
+#define DMA_REG_STATUS		0x24	/* u32 RO DMA_STATUS_* */
+#define DMA_REG_ERROR		0x28	/* u32 RO errno of the last copy */
+#define DMA_REG_IRQ_CTRL	0x2c	/* u32 RW bit 0: interrupt when done */
+#define DMA_REG_COUNT		0x30	/* u64 RO copies completed */
+#define DMA_REG_BYTES		0x38	/* u64 RO bytes copied */
+#define DMA_REG_SCRATCH		0x40	/* u32 RW scratch / ping */
+					/* 0x44 reserved, reads 0 */
+#define DMA_REG_SHM_BYTES	0x48	/* u64 RO bytes of completed copies
+					 * that sent no DMA message (shared
+					 * memory: fd-backed DMA regions) */
+#define DMA_REG_RD_MSGS		0x50	/* u64 RO DMA_READ messages sent */
+#define DMA_REG_WR_MSGS		0x58	/* u64 RO DMA_WRITE messages sent */
+#define DMA_REG_END		0x60
+
+#define DMA_MAGIC		0x31414d44
+#define DMA_STATUS_IDLE		0
+#define DMA_STATUS_BUSY		1
+#define DMA_STATUS_DONE		2
+#define DMA_STATUS_ERROR	3
+#define DMA_IRQ_CTRL_ENABLE	(1U << 0)
+
+/* DOORBELL values: 2 and 3 move data one way only (benchmarks) */
+#define DMA_DOORBELL_READ	2	/* read SRC, LEN; data dropped */
+#define DMA_DOORBELL_WRITE	3	/* write LEN bytes of SCRATCH's low
+					 * byte to DST */
+
 /* Options common to all back ends, from the command line. */
 struct sample_opts {
 	const char *socket;

@@ -22,7 +22,9 @@ trap cleanup EXIT
 
 for dev in dma null; do
 	sock=$dir/$dev.sock
-	"$sample" --socket "$sock" --device "$dev" 2>"$log" &
+	verbose=
+	[ "$dev" = dma ] && verbose=--verbose	# logs each copy's path
+	"$sample" --socket "$sock" --device "$dev" $verbose 2>"$log" &
 	pid=$!
 	i=0
 	while [ ! -S "$sock" ]; do
@@ -31,7 +33,7 @@ for dev in dma null; do
 		sleep 0.05
 	done
 	python3 - "$sock" "$dev" <<'PY'
-import json, os, socket, struct, sys
+import json, mmap, os, socket, struct, sys
 
 path, dev = sys.argv[1], sys.argv[2]
 HDR = struct.Struct("<HHIII")
@@ -111,6 +113,37 @@ if dev == "dma":
     assert (status, error) == (2, 0), (status, error)
     assert mem[0:3000] == mem[0x8000:0x8000 + 3000]
     assert os.eventfd_read(efd) == 1
+    def rd64(off):
+        return struct.unpack("<Q", rd(s, 0, off, 8))[0]
+    # SHM_BYTES, RD_MSGS, WR_MSGS: 3000 bytes in 1024-byte messages
+    assert (rd64(0x48), rd64(0x50), rd64(0x58)) == (0, 3, 3)
+    # shared memory: a DMA region backed by a memfd; its copy sends nothing
+    SHM = 0x100000
+    mfd = os.memfd_create("guest")
+    os.ftruncate(mfd, 1 << 16)
+    shm = mmap.mmap(mfd, 1 << 16)
+    hdr = HDR.pack(next_id[0], 2, 16 + 32, 0, 0)
+    next_id[0] += 1
+    socket.send_fds(s, [hdr + struct.pack("<IIQQQ", 32, 3, 0, SHM, 1 << 16)], [mfd])
+    _, _, fl, _, _ = recv_msg(s)
+    assert not fl & 0x20
+    shm[0:3000] = os.urandom(3000)
+    wr(s, 0, 0x08, struct.pack("<Q", SHM))
+    wr(s, 0, 0x10, struct.pack("<Q", SHM + 0x8000))
+    wr(s, 0, 0x20, struct.pack("<I", 1))
+    status = struct.unpack("<I", rd(s, 0, 0x24, 4))[0]
+    assert status == 2, status
+    assert shm[0:3000] == shm[0x8000:0x8000 + 3000]
+    assert (rd64(0x48), rd64(0x50), rd64(0x58)) == (3000, 3, 3)
+    assert os.eventfd_read(efd) == 1
+    # the memory goes away without DMA_UNMAP (as when the module zaps it):
+    # the copy fails with EFAULT, the server lives on
+    os.ftruncate(mfd, 0)
+    wr(s, 0, 0x20, struct.pack("<I", 1))
+    status = struct.unpack("<I", rd(s, 0, 0x24, 4))[0]
+    error = struct.unpack("<I", rd(s, 0, 0x28, 4))[0]
+    assert (status, error) == (3, 14), (status, error)
+    assert (rd64(0x48), rd64(0x50), rd64(0x58)) == (3000, 3, 3)
 else:
     wr(s, 0, 0x10, struct.pack("<I", 41))
     assert struct.unpack("<I", rd(s, 0, 0x10, 4))[0] == 42
@@ -124,6 +157,12 @@ PY
 	grep -q "client connected" "$log" || { echo "FAIL: no connect log"; cat "$log"; exit 1; }
 	grep -q "client disconnected" "$log" || { echo "FAIL: no disconnect log"; cat "$log"; exit 1; }
 	[ ! -e "$sock" ] || { echo "FAIL: socket left behind"; exit 1; }
+	if [ "$dev" = dma ]; then
+		for path in "via DMA messages" "via shared memory"; do
+			grep -q "copy .* $path: ok" "$log" ||
+				{ echo "FAIL: no copy logged $path"; cat "$log"; exit 1; }
+		done
+	fi
 	cat "$log"
 done
 echo "smoke test passed"
