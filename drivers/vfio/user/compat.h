@@ -20,7 +20,15 @@
  * CONFIG_IOMMUFD, <linux/vfio.h> defines them as NULL function pointers,
  * so the initialisers below are valid either way.
  */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0) && IS_ENABLED(CONFIG_IOMMUFD)
+/* device.c's wrappers note the backend for window.c */
+#define VFIO_USER_IOMMUFD_OPS					\
+	.bind_iommufd	= vfio_user_bind_iommufd,		\
+	.unbind_iommufd	= vfio_user_unbind_iommufd,		\
+	.attach_ioas	= vfio_iommufd_emulated_attach_ioas,	\
+	.detach_ioas	= vfio_iommufd_emulated_detach_ioas,
+#define VFIO_USER_HAVE_IOMMUFD	1
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
 #define VFIO_USER_IOMMUFD_OPS					\
 	.bind_iommufd	= vfio_iommufd_emulated_bind,		\
 	.unbind_iommufd	= vfio_iommufd_emulated_unbind,		\

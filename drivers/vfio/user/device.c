@@ -553,6 +553,41 @@ static void vfio_user_dma_unmap(struct vfio_device *vdev, u64 iova, u64 length)
 	vfio_user_window_unmap(to_vfio_user_device(vdev), iova, length);
 }
 
+#ifdef VFIO_USER_HAVE_IOMMUFD
+/**
+ * vfio_user_bind_iommufd() - vfio_device_ops.bind_iommufd
+ * @vdev: the VFIO device
+ * @ictx: the consumer's iommufd
+ * @out_device_id: the device's ID in @ictx
+ *
+ * The emulated-IOMMU bind, noting that the consumer uses iommufd.
+ *
+ * Context: process context, the VFIO core's dev_set lock held.
+ * Return: 0 or a negative errno.
+ */
+static int vfio_user_bind_iommufd(struct vfio_device *vdev,
+				  struct iommufd_ctx *ictx, u32 *out_device_id)
+{
+	int ret = vfio_iommufd_emulated_bind(vdev, ictx, out_device_id);
+
+	if (!ret)
+		WRITE_ONCE(to_vfio_user_device(vdev)->iommufd_bound, true);
+	return ret;
+}
+
+/**
+ * vfio_user_unbind_iommufd() - vfio_device_ops.unbind_iommufd
+ * @vdev: the VFIO device
+ *
+ * Context: process context, the VFIO core's dev_set lock held.
+ */
+static void vfio_user_unbind_iommufd(struct vfio_device *vdev)
+{
+	vfio_iommufd_emulated_unbind(vdev);
+	WRITE_ONCE(to_vfio_user_device(vdev)->iommufd_bound, false);
+}
+#endif
+
 const struct vfio_device_ops vfio_user_dev_ops = {
 	.name		= "vfio-user-mdev",
 	.init		= vfio_user_init_dev,

@@ -453,6 +453,8 @@ struct vfio_user_irq {
  * @window: the shared-memory DMA window of the current or attaching
  *	connection, or NULL (window.c)
  * @window_work: revokes the window of a broken connection
+ * @iommufd_bound: the consumer reaches the device through iommufd, not a
+ *	type1 container (vfio_user_bind_iommufd())
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -488,6 +490,7 @@ struct vfio_user_device {
 	struct mutex window_mutex;	/* window */
 	struct vfio_user_window *window;
 	struct work_struct window_work;
+	bool iommufd_bound;
 };
 
 static inline struct vfio_user_device *

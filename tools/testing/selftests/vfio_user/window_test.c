@@ -346,15 +346,38 @@ TEST_F(window, unmapped_iova)
 	EXPECT_EQ(0, pinned_attr(self->uuid));
 }
 
-/* 1,000 map/unmap cycles while the server touches. */
+static volatile bool churn_stop;
+
+/* Keeps the consumer's mmap lock busy (write side) while pins take it. */
+static void *mm_churn(void *arg)
+{
+	while (!churn_stop) {
+		char *p = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			break;
+		memset(p, 1, 2 << 20);
+		munmap(p, 2 << 20);
+	}
+	return NULL;
+}
+
+/*
+ * 1,000 map/unmap cycles while the server touches, with the consumer's
+ * mm busy too (lockdep on the debug kernel sees both mmap locks taken).
+ */
 TEST_F_TIMEOUT(window, map_unmap_cycles, 600)
 {
 	int cycles = getenv("VU_WINDOW_CYCLES") ? atoi(getenv("VU_WINDOW_CYCLES")) :
 		     1000;
 	uint64_t touched = 0;
+	pthread_t churn;
 	int i;
 
 	open_dev(_metadata, self);
+	churn_stop = false;
+	ASSERT_EQ(0, pthread_create(&churn, NULL, mm_churn, NULL));
 	ASSERT_EQ(0, wr64(self->fd, W_TOUCH_IOVA, IOVA + 4096));
 	ASSERT_EQ(0, wr64(self->fd, W_TOUCH_MODE, TOUCH_RW));
 	for (i = 0; i < cycles; i++) {
@@ -368,6 +391,8 @@ TEST_F_TIMEOUT(window, map_unmap_cycles, 600)
 			TH_LOG("cycle %d", i);
 	}
 	touched = reg64(self->fd, W_TOUCHES);
+	churn_stop = true;
+	pthread_join(churn, NULL);
 	ASSERT_EQ(0, wr64(self->fd, W_TOUCH_MODE, 0));
 	EXPECT_LT(0, touched);
 	EXPECT_EQ(0, pinned_attr(self->uuid));
