@@ -487,4 +487,79 @@ TEST_F(window, remove_unpins)
 	EXPECT_FALSE(vu_mdev_exists(self->uuid));
 }
 
+/* The DMA sample's BAR0 (tools/vfio-user/sample.h). */
+#define DMA_REG_SRC		0x08
+#define DMA_REG_DST		0x10
+#define DMA_REG_LEN		0x18
+#define DMA_REG_DOORBELL	0x20
+#define DMA_REG_STATUS		0x24
+#define DMA_REG_SHM_BYTES	0x48
+#define DMA_REG_RD_MSGS		0x50
+#define DMA_REG_WR_MSGS		0x58
+#define DMA_STATUS_DONE		2
+
+/*
+ * The DMA sample (the library's vus_dev__dma_read/write) copies 4 MiB
+ * through its mappings of the window: the data arrives and not one
+ * DMA_READ or DMA_WRITE goes over the socket; with dma_window 0 the same
+ * copy goes by message.
+ */
+static void sample_copy(struct __test_metadata *_metadata,
+			FIXTURE_DATA(window) *self, bool window)
+{
+	const uint64_t half = BUF_SIZE / 2;
+	struct vu_server sample = { };
+	uint32_t status = 0;
+	uint64_t shm, rd, wr, i;
+
+	ASSERT_EQ(0, vu_server_start(&sample, "vfio-user-sample", DMA_ARGS));
+	if (!window)
+		ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "dma_window", "0"));
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &sample));
+	self->fd = vu_vfio_open(self->uuid, &self->container, &self->group);
+	ASSERT_LE(0, self->fd);
+	for (i = 0; i < half; i++)
+		self->buf[i] = i * 11 + 7;
+	memset(self->buf + half, 0, half);
+	ASSERT_EQ(0, map_buf(self, RW));
+	ASSERT_EQ(0, wr64(self->fd, DMA_REG_SRC, IOVA));
+	ASSERT_EQ(0, wr64(self->fd, DMA_REG_DST, IOVA + half));
+	ASSERT_EQ(0, wr64(self->fd, DMA_REG_LEN, half));
+	ASSERT_EQ(0, vu_region_write(self->fd, BAR0, DMA_REG_DOORBELL, &status, 4));
+	ASSERT_EQ(0, vu_region_read(self->fd, BAR0, DMA_REG_STATUS, &status, 4));
+	EXPECT_EQ(DMA_STATUS_DONE, status);
+	EXPECT_EQ(0, memcmp(self->buf, self->buf + half, half));
+	shm = reg64(self->fd, DMA_REG_SHM_BYTES);
+	rd = reg64(self->fd, DMA_REG_RD_MSGS);
+	wr = reg64(self->fd, DMA_REG_WR_MSGS);
+	if (window) {
+		EXPECT_EQ(half, shm);
+		EXPECT_EQ(0, rd + wr) TH_LOG("%llu DMA_READ, %llu DMA_WRITE",
+					     (unsigned long long)rd,
+					     (unsigned long long)wr);
+		EXPECT_EQ(BUF_SIZE / 4096, pinned_attr(self->uuid));
+	} else {
+		EXPECT_EQ(0, shm);
+		EXPECT_LT(0, rd);
+		EXPECT_LT(0, wr);
+		EXPECT_EQ(0, pinned_attr(self->uuid));
+	}
+	ASSERT_EQ(0, vu_dma_unmap(self->container, IOVA, BUF_SIZE));
+	EXPECT_EQ(0, pinned_attr(self->uuid));
+	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
+			     &self->container);
+	vu_server_stop(&sample);
+}
+
+TEST_F(window, sample_copy_no_messages)
+{
+	sample_copy(_metadata, self, true);
+}
+
+TEST_F(window, sample_copy_by_message_without_window)
+{
+	sample_copy(_metadata, self, false);
+}
+
 TEST_HARNESS_MAIN
