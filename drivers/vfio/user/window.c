@@ -110,7 +110,7 @@ struct vfio_user_window {
 	struct vfio_user_conn *conn;
 	u64 pages;
 
-	struct mutex lock;
+	struct mutex lock;	/* everything below */
 	struct vfio_user_device *udev;
 	struct xarray pins;
 	struct xarray failed;
