@@ -153,16 +153,22 @@ static ssize_t vfio_user_window_store(struct device *dev, const char *buf,
 	return count;
 }
 
-static ssize_t dma_window_show(struct device *dev,
-			       struct device_attribute *attr, char *buf)
+static ssize_t vfio_user_window_show(struct device *dev, char *buf,
+				     bool chunk)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
 	u64 val;
 
 	spin_lock(&udev->state_lock);
-	val = udev->dma_window;
+	val = chunk ? udev->dma_window_chunk : udev->dma_window;
 	spin_unlock(&udev->state_lock);
 	return sysfs_emit(buf, "%llu\n", val);
+}
+
+static ssize_t dma_window_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	return vfio_user_window_show(dev, buf, false);
 }
 
 static ssize_t dma_window_store(struct device *dev,
@@ -176,13 +182,7 @@ static DEVICE_ATTR_RW(dma_window);
 static ssize_t dma_window_chunk_show(struct device *dev,
 				     struct device_attribute *attr, char *buf)
 {
-	struct vfio_user_device *udev = dev_get_drvdata(dev);
-	u64 val;
-
-	spin_lock(&udev->state_lock);
-	val = udev->dma_window_chunk;
-	spin_unlock(&udev->state_lock);
-	return sysfs_emit(buf, "%llu\n", val);
+	return vfio_user_window_show(dev, buf, true);
 }
 
 static ssize_t dma_window_chunk_store(struct device *dev,

@@ -70,33 +70,13 @@ static int region_offset(int fd, unsigned int index, uint64_t *off,
 /* Region accesses of exactly @len bytes; -errno on failure. */
 static int __rd(int fd, unsigned int index, uint64_t at, void *buf, size_t len)
 {
-	uint64_t off = 0;
-	ssize_t n;
-	int ret;
-
-	ret = region_offset(fd, index, &off, NULL);
-	if (ret)
-		return ret;
-	n = pread(fd, buf, len, off + at);
-	if (n < 0)
-		return -errno;
-	return n == (ssize_t)len ? 0 : -EIO;
+	return vu_region_read(fd, index, at, buf, len);
 }
 
 static int __wr(int fd, unsigned int index, uint64_t at, const void *buf,
 		size_t len)
 {
-	uint64_t off = 0;
-	ssize_t n;
-	int ret;
-
-	ret = region_offset(fd, index, &off, NULL);
-	if (ret)
-		return ret;
-	n = pwrite(fd, buf, len, off + at);
-	if (n < 0)
-		return -errno;
-	return n == (ssize_t)len ? 0 : -EIO;
+	return vu_region_write(fd, index, at, buf, len);
 }
 
 static int __bar_read32(int fd, uint64_t reg, uint32_t *val)

@@ -667,44 +667,29 @@ bool vu_kmsg_any(int fd, const char *alts, char *line, size_t len)
 	return fd >= 0 && vu_kmsg_scan(fd, alts, false, line, len);
 }
 
-static int vu_region_base(int fd, unsigned int index, uint64_t *base)
+static int vu_region_rw(int fd, unsigned int index, uint64_t off, void *buf,
+			size_t len, bool write)
 {
 	struct vfio_region_info info = { .argsz = sizeof(info), .index = index };
+	ssize_t n;
 
 	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &info))
 		return -errno;
-	*base = info.offset;
-	return 0;
+	n = write ? pwrite(fd, buf, len, info.offset + off) :
+		    pread(fd, buf, len, info.offset + off);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
 }
 
 int vu_region_read(int fd, unsigned int index, uint64_t off, void *buf,
 		   size_t len)
 {
-	uint64_t base = 0;
-	ssize_t n;
-	int ret;
-
-	ret = vu_region_base(fd, index, &base);
-	if (ret)
-		return ret;
-	n = pread(fd, buf, len, base + off);
-	if (n < 0)
-		return -errno;
-	return n == (ssize_t)len ? 0 : -EIO;
+	return vu_region_rw(fd, index, off, buf, len, false);
 }
 
 int vu_region_write(int fd, unsigned int index, uint64_t off,
 		    const void *buf, size_t len)
 {
-	uint64_t base = 0;
-	ssize_t n;
-	int ret;
-
-	ret = vu_region_base(fd, index, &base);
-	if (ret)
-		return ret;
-	n = pwrite(fd, buf, len, base + off);
-	if (n < 0)
-		return -errno;
-	return n == (ssize_t)len ? 0 : -EIO;
+	return vu_region_rw(fd, index, off, (void *)buf, len, true);
 }
