@@ -153,12 +153,19 @@ static int vus_handle_region_info(struct vus_dev *dev, struct vus_msg *m,
 			    sizeof(struct vfio_user_sparse_mmap_area);
 	if (reg->present && (reg->type || reg->subtype))
 		caps_len += sizeof(struct vfio_user_region_info_cap_type);
-	if (caps_len)
-		flags |= VFIO_REGION_INFO_FLAG_CAPS;
 	full = sizeof(*out) + caps_len;
 
+	/*
+	 * Too small for the caps: argsz = full tells the client to ask again.
+	 * FLAG_CAPS goes only with caps in the reply (the spec: "capabilities
+	 * found in the reply"); the kernel sets it with cap_offset 0 here,
+	 * but QEMU's vfio-user client refuses that reply (-EINVAL) before it
+	 * looks at argsz.
+	 */
 	if (argsz < full)
-		caps_len = 0;	/* client retries with argsz = full */
+		caps_len = 0;
+	if (caps_len)
+		flags |= VFIO_REGION_INFO_FLAG_CAPS;
 	out = vus_reply_alloc(r, sizeof(*out) + caps_len);
 	if (!out)
 		return -ENOMEM;
