@@ -3,7 +3,8 @@
  * vfio-user-sample --device null: registers only, for tests and benchmarks.
  * A scratch and a ping register, a register whose accesses take a
  * configurable time, an interrupt-raising register, a large BAR and a
- * (optionally mmap-able) sparse BAR.
+ * (optionally mmap-able) sparse BAR, whose memory BAR0 shows as the server
+ * sees it (BAR4_OFFSET, BAR4_DATA).
  */
 #define _GNU_SOURCE
 #include <endian.h>
@@ -13,19 +14,7 @@
 
 #include "sample.h"
 
-#define NULL_REG_MAGIC		0x00	/* u32 RO 'NUL1' = 0x314c554e */
-#define NULL_REG_VERSION	0x04	/* u32 RO 1 */
-#define NULL_REG_SCRATCH	0x08	/* u64 RW */
-#define NULL_REG_PING		0x10	/* u32 RW reads return last write + 1 */
-#define NULL_REG_LATENCY_US	0x14	/* u32 RW delay of SLOW accesses */
-#define NULL_REG_SLOW		0x18	/* u32 RW scratch, delayed */
-#define NULL_REG_IRQ		0x1c	/* u32 WO raise MSI-X vector (value) */
-#define NULL_REG_ACCESSES	0x20	/* u64 RO BAR0 accesses so far */
-#define NULL_REG_END		0x28
-
-#define NULL_MAGIC		0x314c554e
 #define NULL_BAR0_SIZE		4096
-#define NULL_BAR4_SIZE		(64 * 1024)
 #define NULL_MSIX_VECTORS	4
 #define NULL_MSIX_TABLE		0x800
 #define NULL_MSIX_PBA		0xc00
@@ -69,6 +58,32 @@ static void delay_us(uint32_t us)
 		;
 }
 
+/*
+ * BAR4_DATA: @count bytes at byte @k of the 8-byte window at BAR4_OFFSET,
+ * straight from BAR4's memory (the memfd a client may have mmapped).
+ * BAR4_OFFSET is 8-byte aligned and at most NULL_BAR4_SIZE - 8, and
+ * @k + @count <= 8: the access stays inside the region.
+ */
+static void null_bar4_data(struct vus_dev *dev, struct null_dev *n,
+			   unsigned int k, void *buf, size_t count,
+			   bool is_write)
+{
+	uint8_t *mem = vus_dev__region_mem(dev, VFIO_PCI_BAR4_REGION_INDEX);
+	uint64_t off;
+
+	if (!mem) {
+		if (!is_write)
+			memset(buf, 0xff, count);
+		return;
+	}
+	memcpy(&off, n->regs + NULL_REG_BAR4_OFFSET, 8);
+	off = le64toh(off) + k;
+	if (is_write)
+		memcpy(mem + off, buf, count);
+	else
+		memcpy(buf, mem + off, count);
+}
+
 static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
 		     void *buf, size_t count, bool is_write)
 {
@@ -88,6 +103,11 @@ static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
 	}
 	if (off == NULL_REG_SLOW)
 		delay_us(get32(n, NULL_REG_LATENCY_US));
+	if (off >= NULL_REG_BAR4_DATA) {
+		null_bar4_data(dev, n, off - NULL_REG_BAR4_DATA, buf, count,
+			       is_write);
+		return 0;
+	}
 	if (!is_write) {
 		memcpy(buf, n->regs + off, count);
 		if (off == NULL_REG_PING && count == 4) {
@@ -109,6 +129,14 @@ static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
 	}
 	if (off >= NULL_REG_SCRATCH && off + count <= NULL_REG_IRQ)
 		memcpy(n->regs + off, buf, count);
+	if (off >= NULL_REG_BAR4_OFFSET && off + count <= NULL_REG_BAR4_DATA) {
+		uint64_t o;
+
+		memcpy(n->regs + off, buf, count);
+		memcpy(&o, n->regs + NULL_REG_BAR4_OFFSET, 8);
+		o = htole64(le64toh(o) & (NULL_BAR4_SIZE - 8));
+		memcpy(n->regs + NULL_REG_BAR4_OFFSET, &o, 8);
+	}
 	return 0;
 }
 
@@ -163,6 +191,9 @@ struct sample_backend sample_null_backend = {
 "    0x18 u32 RW SLOW       scratch register answered after LATENCY_US\n"
 "    0x1c u32 WO IRQ        raise MSI-X vector <value> (else MSI/INTx)\n"
 "    0x20 u64 RO ACCESSES   BAR0 accesses so far\n"
+"    0x28 u64 RW BAR4_OFFSET offset in BAR4 (masked to 8-byte aligned, < 64K)\n"
+"    0x30 u64 RW BAR4_DATA  the 8 bytes of BAR4's memory at BAR4_OFFSET, as\n"
+"                           the server reads and writes them\n"
 "  BAR2: large 64-bit prefetchable memory BAR (--bar-size, default 256 MiB,\n"
 "  sparse memory). BAR4: 64 KiB memory; with --mmap it is mmap-able with\n"
 "  a sparse-mmap capability: [0, 16K) and [32K, 48K).\n"

@@ -54,6 +54,34 @@
 #define DMA_DOORBELL_WRITE	3	/* write LEN bytes of SCRATCH's low
 					 * byte to DST */
 
+/*
+ * --device null: BAR0 registers (4 KiB BAR, little endian, 4- or 8-byte
+ * aligned accesses; 64-bit registers may be accessed as two halves).
+ * BAR4_OFFSET and BAR4_DATA show BAR4's memory as the server sees it,
+ * through BAR0 (never mmap-able): with --mmap a client reaches BAR4's
+ * sparse areas without messages, and these registers tell whether a write
+ * there reached the server's memory, or put a value there for the client
+ * to read. BAR4_OFFSET is zeroed by a device reset; BAR4's memory is not.
+ */
+#define NULL_REG_MAGIC		0x00	/* u32 RO 'NUL1' = 0x314c554e */
+#define NULL_REG_VERSION	0x04	/* u32 RO 1 */
+#define NULL_REG_SCRATCH	0x08	/* u64 RW */
+#define NULL_REG_PING		0x10	/* u32 RW reads return last write + 1 */
+#define NULL_REG_LATENCY_US	0x14	/* u32 RW delay of SLOW accesses */
+#define NULL_REG_SLOW		0x18	/* u32 RW scratch, delayed */
+#define NULL_REG_IRQ		0x1c	/* u32 WO raise MSI-X vector (value) */
+#define NULL_REG_ACCESSES	0x20	/* u64 RO BAR0 accesses so far */
+#define NULL_REG_BAR4_OFFSET	0x28	/* u64 RW offset in BAR4, written
+					 * values are masked with
+					 * NULL_BAR4_SIZE - 8 */
+#define NULL_REG_BAR4_DATA	0x30	/* u64 RW the 8 bytes of BAR4's memory
+					 * at BAR4_OFFSET (read or written by
+					 * the server) */
+#define NULL_REG_END		0x38
+
+#define NULL_MAGIC		0x314c554e
+#define NULL_BAR4_SIZE		(64 * 1024)
+
 /* Options common to all back ends, from the command line. */
 struct sample_opts {
 	const char *socket;
