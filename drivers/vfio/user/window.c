@@ -102,7 +102,8 @@ struct vfio_user_pinner {
  * @inval_first: start of the invalidation in progress (page index)
  * @inval_last: its end, exclusive; equal to @inval_first when none
  * @nr_stale: pinners an invalidation has made stale, still running
- * @wq: an invalidation waits here for @nr_stale to reach 0
+ * @wq: an invalidation waits here for @nr_stale to reach 0, a fault for
+ *	the invalidation of its page to end
  * @nr_pinned: pages pinned now
  */
 struct vfio_user_window {
@@ -125,6 +126,13 @@ struct vfio_user_window {
 static bool vfio_user_window_inval(struct vfio_user_window *w, u64 index)
 {
 	return index >= w->inval_first && index < w->inval_last;
+}
+
+/* For a wait condition, without @lock. */
+static bool vfio_user_window_inval_racy(struct vfio_user_window *w, u64 index)
+{
+	return index >= READ_ONCE(w->inval_first) &&
+	       index < READ_ONCE(w->inval_last);
 }
 
 static bool vfio_user_window_inval_overlaps(struct vfio_user_window *w,
@@ -261,16 +269,27 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 		mutex_unlock(&w->lock);
 		return;
 	}
-	if (!udev || vfio_user_window_inval(w, index))
+	if (!udev)
 		goto fail;
+	if (vfio_user_window_inval(w, index)) {
+		/*
+		 * Being unmapped, or only unpinned (a batch the unmap cut):
+		 * the retry after it finds out which.
+		 */
+		mutex_unlock(&w->lock);
+		wait_event_killable(w->wq, !vfio_user_window_inval_racy(w, index));
+		return;
+	}
 	for (i = index; i > first && !xa_load(&w->pins, i - 1); i--)
 		;
 	me.first = i;
 	for (i = index + 1; i < last && !xa_load(&w->pins, i); i++)
 		;
 	me.last = i;
-	if (vfio_user_window_inval_overlaps(w, me.first, me.last))
-		me.first = index, me.last = index + 1;
+	if (vfio_user_window_inval_overlaps(w, me.first, me.last)) {
+		me.first = index;
+		me.last = index + 1;
+	}
 	list_add(&me.node, &w->pinners);
 	mutex_unlock(&w->lock);
 
@@ -290,7 +309,8 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 		mutex_unlock(&w->lock);
 		vfio_user_window_unpin(udev, pin);
 		mutex_lock(&w->lock);
-		pin = me.stale ? ERR_PTR(-EFAULT) : NULL;
+		/* The retry pins again, or fails if the IOVA is gone. */
+		pin = NULL;
 	}
 	mutex_unlock(&w->lock);
 	up_read(&udev->dma_sem);
@@ -451,8 +471,8 @@ static void vfio_user_window_invalidate(struct vfio_user_window *w,
 	pin = first < last ? xa_load(&w->pins, last - 1) : NULL;
 	if (pin)
 		last = pin->index + pin->npages;
-	w->inval_first = first;
-	w->inval_last = last;
+	WRITE_ONCE(w->inval_first, first);
+	WRITE_ONCE(w->inval_last, last);
 	if (revoke)
 		w->udev = NULL;
 	list_for_each_entry(p, &w->pinners, node) {
@@ -493,9 +513,10 @@ static void vfio_user_window_invalidate(struct vfio_user_window *w,
 	}
 
 	mutex_lock(&w->lock);
-	w->inval_first = 0;
-	w->inval_last = 0;
+	WRITE_ONCE(w->inval_first, 0);
+	WRITE_ONCE(w->inval_last, 0);
 	mutex_unlock(&w->lock);
+	wake_up_all(&w->wq);
 }
 
 /**
@@ -607,16 +628,18 @@ void vfio_user_window_unmap(struct vfio_user_device *udev, u64 iova,
 			    u64 length)
 {
 	struct vfio_user_window *w;
-	u64 end;
+	u64 end, last;
 
-	if (!length || check_add_overflow(iova, length, &end))
+	if (!length)
+		return;
+	if (check_add_overflow(iova, length, &end))
 		end = U64_MAX;
+	last = (end >> PAGE_SHIFT) + !!offset_in_page(end);
 	mutex_lock(&udev->window_mutex);
 	w = udev->window;
 	if (w && iova >> PAGE_SHIFT < w->pages)
 		vfio_user_window_invalidate(w, udev, iova >> PAGE_SHIFT,
-					    min_t(u64, DIV_ROUND_UP_ULL(end, PAGE_SIZE),
-						  w->pages), false);
+					    min(last, w->pages), false);
 	mutex_unlock(&udev->window_mutex);
 }
 
