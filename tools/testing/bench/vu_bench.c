@@ -6,18 +6,30 @@
  *   vu_bench bar-read UUID N          4-byte BAR0 reads through the module
  *   vu_bench bar-write UUID N         4-byte BAR0 writes through the module
  *   vu_bench mtty UUID N              1-byte reads of an mtty mdev (VFIO floor)
- *   vu_bench dma UUID MIB [MODE]      DMA-engine runs of MIB MiB, and memcpy:
- *                                     MODE copy (DMA_READ + DMA_WRITE, the
- *                                     default), read (DMA_READ only) or write
- *                                     (DMA_WRITE only)
+ *   vu_bench dma UUID MIB [MODE [PATH]]
+ *                                     DMA-engine runs of MIB MiB, and memcpy:
+ *                                     MODE copy (the device copies SRC to DST,
+ *                                     the default), read (SRC only) or write
+ *                                     (DST only); PATH the way the device must
+ *                                     have moved the data: msg (DMA_READ/
+ *                                     DMA_WRITE messages, the default) or shm
+ *                                     (its mappings of the module's DMA
+ *                                     window, no message)
+ *   vu_bench dma-first UUID MIB       first touch of the DMA window: MIB MiB
+ *                                     copied right after VFIO_IOMMU_MAP_DMA
+ *                                     (the server's faults pin and map), then
+ *                                     again (pinned), then unmapped
  *   vu_bench irq UUID N               null device: write IRQ reg, wait eventfd
  *   vu_bench eventfd N                raw eventfd ping-pong between processes
  *   vu_bench stream MIB               raw AF_UNIX stream of 1 MiB messages:
  *                                     the transport floor for DMA
  *
- * Throughputs (dma, stream) are the median of THRU_RUNS runs after one
- * warm-up run: the first pass of a fresh server faults its buffers in and
- * has TCG translate the code paths, and is not the steady state.
+ * Throughputs (dma, dma-first, stream) are the median of THRU_RUNS runs
+ * after one warm-up run: the first pass of a fresh server faults its
+ * buffers in and has TCG translate the code paths, and is not the steady
+ * state. The dma tests read the device's SHM_BYTES, RD_MSGS and WR_MSGS
+ * registers around every doorbell and exit 1 when a copy did not take the
+ * path the test claims.
  *   vu_bench scale SECS UUID...       one reader thread per device, ops/s
  *   vu_bench user-rt SOCKET N         the same 4-byte BAR0 read as REGION_READ
  *                                     from a userspace client: the server's
@@ -364,29 +376,135 @@ static void mtty(const char *uuid, long n)
 	printf("}\n");
 }
 
+/* The DMA sample's BAR0 registers (tools/vfio-user/sample.h). */
+#define DMA_REG_SRC		0x08
+#define DMA_REG_DST		0x10
+#define DMA_REG_LEN		0x18
+#define DMA_REG_DOORBELL	0x20
+#define DMA_REG_STATUS		0x24
+#define DMA_REG_SCRATCH		0x40
+#define DMA_REG_SHM_BYTES	0x48
+#define DMA_REG_RD_MSGS		0x50
+#define DMA_REG_WR_MSGS		0x58
+#define DMA_STATUS_DONE		2
+#define DMA_MAX_LEN		(64UL << 20)	/* per doorbell */
+
+/* Where the consumer's buffers sit in IOVA space (inside the window). */
+#define DMA_IOVA		(1ULL << 32)
+
 static void bar_write64(int fd, uint64_t bar, uint64_t reg, uint64_t v)
 {
 	if (pwrite(fd, &v, 8, bar + reg) != 8)
 		die("bar write");
 }
 
+static uint64_t bar_read64(int fd, uint64_t bar, uint64_t reg)
+{
+	uint64_t v;
+
+	if (pread(fd, &v, 8, bar + reg) != 8)
+		die("bar read");
+	return v;
+}
+
+/* The DMA sample's path counters, and what one test expects of them. */
+struct dma_path {
+	int shm;		/* expected: 1 shared memory, 0 messages */
+	int rd, wr;		/* the doorbell reads SRC, writes DST */
+	uint64_t bytes;		/* totals of the test's doorbells */
+	uint64_t shm_bytes;
+	uint64_t rd_msgs;
+	uint64_t wr_msgs;
+	long doorbells;
+};
+
+static void dma_path_init(struct dma_path *p, const char *path, uint32_t bell)
+{
+	if (!strcmp(path, "shm"))
+		p->shm = 1;
+	else if (strcmp(path, "msg"))
+		die("dma path (msg or shm)");
+	p->rd = bell != 3;
+	p->wr = bell != 2;
+}
+
+/*
+ * Rings the doorbell (@bell) for the copy programmed in the device and
+ * returns the ns the write took: the device copies before it answers.
+ * Exits when the copy failed or took another path than @p expects:
+ * shared memory sends no DMA_READ/DMA_WRITE and counts all @len bytes in
+ * SHM_BYTES; messages send them, in each direction the doorbell moves
+ * data, and count nothing in SHM_BYTES.
+ */
+static uint64_t dma_ring(int fd, uint64_t bar, uint32_t bell, uint64_t len,
+			 struct dma_path *p, const char *what)
+{
+	uint64_t shm0, rd0, wr0, shm, rd, wr, t;
+	uint32_t st = 0;
+
+	shm0 = bar_read64(fd, bar, DMA_REG_SHM_BYTES);
+	rd0 = bar_read64(fd, bar, DMA_REG_RD_MSGS);
+	wr0 = bar_read64(fd, bar, DMA_REG_WR_MSGS);
+	t = now_ns();
+	if (pwrite(fd, &bell, 4, bar + DMA_REG_DOORBELL) != 4)
+		die("doorbell");
+	t = now_ns() - t;
+	if (pread(fd, &st, 4, bar + DMA_REG_STATUS) != 4 ||
+	    st != DMA_STATUS_DONE) {
+		fprintf(stderr, "vu_bench: %s failed (status %u)\n", what, st);
+		exit(1);
+	}
+	shm = bar_read64(fd, bar, DMA_REG_SHM_BYTES) - shm0;
+	rd = bar_read64(fd, bar, DMA_REG_RD_MSGS) - rd0;
+	wr = bar_read64(fd, bar, DMA_REG_WR_MSGS) - wr0;
+	if (p->shm ? rd || wr || shm != len :
+		     shm || (p->rd && !rd) || (p->wr && !wr) ||
+		     (!p->rd && rd) || (!p->wr && wr)) {
+		fprintf(stderr,
+			"vu_bench: %s: expected %s, but the device counted %llu DMA_READ and %llu DMA_WRITE messages and %llu shared-memory bytes for a %llu-byte copy\n",
+			what, p->shm ? "shared memory" : "DMA messages",
+			(unsigned long long)rd, (unsigned long long)wr,
+			(unsigned long long)shm, (unsigned long long)len);
+		exit(1);
+	}
+	p->bytes += len;
+	p->shm_bytes += shm;
+	p->rd_msgs += rd;
+	p->wr_msgs += wr;
+	p->doorbells++;
+	return t;
+}
+
+static void dma_path_print(const struct dma_path *p)
+{
+	printf(", \"path\": \"%s\", \"doorbells\": %ld, \"dma_bytes\": %llu, \"shm_bytes\": %llu, \"rd_msgs\": %llu, \"wr_msgs\": %llu",
+	       p->shm ? "shm" : "msg", p->doorbells,
+	       (unsigned long long)p->bytes, (unsigned long long)p->shm_bytes,
+	       (unsigned long long)p->rd_msgs, (unsigned long long)p->wr_msgs);
+}
+
 /*
  * One DMA-engine run of @mib MiB, and memcpy of the same size. @mode:
- * "copy" (the device copies: DMA_READ + DMA_WRITE of each byte), "read"
- * (DMA_READ only, doorbell value 2) or "write" (DMA_WRITE only, value 3).
+ * "copy" (the device copies SRC to DST), "read" (reads SRC only, doorbell
+ * value 2) or "write" (writes DST only, value 3). @path: "msg" or "shm",
+ * checked at every doorbell (dma_ring()). For shm also memcpy between
+ * buffers of 4 KiB pages: the server's mappings of the window are 4 KiB
+ * PFN mappings, the consumer's buffers transparent huge pages.
  */
-static void dma(const char *uuid, long mib, const char *mode)
+static void dma(const char *uuid, long mib, const char *mode, const char *path)
 {
 	size_t sz = (size_t)mib << 20;
 	struct vfio_iommu_type1_dma_map map = {
 		.argsz = sizeof(map),
 		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-		.iova = 1ULL << 32, .size = 2 * sz,
+		.iova = DMA_IOVA, .size = 2 * sz,
 	};
-	uint32_t bell = 1, fill = 0xa7, st;
-	uint64_t bar, t, t_dma[THRU_RUNS], t_mem[THRU_RUNS];
+	uint32_t bell = 1, fill = 0xa7;
+	uint64_t bar, t, t_dma[THRU_RUNS], t_mem[THRU_RUNS], t_4k[THRU_RUNS];
+	struct dma_path p = { 0 };
+	char *buf, *b4k = NULL;
+	char what[64];
 	size_t i;
-	char *buf;
 	int c, fd, r;
 
 	if (!strcmp(mode, "read"))
@@ -395,6 +513,10 @@ static void dma(const char *uuid, long mib, const char *mode)
 		bell = 3;
 	else if (strcmp(mode, "copy"))
 		die("dma mode");
+	if (sz > DMA_MAX_LEN)
+		die("dma size (at most 64 MiB)");
+	dma_path_init(&p, path, bell);
+	snprintf(what, sizeof(what), "DMA %s via %s", mode, path);
 	fd = open_mdev(uuid, &c);
 	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -402,30 +524,28 @@ static void dma(const char *uuid, long mib, const char *mode)
 		die("mmap");
 	memset(buf, 0x5a, sz);
 	memset(buf + sz, 0, sz);
+	if (p.shm) {
+		b4k = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (b4k == MAP_FAILED || madvise(b4k, 2 * sz, MADV_NOHUGEPAGE))
+			die("mmap 4k");
+		memset(b4k, 0x5a, sz);
+		memset(b4k + sz, 0, sz);
+	}
 	map.vaddr = (uintptr_t)buf;
 	if (ioctl(c, VFIO_IOMMU_MAP_DMA, &map))
 		die("MAP_DMA");
 	bar = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX);
-	bar_write64(fd, bar, 0x08, 1ULL << 32);
-	bar_write64(fd, bar, 0x10, (1ULL << 32) + sz);
-	bar_write64(fd, bar, 0x18, sz);
+	bar_write64(fd, bar, DMA_REG_SRC, DMA_IOVA);
+	bar_write64(fd, bar, DMA_REG_DST, DMA_IOVA + sz);
+	bar_write64(fd, bar, DMA_REG_LEN, sz);
 	for (r = -1; r < THRU_RUNS; r++) {
 		/* Each run starts from a cleared destination, fill changes. */
 		memset(buf + sz, 0, sz);
 		fill = 0xa7 + r;
-		if (pwrite(fd, &fill, 4, bar + 0x40) != 4)
+		if (pwrite(fd, &fill, 4, bar + DMA_REG_SCRATCH) != 4)
 			die("scratch");
-		t = now_ns();
-		/* The doorbell write returns when the device is done. */
-		if (pwrite(fd, &bell, 4, bar + 0x20) != 4)
-			die("doorbell");
-		t = now_ns() - t;
-		st = 0;
-		if (pread(fd, &st, 4, bar + 0x24) != 4 || st != 2) {
-			fprintf(stderr, "vu_bench: DMA %s failed (status %u)\n",
-				mode, st);
-			exit(1);
-		}
+		t = dma_ring(fd, bar, bell, sz, &p, what);
 		if (bell == 1 && memcmp(buf, buf + sz, sz)) {
 			fprintf(stderr, "vu_bench: DMA copy: data differs\n");
 			exit(1);
@@ -441,10 +561,150 @@ static void dma(const char *uuid, long mib, const char *mode)
 		t = now_ns();
 		memcpy(buf + sz, buf, sz);
 		t_mem[r] = now_ns() - t;
+		if (!b4k)
+			continue;
+		t = now_ns();
+		memcpy(b4k + sz, b4k, sz);
+		t_4k[r] = now_ns() - t;
 	}
-	printf("{\"test\": \"dma_%s\", \"bytes\": %zu, \"runs\": %d, \"dma_mib_s\": %.1f, \"memcpy_mib_s\": %.1f}\n",
+	printf("{\"test\": \"dma_%s\", \"bytes\": %zu, \"runs\": %d, \"dma_mib_s\": %.1f, \"memcpy_mib_s\": %.1f",
 	       mode, sz, THRU_RUNS, median_mib_s(t_dma, mib),
 	       median_mib_s(t_mem, mib));
+	if (b4k) {
+		printf(", \"memcpy_4k_mib_s\": %.1f", median_mib_s(t_4k, mib));
+		munmap(b4k, 2 * sz);
+	}
+	dma_path_print(&p);
+	printf("}\n");
+	munmap(buf, 2 * sz);
+	close(fd);
+	close(c);
+}
+
+static unsigned long window_pinned(const char *uuid)
+{
+	char path[256];
+	unsigned long v;
+	FILE *f;
+
+	snprintf(path, sizeof(path), MDEV_DIR "/%s/vfio_user/dma_window_pinned",
+		 uuid);
+	f = fopen(path, "r");
+	if (!f || fscanf(f, "%lu", &v) != 1)
+		die("dma_window_pinned");
+	fclose(f);
+	return v;
+}
+
+/*
+ * One pass: @sz bytes from DMA_IOVA to DMA_IOVA + @sz, in doorbells of at
+ * most DMA_MAX_LEN; returns the ns the doorbell writes took.
+ */
+static uint64_t dma_first_pass(int fd, uint64_t bar, size_t sz,
+			       struct dma_path *p, const char *what)
+{
+	uint64_t t = 0, off, n;
+
+	for (off = 0; off < sz; off += n) {
+		n = sz - off < DMA_MAX_LEN ? sz - off : DMA_MAX_LEN;
+		bar_write64(fd, bar, DMA_REG_SRC, DMA_IOVA + off);
+		bar_write64(fd, bar, DMA_REG_DST, DMA_IOVA + sz + off);
+		bar_write64(fd, bar, DMA_REG_LEN, n);
+		t += dma_ring(fd, bar, 1, n, p, what);
+	}
+	return t;
+}
+
+/*
+ * First touch of the shared-memory window: the consumer's buffers (@mib
+ * MiB source, @mib MiB destination, populated once) are mapped with
+ * VFIO_IOMMU_MAP_DMA; the first copy faults in the server's mappings,
+ * which pins and maps them (2 MiB per fault); the second copy runs on
+ * pinned pages; VFIO_IOMMU_UNMAP_DMA zaps and unpins. Each round checks
+ * dma_window_pinned: every page of both buffers after the first copy,
+ * none after the unmap. One warm-up round, THRU_RUNS measured; also the
+ * pin + map rate, (2 * @mib MiB) / (first - second), and memcpy.
+ */
+static void dma_first(const char *uuid, long mib)
+{
+	size_t sz = (size_t)mib << 20;
+	struct vfio_iommu_type1_dma_map map = {
+		.argsz = sizeof(map),
+		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+		.iova = DMA_IOVA, .size = 2 * sz,
+	};
+	struct vfio_iommu_type1_dma_unmap unmap = {
+		.argsz = sizeof(unmap), .iova = DMA_IOVA, .size = 2 * sz,
+	};
+	uint64_t t1[THRU_RUNS], t2[THRU_RUNS], t_pin[THRU_RUNS], t_mem[THRU_RUNS];
+	unsigned long want = 2 * sz / getpagesize(), pinned;
+	struct dma_path p = { 0 };
+	uint64_t bar, a, b, t;
+	double pin_gib_s = 0;
+	int bad, c, fd, r, n = 0;
+	char *buf;
+
+	dma_path_init(&p, "shm", 1);
+	if (sz % (2 << 20))
+		die("dma-first size (a multiple of 2 MiB)");
+	fd = open_mdev(uuid, &c);
+	buf = mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (buf == MAP_FAILED)
+		die("mmap");
+	map.vaddr = (uintptr_t)buf;
+	bar = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX);
+	for (r = -1; r < THRU_RUNS; r++) {
+		memset(buf, 0x5a + r, sz);
+		memset(buf + sz, 0, sz);
+		if (window_pinned(uuid))
+			die("pages pinned before MAP_DMA");
+		if (ioctl(c, VFIO_IOMMU_MAP_DMA, &map))
+			die("MAP_DMA");
+		a = dma_first_pass(fd, bar, sz, &p, "first copy via shm");
+		pinned = window_pinned(uuid);
+		bad = memcmp(buf, buf + sz, sz);
+		if (bad || pinned != want) {
+			fprintf(stderr, "vu_bench: first copy: data %s, %lu pages pinned, %lu expected\n",
+				bad ? "differs" : "ok", pinned, want);
+			exit(1);
+		}
+		memset(buf + sz, 0, sz);
+		b = dma_first_pass(fd, bar, sz, &p, "second copy via shm");
+		if (memcmp(buf, buf + sz, sz)) {
+			fprintf(stderr, "vu_bench: second copy: data differs\n");
+			exit(1);
+		}
+		if (ioctl(c, VFIO_IOMMU_UNMAP_DMA, &unmap))
+			die("UNMAP_DMA");
+		pinned = window_pinned(uuid);
+		if (pinned) {
+			fprintf(stderr, "vu_bench: %lu pages still pinned after UNMAP_DMA\n",
+				pinned);
+			exit(1);
+		}
+		if (r < 0)
+			continue;
+		t = now_ns();
+		memcpy(buf + sz, buf, sz);
+		t_mem[r] = now_ns() - t;
+		t1[r] = a;
+		t2[r] = b;
+		if (a > b)
+			t_pin[n++] = a - b;
+	}
+	/* the pin rate only when every round's first copy was the slower */
+	if (n == THRU_RUNS) {
+		qsort(t_pin, n, sizeof(*t_pin), cmp_u64);
+		pin_gib_s = 2.0 * mib / 1024 / (t_pin[n / 2] / 1e9);
+	}
+	printf("{\"test\": \"dma_first\", \"bytes\": %zu, \"runs\": %d, \"first_mib_s\": %.1f, \"second_mib_s\": %.1f, \"memcpy_mib_s\": %.1f, \"pinned_pages\": %lu",
+	       sz, THRU_RUNS, median_mib_s(t1, mib), median_mib_s(t2, mib),
+	       median_mib_s(t_mem, mib), want);
+	if (pin_gib_s > 0)
+		printf(", \"pin_map_gib_s\": %.2f", pin_gib_s);
+	dma_path_print(&p);
+	printf("}\n");
 	munmap(buf, 2 * sz);
 	close(fd);
 	close(c);
@@ -582,7 +842,10 @@ int main(int argc, char **argv)
 	else if (argc >= 4 && !strcmp(argv[1], "mtty"))
 		mtty(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "dma"))
-		dma(argv[2], atol(argv[3]), argc >= 5 ? argv[4] : "copy");
+		dma(argv[2], atol(argv[3]), argc >= 5 ? argv[4] : "copy",
+		    argc >= 6 ? argv[5] : "msg");
+	else if (argc >= 4 && !strcmp(argv[1], "dma-first"))
+		dma_first(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "irq"))
 		irq(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "user-rt"))
