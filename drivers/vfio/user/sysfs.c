@@ -18,6 +18,7 @@
 
 #include <linux/capability.h>
 #include <linux/device.h>
+#include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
@@ -123,22 +124,57 @@ static ssize_t timeout_ms_store(struct device *dev,
 }
 static DEVICE_ATTR_RW(timeout_ms);
 
+/* A byte count, with an optional K, M, G, T or P suffix; no overflow. */
+static int vfio_user_parse_size(const char *buf, u64 *val)
+{
+	size_t len = strcspn(buf, "\n");
+	unsigned int shift = 0;
+	char num[24];
+	int ret;
+
+	if (!len || len >= sizeof(num))
+		return -EINVAL;
+	memcpy(num, buf, len);
+	num[len] = '\0';
+	switch (num[len - 1]) {
+	case 'K': case 'k':
+		shift = 10;
+		break;
+	case 'M': case 'm':
+		shift = 20;
+		break;
+	case 'G': case 'g':
+		shift = 30;
+		break;
+	case 'T': case 't':
+		shift = 40;
+		break;
+	case 'P': case 'p':
+		shift = 50;
+		break;
+	}
+	if (shift)
+		num[len - 1] = '\0';
+	ret = kstrtoull(num, 0, val);
+	if (ret)
+		return ret;
+	if (check_shl_overflow(*val, shift, val))
+		return -EINVAL;
+	return 0;
+}
+
 /* Both take effect at the next attach, as timeout_ms does. */
 static ssize_t vfio_user_window_store(struct device *dev, const char *buf,
 				      size_t count, bool chunk)
 {
 	struct vfio_user_device *udev = dev_get_drvdata(dev);
-	char *end;
 	u64 val;
+	int ret;
 
 	if (!capable(CAP_SYS_ADMIN))
 		return -EPERM;
-	val = memparse(buf, &end);
-	if (end == buf)
-		return -EINVAL;
-	if (*end == '\n')
-		end++;
-	if (*end)
+	ret = vfio_user_parse_size(buf, &val);
+	if (ret)
 		return -EINVAL;
 	if (!IS_ALIGNED(val, VFIO_USER_DMA_WINDOW_ALIGN))
 		return -EINVAL;

@@ -25,16 +25,20 @@
  * The dma_unmap op invalidates the range: it keeps new pins and mappings
  * out of it, zaps the server's mappings, waits for pins in progress (which
  * drop what they got: they never wait on the server) and unpins before it
- * returns. The same runs for everything when the consumer closes the
- * device, and, for good, when the connection is detached or broken (the
- * window is revoked: later faults get SIGBUS, whatever the server still
- * maps).
+ * returns; the range stays closed for VFIO_USER_REOPEN_MS more, until type1
+ * has let go of it. A fault in a closed range waits until it opens and is
+ * retried: a page the consumer still maps (of a batch the unmap cut) is
+ * pinned again, an unmapped one gets SIGBUS. The same runs for everything
+ * when the consumer closes the device, and, for good, when the connection
+ * is detached or broken (the window is revoked: later faults get SIGBUS,
+ * whatever the server still maps).
  *
  * Locking: the server's mmap lock > @lock; @dma_sem (read) > @lock;
  * udev->window_mutex > @lock; the consumer's mmap lock and the IOMMU
  * driver's locks are taken with none of ours held but @dma_sem (read) and
  * window_mutex (unpinning). An invalidation waits, with window_mutex held,
- * for pins in progress; those wait for nothing but the IOMMU driver.
+ * for pins in progress; those wait for the IOMMU driver's lock only (see
+ * vfio_user_window_unpin() for what that means with type1).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -60,6 +64,14 @@
 /* Pages pinned and mapped per fault: 2 MiB (one vfio_pin_pages() call). */
 #define VFIO_USER_PIN_BATCH	(SZ_2M >> PAGE_SHIFT)
 
+/*
+ * How long a range the consumer unmapped stays closed to new pins after
+ * the dma_unmap op returned: type1 checks for pins once more and calls the
+ * op again if it finds one (BUG() after ten times), so a server must not
+ * pin the range again before type1 has let go of it.
+ */
+#define VFIO_USER_REOPEN_MS	10
+
 static struct vfsmount *vfio_user_window_mnt;
 
 /**
@@ -79,7 +91,14 @@ struct vfio_user_pin {
 	struct page *pages[];
 };
 
-/* A pin in progress, on the window's list while it runs. */
+/**
+ * struct vfio_user_pinner - a pin in progress, on the window's list
+ * @node: in &vfio_user_window.pinners, under its lock
+ * @first: first page index it may pin
+ * @last: end of its range, exclusive
+ * @stale: an invalidation overlapped it: it drops what it pinned; under
+ *	the window's lock
+ */
 struct vfio_user_pinner {
 	struct list_head node;
 	u64 first;
@@ -96,11 +115,14 @@ struct vfio_user_pinner {
  * @lock: protects everything below
  * @udev: the device, NULL once the window is revoked
  * @pins: page index -> struct vfio_user_pin covering it
- * @failed: page index -> pid whose pin of it just failed: its retry of the
- *	fault gets SIGBUS
+ * @failed: pid -> page index whose pin just failed in that thread: its
+ *	retry of the fault gets SIGBUS
  * @pinners: pins in progress (struct vfio_user_pinner)
- * @inval_first: start of the invalidation in progress (page index)
+ * @inval_first: start of the range closed to pins and mappings: being
+ *	invalidated, or unmapped a moment ago (page index)
  * @inval_last: its end, exclusive; equal to @inval_first when none
+ * @invalidating: an invalidation is in progress
+ * @reopen: opens the range again VFIO_USER_REOPEN_MS after an unmap
  * @nr_stale: pinners an invalidation has made stale, still running
  * @wq: an invalidation waits here for @nr_stale to reach 0, a fault for
  *	the invalidation of its page to end
@@ -118,6 +140,8 @@ struct vfio_user_window {
 	struct list_head pinners;
 	u64 inval_first;
 	u64 inval_last;
+	bool invalidating;
+	struct delayed_work reopen;
 	unsigned int nr_stale;
 	wait_queue_head_t wq;
 	unsigned long nr_pinned;
@@ -174,10 +198,10 @@ static vm_fault_t vfio_user_window_map(struct vfio_user_window *w,
 	return ret;
 }
 
-/* Pins @n pages from @index: read and write, or, for a read, read only. */
+/* Pins @n pages from @index, read-only or read and write. */
 static struct vfio_user_pin *
 vfio_user_window_pin_pages(struct vfio_user_device *udev, u64 index,
-			   unsigned int n, bool write)
+			   unsigned int n, bool ro)
 {
 	struct vfio_user_pin *pin;
 	int ret;
@@ -187,13 +211,10 @@ vfio_user_window_pin_pages(struct vfio_user_device *udev, u64 index,
 		return ERR_PTR(-ENOMEM);
 	pin->index = index;
 	pin->npages = n;
+	pin->ro = ro;
 	ret = vfio_pin_pages(&udev->vdev, index << PAGE_SHIFT, n,
-			     IOMMU_READ | IOMMU_WRITE, pin->pages);
-	if (ret == -EPERM && !write) {
-		pin->ro = true;
-		ret = vfio_pin_pages(&udev->vdev, index << PAGE_SHIFT, n,
-				     IOMMU_READ, pin->pages);
-	}
+			     ro ? IOMMU_READ : IOMMU_READ | IOMMU_WRITE,
+			     pin->pages);
 	if (ret != n) {
 		kvfree(pin);
 		return ERR_PTR(ret < 0 ? ret : -EFAULT);
@@ -204,15 +225,19 @@ vfio_user_window_pin_pages(struct vfio_user_device *udev, u64 index,
 /*
  * vfio_iommu_type1 calls dma_unmap with its device_list_lock held and its
  * iommu->lock dropped, and vfio_unpin_pages() takes iommu->lock again: the
- * reverse of the order in which type1 registers a device (iommu->lock,
- * then device_list_lock). Every mdev driver that unpins in dma_unmap makes
- * that inversion (kvmgt, vfio-ccw, vfio-ap), and any lock such a driver
- * holds across both dma_unmap and an unpin elsewhere (our window_mutex:
- * close, revoke) extends it. It can only bite when another device of the
- * same container registers at that very moment; lockdep reports it at the
- * first unpin and is then off for the rest of the boot. So with the
- * container our unpins are hidden from lockdep, and nothing else; iommufd
- * has no such inversion and stays checked.
+ * reverse of the order in which type1 itself takes them (registering or
+ * unregistering a device, and the notify of another VFIO_IOMMU_UNMAP_DMA).
+ * Every mdev driver that unpins in dma_unmap makes that inversion (kvmgt,
+ * vfio-ccw, vfio-ap), and what such a driver holds or waits for across it
+ * extends it: our window_mutex (held across unpins in close and revoke
+ * too) and an invalidation's wait for pins in progress, which may wait for
+ * iommu->lock. It can deadlock only when a device of the same container
+ * is opened or closed, or a second unmap of the container notifies, at
+ * that very moment. lockdep reports it at the first unpin and is then off
+ * for the rest of the boot. So with the container our unpins are hidden
+ * from lockdep (with what type1 takes inside, the consumer's mmap lock for
+ * the locked_vm accounting included), and nothing else; iommufd has no
+ * such inversion and stays checked.
  */
 static void vfio_user_window_unpin(struct vfio_user_device *udev,
 				   struct vfio_user_pin *pin)
@@ -239,7 +264,7 @@ static bool vfio_user_window_add(struct vfio_user_window *w,
 		if (xa_insert(&w->pins, pin->index + i, pin, GFP_KERNEL))
 			break;
 	if (i == pin->npages) {
-		w->nr_pinned += pin->npages;
+		WRITE_ONCE(w->nr_pinned, w->nr_pinned + pin->npages);
 		return true;
 	}
 	while (i--)
@@ -264,11 +289,6 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 
 	mutex_lock(&w->lock);
 	udev = w->udev;
-	if (xa_load(&w->pins, index)) {
-		/* Pinned meanwhile: the retry maps it. */
-		mutex_unlock(&w->lock);
-		return;
-	}
 	if (!udev)
 		goto fail;
 	if (vfio_user_window_inval(w, index)) {
@@ -278,6 +298,11 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 		 */
 		mutex_unlock(&w->lock);
 		wait_event_killable(w->wq, !vfio_user_window_inval_racy(w, index));
+		return;
+	}
+	if (xa_load(&w->pins, index)) {
+		/* Pinned meanwhile: the retry maps it. */
+		mutex_unlock(&w->lock);
 		return;
 	}
 	for (i = index; i > first && !xa_load(&w->pins, i - 1); i--)
@@ -297,9 +322,12 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 	down_read(&udev->dma_sem);
 	if (udev->dma_enabled) {
 		pin = vfio_user_window_pin_pages(udev, me.first,
-						 me.last - me.first, write);
+						 me.last - me.first, false);
 		if (IS_ERR(pin) && me.last - me.first > 1)
-			pin = vfio_user_window_pin_pages(udev, index, 1, write);
+			pin = vfio_user_window_pin_pages(udev, index, 1, false);
+		/* Read-only IOVA: this page alone, for a read. */
+		if (PTR_ERR_OR_ZERO(pin) == -EPERM && !write)
+			pin = vfio_user_window_pin_pages(udev, index, 1, true);
 	}
 	mutex_lock(&w->lock);
 	if (!IS_ERR(pin) && !me.stale && w->udev)
@@ -322,7 +350,8 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 	if (!IS_ERR(pin))
 		goto out;
 fail:
-	if (xa_err(xa_store(&w->failed, index, xa_mk_value(current->pid),
+	/* A thread has one fault in flight: its note is for that one. */
+	if (xa_err(xa_store(&w->failed, current->pid, xa_mk_value(index),
 			    GFP_KERNEL)))
 		pr_warn_ratelimited("cannot note a failed DMA window fault\n");
 out:
@@ -361,11 +390,6 @@ static vm_fault_t vfio_user_window_fault(struct vm_fault *vmf)
 	mutex_lock(&w->lock);
 	if (!w->udev)
 		goto out_unlock;
-	failed = xa_load(&w->failed, index);
-	if (failed && xa_to_value(failed) == current->pid) {
-		xa_erase(&w->failed, index);
-		goto out_unlock;
-	}
 	pin = vfio_user_window_inval(w, index) ? NULL :
 	      xa_load(&w->pins, index);
 	if (pin) {
@@ -373,6 +397,10 @@ static vm_fault_t vfio_user_window_fault(struct vm_fault *vmf)
 			ret = vfio_user_window_map(w, vmf, first, last);
 		goto out_unlock;
 	}
+	/* The retry of a fault whose pin failed: SIGBUS. */
+	failed = xa_erase(&w->failed, current->pid);
+	if (failed && xa_to_value(failed) == index)
+		goto out_unlock;
 	mutex_unlock(&w->lock);
 
 	/* Pinning takes the consumer's mmap lock: never under ours. */
@@ -404,7 +432,9 @@ static vm_fault_t vfio_user_window_pfn_mkwrite(struct vm_fault *vmf)
 
 	mutex_lock(&w->lock);
 	pin = w->udev ? xa_load(&w->pins, vmf->pgoff) : NULL;
-	if (pin && !pin->ro && !vfio_user_window_inval(w, vmf->pgoff))
+	if (pin && vfio_user_window_inval(w, vmf->pgoff))
+		ret = VM_FAULT_NOPAGE;	/* the zap comes; then a new fault */
+	else if (pin && !pin->ro)
 		ret = 0;
 	mutex_unlock(&w->lock);
 	return ret;
@@ -436,6 +466,7 @@ static int vfio_user_window_release(struct inode *inode, struct file *file)
 
 	/* The device revoked the window before it let go of the file. */
 	WARN_ON_ONCE(w->udev || !xa_empty(&w->pins));
+	cancel_delayed_work_sync(&w->reopen);
 	xa_destroy(&w->pins);
 	xa_destroy(&w->failed);
 	mutex_destroy(&w->lock);
@@ -453,16 +484,17 @@ static const struct file_operations vfio_user_window_fops = {
 /*
  * Keeps pins and mappings out of [first, last) (page indexes, widened to
  * the pins it cuts), zaps the server's mappings, waits for the pins in
- * progress there and unpins. With @revoke the window is done for.
+ * progress there and unpins. With @revoke the window is done for;
+ * @unmapped (the dma_unmap op): the range stays closed a moment after.
  */
 static void vfio_user_window_invalidate(struct vfio_user_window *w,
 					struct vfio_user_device *udev,
-					u64 first, u64 last, bool revoke)
+					u64 first, u64 last, bool revoke,
+					bool unmapped)
 {
 	struct vfio_user_pinner *p;
 	struct vfio_user_pin *pin;
 	unsigned long index;
-	void *entry;
 
 	mutex_lock(&w->lock);
 	pin = first < last ? xa_load(&w->pins, first) : NULL;
@@ -471,6 +503,12 @@ static void vfio_user_window_invalidate(struct vfio_user_window *w,
 	pin = first < last ? xa_load(&w->pins, last - 1) : NULL;
 	if (pin)
 		last = pin->index + pin->npages;
+	/* A range unmapped a moment ago stays closed too. */
+	if (w->inval_first < w->inval_last) {
+		first = min(first, w->inval_first);
+		last = max(last, w->inval_last);
+	}
+	w->invalidating = true;
 	WRITE_ONCE(w->inval_first, first);
 	WRITE_ONCE(w->inval_last, last);
 	if (revoke)
@@ -481,8 +519,6 @@ static void vfio_user_window_invalidate(struct vfio_user_window *w,
 		p->stale = true;
 		w->nr_stale++;
 	}
-	xa_for_each_range(&w->failed, index, entry, first, last - 1)
-		xa_erase(&w->failed, index);
 	mutex_unlock(&w->lock);
 
 	if (first < last)
@@ -503,7 +539,7 @@ static void vfio_user_window_invalidate(struct vfio_user_window *w,
 		if (pin) {
 			for (i = 0; i < pin->npages; i++)
 				xa_erase(&w->pins, pin->index + i);
-			w->nr_pinned -= pin->npages;
+			WRITE_ONCE(w->nr_pinned, w->nr_pinned - pin->npages);
 		}
 		mutex_unlock(&w->lock);
 		if (!pin)
@@ -513,8 +549,31 @@ static void vfio_user_window_invalidate(struct vfio_user_window *w,
 	}
 
 	mutex_lock(&w->lock);
-	WRITE_ONCE(w->inval_first, 0);
-	WRITE_ONCE(w->inval_last, 0);
+	w->invalidating = false;
+	if (!unmapped) {
+		WRITE_ONCE(w->inval_first, 0);
+		WRITE_ONCE(w->inval_last, 0);
+	}
+	mutex_unlock(&w->lock);
+	if (unmapped)
+		mod_delayed_work(vfio_user_wq, &w->reopen,
+				 msecs_to_jiffies(VFIO_USER_REOPEN_MS));
+	else
+		wake_up_all(&w->wq);
+}
+
+/* Opens the range of the last unmap again; its faults retry. */
+static void vfio_user_window_reopen(struct work_struct *work)
+{
+	struct vfio_user_window *w = container_of(to_delayed_work(work),
+						  struct vfio_user_window,
+						  reopen);
+
+	mutex_lock(&w->lock);
+	if (!w->invalidating) {
+		WRITE_ONCE(w->inval_first, 0);
+		WRITE_ONCE(w->inval_last, 0);
+	}
 	mutex_unlock(&w->lock);
 	wake_up_all(&w->wq);
 }
@@ -547,6 +606,7 @@ int vfio_user_window_create(struct vfio_user_device *udev,
 	xa_init(&w->failed);
 	INIT_LIST_HEAD(&w->pinners);
 	init_waitqueue_head(&w->wq);
+	INIT_DELAYED_WORK(&w->reopen, vfio_user_window_reopen);
 	w->pages = size >> PAGE_SHIFT;
 	w->udev = udev;
 	w->conn = conn;
@@ -639,7 +699,7 @@ void vfio_user_window_unmap(struct vfio_user_device *udev, u64 iova,
 	w = udev->window;
 	if (w && iova >> PAGE_SHIFT < w->pages)
 		vfio_user_window_invalidate(w, udev, iova >> PAGE_SHIFT,
-					    min(last, w->pages), false);
+					    min(last, w->pages), false, true);
 	mutex_unlock(&udev->window_mutex);
 }
 
@@ -656,7 +716,7 @@ void vfio_user_window_close(struct vfio_user_device *udev)
 	mutex_lock(&udev->window_mutex);
 	w = udev->window;
 	if (w)
-		vfio_user_window_invalidate(w, udev, 0, w->pages, false);
+		vfio_user_window_invalidate(w, udev, 0, w->pages, false, false);
 	mutex_unlock(&udev->window_mutex);
 }
 
@@ -677,7 +737,7 @@ void vfio_user_window_revoke(struct vfio_user_device *udev)
 	w = udev->window;
 	udev->window = NULL;
 	if (w)
-		vfio_user_window_invalidate(w, udev, 0, w->pages, true);
+		vfio_user_window_invalidate(w, udev, 0, w->pages, true, false);
 	mutex_unlock(&udev->window_mutex);
 	if (w)
 		fput(w->file);
@@ -705,7 +765,7 @@ void vfio_user_window_work(struct work_struct *work)
 	else
 		w = NULL;
 	if (w)
-		vfio_user_window_invalidate(w, udev, 0, w->pages, true);
+		vfio_user_window_invalidate(w, udev, 0, w->pages, true, false);
 	mutex_unlock(&udev->window_mutex);
 	if (w) {
 		dev_dbg(vfio_user_dev(udev),
@@ -717,6 +777,9 @@ void vfio_user_window_work(struct work_struct *work)
 /**
  * vfio_user_window_pinned() - pages the device's window has pinned now
  * @udev: the device
+ *
+ * Context: process context; takes window_mutex.
+ * Return: the number of pages, 0 without a window.
  */
 unsigned long vfio_user_window_pinned(struct vfio_user_device *udev)
 {

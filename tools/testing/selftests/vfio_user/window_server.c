@@ -20,9 +20,10 @@
  *   0x44 u32 RO  copy status: 0 done, 1 SIGBUS, 2 not in a mapped region
  *   0x48 u64 RO  bytes of fd-backed regions mapped
  *
- * The toucher is a thread that reads (and writes, incrementing) the u64 at
- * its IOVA in a loop; a SIGBUS there (the client unmapped the IOVA, the
- * module zapped it) is counted and the loop goes on a millisecond later.
+ * The toucher is TOUCHERS threads that read (and write, incrementing) the
+ * u64 at its IOVA in a loop; a SIGBUS there (the client unmapped the IOVA,
+ * the module zapped it) is counted and the loop goes on a millisecond
+ * later. Several, so that faults race each other and the unmaps.
  */
 #define _GNU_SOURCE
 #include <endian.h>
@@ -43,6 +44,7 @@
 
 #define WIN_MAGIC	0x314e4957
 #define MAX_REGIONS	64
+#define TOUCHERS	3
 
 struct win_region {
 	uint64_t iova;
@@ -276,7 +278,7 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	struct vus_dev *dev;
 	pthread_t t;
-	int c, ret;
+	int c, i, ret;
 
 	while ((c = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
 		if (c != 's') {
@@ -297,8 +299,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "window_server: setup failed\n");
 		return 1;
 	}
-	if (pthread_create(&t, NULL, toucher, NULL))
-		return 1;
+	for (i = 0; i < TOUCHERS; i++)
+		if (pthread_create(&t, NULL, toucher, NULL))
+			return 1;
 	do
 		ret = vus_dev__run(dev);
 	while (ret == -EINTR);
