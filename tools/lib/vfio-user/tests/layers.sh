@@ -24,7 +24,6 @@ while read -r src layer; do
 		awk -v f="$src" -v l="$layer" '$2 ~ /^[TDBR]$/ { print $3, f, l }'
 done < "$tmp/layers" > "$tmp/defs"
 
-bad=0
 while read -r src layer; do
 	nm --undefined-only "$objdir/${src%.c}.o" | awk '{ print $2 }' |
 	while read -r sym; do
