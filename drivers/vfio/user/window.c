@@ -147,13 +147,8 @@ struct vfio_user_window {
 	unsigned long nr_pinned;
 };
 
+/* Under @lock, or, for a wait condition, without it. */
 static bool vfio_user_window_inval(struct vfio_user_window *w, u64 index)
-{
-	return index >= w->inval_first && index < w->inval_last;
-}
-
-/* For a wait condition, without @lock. */
-static bool vfio_user_window_inval_racy(struct vfio_user_window *w, u64 index)
 {
 	return index >= READ_ONCE(w->inval_first) &&
 	       index < READ_ONCE(w->inval_last);
@@ -297,7 +292,7 @@ static void vfio_user_window_pin(struct vfio_user_window *w, u64 index,
 		 * the retry after it finds out which.
 		 */
 		mutex_unlock(&w->lock);
-		wait_event_killable(w->wq, !vfio_user_window_inval_racy(w, index));
+		wait_event_killable(w->wq, !vfio_user_window_inval(w, index));
 		return;
 	}
 	if (xa_load(&w->pins, index)) {
@@ -720,6 +715,24 @@ void vfio_user_window_close(struct vfio_user_device *udev)
 	mutex_unlock(&udev->window_mutex);
 }
 
+/* Revokes the device's window; with @dead only a broken connection's. */
+static void vfio_user_window_end(struct vfio_user_device *udev, bool dead)
+{
+	struct vfio_user_window *w;
+
+	mutex_lock(&udev->window_mutex);
+	w = udev->window;
+	if (w && dead && !vfio_user_conn_dead(w->conn, NULL, 0))
+		w = NULL;
+	if (w) {
+		udev->window = NULL;
+		vfio_user_window_invalidate(w, udev, 0, w->pages, true, false);
+	}
+	mutex_unlock(&udev->window_mutex);
+	if (w)
+		fput(w->file);
+}
+
 /**
  * vfio_user_window_revoke() - end the device's DMA window for good
  * @udev: the device
@@ -731,16 +744,7 @@ void vfio_user_window_close(struct vfio_user_device *udev)
  */
 void vfio_user_window_revoke(struct vfio_user_device *udev)
 {
-	struct vfio_user_window *w;
-
-	mutex_lock(&udev->window_mutex);
-	w = udev->window;
-	udev->window = NULL;
-	if (w)
-		vfio_user_window_invalidate(w, udev, 0, w->pages, true, false);
-	mutex_unlock(&udev->window_mutex);
-	if (w)
-		fput(w->file);
+	vfio_user_window_end(udev, false);
 }
 
 /**
@@ -753,25 +757,8 @@ void vfio_user_window_revoke(struct vfio_user_device *udev)
  */
 void vfio_user_window_work(struct work_struct *work)
 {
-	struct vfio_user_device *udev = container_of(work,
-						     struct vfio_user_device,
-						     window_work);
-	struct vfio_user_window *w;
-
-	mutex_lock(&udev->window_mutex);
-	w = udev->window;
-	if (w && vfio_user_conn_dead(w->conn, NULL, 0))
-		udev->window = NULL;
-	else
-		w = NULL;
-	if (w)
-		vfio_user_window_invalidate(w, udev, 0, w->pages, true, false);
-	mutex_unlock(&udev->window_mutex);
-	if (w) {
-		dev_dbg(vfio_user_dev(udev),
-			"DMA window revoked: the connection broke\n");
-		fput(w->file);
-	}
+	vfio_user_window_end(container_of(work, struct vfio_user_device,
+					  window_work), true);
 }
 
 /**

@@ -130,18 +130,11 @@ static uint32_t win_copy(void)
 {
 	void *src = win_ptr(copy_src, copy_len);
 	void *dst = win_ptr(copy_dst, copy_len);
-	sigjmp_buf jb;
 
 	if (!src || !dst)
 		return 2;
-	if (sigsetjmp(jb, 1)) {
-		fault_jmp = NULL;
-		return 1;
-	}
-	fault_jmp = &jb;
-	memcpy(dst, src, copy_len);
-	fault_jmp = NULL;
-	return 0;
+	/* the library's guarded copy: -EFAULT for a SIGBUS */
+	return vus_dma_memcpy(dst, src, copy_len) ? 1 : 0;
 }
 
 static uint64_t mapped(uint32_t *count)
