@@ -335,7 +335,10 @@ static long vfio_user_ioctl_reset(struct vfio_user_device *udev,
 
 	if (!(udev->info_flags & VFIO_DEVICE_FLAGS_RESET))
 		return -EINVAL;
+	/* What the consumer maps faults in again, after the reset. */
+	vfio_user_mmap_zap(udev);
 	ret = vfio_user_call(conn, &call);
+	vfio_user_mmap_zap(udev);
 	return ret < 0 ? ret : 0;
 }
 
@@ -414,7 +417,7 @@ static int vfio_user_init_dev(struct vfio_device *vdev)
 	udev->timeout_ms = VFIO_USER_DEF_TIMEOUT_MS;
 	udev->dma_window = VFIO_USER_DEF_DMA_WINDOW;
 	udev->dma_window_chunk = VFIO_USER_DEF_DMA_WINDOW;
-	return 0;
+	return vfio_user_mmap_init(udev);
 }
 
 /**
@@ -429,6 +432,7 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
 
 	cancel_work_sync(&udev->window_work);
 	WARN_ON_ONCE(udev->window);
+	vfio_user_mmap_exit(udev);
 	vfio_user_free_regions(udev->regions, udev->num_regions);
 	vfio_user_irqs_free(udev);
 	mutex_destroy(&udev->window_mutex);
@@ -462,6 +466,8 @@ static int vfio_user_open_device(struct vfio_device *vdev)
 		udev->open = true;
 	}
 	up_write(&udev->conn_sem);
+	if (!ret)
+		vfio_user_mmap_open(udev, true);
 
 	if (ret)
 		dev_dbg(vfio_user_dev(udev), "open refused: %s (%d)\n",
@@ -485,6 +491,7 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 
+	vfio_user_mmap_open(udev, false);
 	down_write(&udev->dma_sem);
 	udev->dma_enabled = false;
 	up_write(&udev->dma_sem);
@@ -599,6 +606,7 @@ const struct vfio_device_ops vfio_user_dev_ops = {
 	.ioctl		= vfio_user_ioctl,
 	.request	= vfio_user_request,
 	.dma_unmap	= vfio_user_dma_unmap,
+	.mmap		= vfio_user_mmap,
 	VFIO_USER_REGION_INFO_OPS
 	VFIO_USER_IOMMUFD_OPS
 };
@@ -626,6 +634,7 @@ static void vfio_user_unpublish(struct vfio_user_device *udev)
 	udev->conn = NULL;
 	spin_unlock(&udev->state_lock);
 	up_write(&udev->conn_sem);
+	vfio_user_mmap_unpublish(udev, false);
 	vfio_user_conn_stop(conn);
 	vfio_user_window_revoke(udev);
 	vfio_user_conn_put(conn);
@@ -691,18 +700,26 @@ static int vfio_user_attach_conn(struct vfio_user_device *udev,
 	bool open;
 	int ret;
 
+	/* The replies that may carry fds: VERSION and region info. */
+	ret = vfio_user_conn_fds_begin(conn);
+	if (ret) {
+		dev_err(vfio_user_dev(udev),
+			"cannot map a buffer to receive fds: %d\n", ret);
+		return ret;
+	}
 	ret = vfio_user_negotiate(conn);
 	if (ret) {
 		dev_err(vfio_user_dev(udev), "VERSION negotiation failed: %d\n",
 			ret);
-		return ret;
+	} else {
+		ret = vfio_user_fetch_info(conn, info);
+		if (ret)
+			dev_err(vfio_user_dev(udev),
+				"cannot read device info: %d\n", ret);
 	}
-	ret = vfio_user_fetch_info(conn, info);
-	if (ret) {
-		dev_err(vfio_user_dev(udev), "cannot read device info: %d\n",
-			ret);
+	vfio_user_conn_fds_end(conn);
+	if (ret)
 		return ret;
-	}
 	ret = vfio_user_dma_announce(conn);
 	if (ret)
 		return ret;
@@ -781,6 +798,7 @@ int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 		ret = vfio_user_publish(udev, conn, &info, irq_gen);
 	if (ret)
 		goto err_conn;
+	vfio_user_mmap_publish(udev, conn);
 	/* An EOI the consumer signalled while no server was there. */
 	vfio_user_irqs_unmask_kick(udev);
 	dev_info(vfio_user_dev(udev),

@@ -6,6 +6,9 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/vfio.h>
@@ -34,23 +37,33 @@ void vfio_user_free_regions(struct vfio_user_region *regions, u32 n)
 
 	if (!regions)
 		return;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		kfree(regions[i].caps);
+		kfree(regions[i].areas);
+		if (regions[i].file)
+			fput(regions[i].file);
+	}
 	kfree(regions);
 }
 
 /*
- * A sparse mmap capability: the areas are checked, though none is passed
- * on (see vfio_user_rebuild_cap()). A server that describes areas outside
- * its own region, or more areas than it sent, is not to be believed on
- * anything else either.
+ * A sparse mmap capability: the areas are checked, and kept when the
+ * region is backed by a file the consumer can map (see
+ * vfio_user_rebuild_cap()). A server that describes areas outside its own
+ * region, or more areas than it sent, is not to be believed on anything
+ * else either. Areas that are not page aligned cannot be mapped: the
+ * region is then reached by message only. Returns the bytes of the
+ * rebuilt capability at @dst, 0 when it is dropped, or -EPROTO.
  */
 static int vfio_user_check_sparse(struct vfio_user_conn *conn, u32 index,
-				  u64 region_size, const u8 *cap, u32 off,
-				  u32 span)
+				  struct vfio_user_region *region,
+				  const u8 *cap, u32 off, u32 span, u8 *dst)
 {
+	struct vfio_region_info_cap_sparse_mmap *out = (void *)dst;
 	struct vfio_user_region_info_cap_sparse_mmap wire;
 	struct vfio_user_sparse_mmap_area area;
+	struct vfio_user_area *areas = NULL;
+	bool aligned = true;
 	u32 nr, i;
 
 	if (span < sizeof(wire)) {
@@ -74,6 +87,17 @@ static int vfio_user_check_sparse(struct vfio_user_conn *conn, u32 index,
 				      index, off, le32_to_cpu(wire.reserved));
 		return -EPROTO;
 	}
+	if (region->areas) {
+		vfio_user_conn_broken(conn,
+				      "region %u: a second sparse mmap capability at %u",
+				      index, off);
+		return -EPROTO;
+	}
+	if (region->file && nr) {
+		areas = kcalloc(nr, sizeof(*areas), GFP_KERNEL);
+		if (!areas)
+			return -ENOMEM;
+	}
 	for (i = 0; i < nr; i++) {
 		u64 start, size, end;
 
@@ -81,14 +105,47 @@ static int vfio_user_check_sparse(struct vfio_user_conn *conn, u32 index,
 		       sizeof(area));
 		start = le64_to_cpu(area.offset);
 		size = le64_to_cpu(area.size);
-		if (check_add_overflow(start, size, &end) || end > region_size) {
+		if (check_add_overflow(start, size, &end) || end > region->size) {
 			vfio_user_conn_broken(conn,
 					      "region %u: sparse area %u %#llx+%#llx outside size %#llx",
-					      index, i, start, size, region_size);
+					      index, i, start, size, region->size);
+			kfree(areas);
 			return -EPROTO;
 		}
+		if (!PAGE_ALIGNED(start) || !PAGE_ALIGNED(size))
+			aligned = false;
+		if (areas) {
+			areas[i].start = start;
+			areas[i].end = end;
+		}
 	}
-	return 0;
+	if (!region->file)
+		return 0;
+	if (!aligned) {
+		dev_warn(vfio_user_dev(conn->udev),
+			 "region %u: sparse mmap areas not page aligned; accessed by message\n",
+			 index);
+		kfree(areas);
+		fput(region->file);
+		region->file = NULL;
+		return 0;
+	}
+	/* An empty list: nothing may be mapped (areas stays NULL). */
+	region->areas = areas ? areas : ZERO_SIZE_PTR;
+	region->nr_areas = nr;
+
+	BUILD_BUG_ON(sizeof(*out) != sizeof(wire));
+	BUILD_BUG_ON(sizeof(out->areas[0]) != sizeof(area));
+	out->header.id = VFIO_REGION_INFO_CAP_SPARSE_MMAP;
+	out->header.version = 1;
+	out->header.next = 0;
+	out->nr_areas = nr;
+	out->reserved = 0;
+	for (i = 0; i < nr; i++) {
+		out->areas[i].offset = areas[i].start;
+		out->areas[i].size = areas[i].end - areas[i].start;
+	}
+	return span;
 }
 
 /*
@@ -104,19 +161,16 @@ static int vfio_user_check_sparse(struct vfio_user_conn *conn, u32 index,
  *
  *  - VFIO_REGION_INFO_CAP_TYPE: kept, type and subtype converted.
  *  - VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: a bare header; kept.
- *  - VFIO_REGION_INFO_CAP_SPARSE_MMAP: checked, then dropped. Its areas
- *    say which parts of the region the consumer may mmap, and this module
- *    clears VFIO_REGION_INFO_FLAG_MMAP: there is no mmap of a region yet
- *    (the fds behind it cannot reach the kernel, see DESIGN.md). QEMU,
- *    like other consumers, reads the areas only for a region with the MMAP
- *    flag, so passing them on would only describe mappings the consumer
- *    cannot make. Mmap passthrough will have to rebuild them anyway, for
- *    the areas it actually maps.
+ *  - VFIO_REGION_INFO_CAP_SPARSE_MMAP: checked; kept, areas converted,
+ *    when the region is backed by a file the consumer may map
+ *    (@region->file), whose mappings are then limited to the areas;
+ *    dropped otherwise (consumers read the areas only for a region with
+ *    the MMAP flag).
  *  - Any other ID, or another version of one of those: dropped, since we
  *    cannot check a layout we do not know.
  */
 static int vfio_user_rebuild_cap(struct vfio_user_conn *conn, u32 index,
-				 const struct vfio_user_region *region,
+				 struct vfio_user_region *region,
 				 const u8 *cap, u32 off, u32 span, u8 *dst)
 {
 	struct vfio_info_cap_header *hdr = (void *)dst;
@@ -135,8 +189,8 @@ static int vfio_user_rebuild_cap(struct vfio_user_conn *conn, u32 index,
 
 	switch (id) {
 	case VFIO_REGION_INFO_CAP_SPARSE_MMAP:
-		ret = vfio_user_check_sparse(conn, index, region->size, cap,
-					     off, span);
+		ret = vfio_user_check_sparse(conn, index, region, cap, off,
+					     span, dst);
 		if (ret)
 			return ret;
 		goto drop;
@@ -254,6 +308,37 @@ err_caps:
 	return ret;
 }
 
+/*
+ * The fd a server passed with an mmap-able region: kept (returned) when
+ * the module can map its pages for the consumer, else dropped and NULL
+ * (the region is then reached by message, as without an fd).
+ */
+static struct file *vfio_user_region_file(struct vfio_user_conn *conn,
+					  u32 index,
+					  struct vfio_user_region *region,
+					  struct file *file, u64 offset)
+{
+	struct device *dev = vfio_user_dev(conn->udev);
+	u64 end;
+
+	if (!vfio_user_mmap_file_ok(file)) {
+		dev_info(dev,
+			 "region %u: the server's fd is not a memfd or tmpfs file; accessed by message\n",
+			 index);
+	} else if (!PAGE_ALIGNED(offset) ||
+		   check_add_overflow(offset, region->size, &end) ||
+		   end > MAX_LFS_FILESIZE) {
+		dev_warn(dev,
+			 "region %u: file offset %#llx (size %#llx) cannot be mapped; accessed by message\n",
+			 index, offset, region->size);
+	} else {
+		region->file_offset = offset;
+		return file;
+	}
+	fput(file);
+	return NULL;
+}
+
 static int vfio_user_fetch_region(struct vfio_user_conn *conn, u32 index,
 				  struct vfio_user_region *region)
 {
@@ -269,6 +354,7 @@ static int vfio_user_fetch_region(struct vfio_user_conn *conn, u32 index,
 		.reply_max = VFIO_USER_MAX_REGION_INFO,
 	};
 	struct vfio_user_region_info *rep;
+	struct file *file = NULL;
 	u32 flags, first;
 	int len, ret = 0;
 
@@ -276,6 +362,8 @@ static int vfio_user_fetch_region(struct vfio_user_conn *conn, u32 index,
 	if (!rep)
 		return -ENOMEM;
 	call.reply = rep;
+	call.rx_files = &file;
+	call.rx_max_files = 1;
 	len = vfio_user_call(conn, &call);
 	if (len < 0) {
 		ret = len;
@@ -298,14 +386,35 @@ static int vfio_user_fetch_region(struct vfio_user_conn *conn, u32 index,
 		ret = -EPROTO;
 		goto out;
 	}
-	/* No mmap until mmap passthrough exists: accesses go through us. */
 	region->flags = flags & (VFIO_REGION_INFO_FLAG_READ |
 				 VFIO_REGION_INFO_FLAG_WRITE);
+	if (file && (flags & VFIO_REGION_INFO_FLAG_MMAP))
+		region->file = vfio_user_region_file(conn, index, region, file,
+						     le64_to_cpu(rep->offset));
+	else if (file)
+		fput(file);
+	file = NULL;
 	first = le32_to_cpu(rep->cap_offset);
 	if ((flags & VFIO_REGION_INFO_FLAG_CAPS) && first)
 		ret = vfio_user_copy_caps(conn, index, (u8 *)rep, len, first,
 					  region);
+	/* Without a sparse mmap capability the whole region is mapped. */
+	if (!ret && region->file && !region->areas &&
+	    !PAGE_ALIGNED(region->size)) {
+		dev_warn(vfio_user_dev(conn->udev),
+			 "region %u: size %#llx is not page aligned; accessed by message\n",
+			 index, region->size);
+		fput(region->file);
+		region->file = NULL;
+	}
+	if (region->file) {
+		region->flags |= VFIO_REGION_INFO_FLAG_MMAP;
+		region->file_write = (flags & VFIO_REGION_INFO_FLAG_WRITE) &&
+				     (region->file->f_mode & FMODE_WRITE);
+	}
 out:
+	if (file)
+		fput(file);
 	kfree(rep);
 	return ret;
 }
@@ -340,7 +449,9 @@ void vfio_user_info_free(struct vfio_user_info *info)
  * counts within the VFIO_USER_MAX_* bounds, indexes as asked, regions that
  * fit the 2^VFIO_USER_OFFSET_SHIFT offset window, capability chains (see
  * vfio_user_copy_caps()). Device and IRQ flags are masked to what VFIO
- * defines; region flags to READ and WRITE.
+ * defines; region flags to READ and WRITE, plus MMAP for a region the
+ * server backs with a memfd or tmpfs file (passed with the reply, taken
+ * when the attach receives fds: vfio_user_conn_fds_begin()).
  *
  * Context: process context, may sleep. Each message waits at most the
  * connection's timeout for its reply.

@@ -13,6 +13,7 @@
  *               2 MiB, at most 8 TiB
  *   dma_window_pinned
  *               pages the server's mappings of the window have pinned
+ *   mmap_pages  pages of server memory the consumer's mappings hold
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -238,6 +239,15 @@ static ssize_t dma_window_pinned_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(dma_window_pinned);
 
+static ssize_t mmap_pages_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%lu\n", vfio_user_mmap_pages(udev));
+}
+static DEVICE_ATTR_RO(mmap_pages);
+
 static struct attribute *vfio_user_dev_attrs[] = {
 	&dev_attr_state.attr,
 	&dev_attr_socket.attr,
@@ -245,6 +255,7 @@ static struct attribute *vfio_user_dev_attrs[] = {
 	&dev_attr_dma_window.attr,
 	&dev_attr_dma_window_chunk.attr,
 	&dev_attr_dma_window_pinned.attr,
+	&dev_attr_mmap_pages.attr,
 	NULL,
 };
 

@@ -40,7 +40,10 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bvec.h>
+#include <linux/fdtable.h>
 #include <linux/file.h>
+#include <linux/mman.h>
+#include <linux/mm.h>
 #include <linux/net.h>
 #include <linux/sched/clock.h>
 #include <linux/sched/signal.h>
@@ -115,6 +118,15 @@ struct vfio_user_req *vfio_user_req_alloc(const struct vfio_user_call *call)
 	req->reply_min = call->reply_min;
 	req->reply_max = call->reply_max;
 	req->tx_len = sizeof(req->hdr) + blen;
+	if (call->rx_max_files) {
+		req->rx_files = kcalloc(call->rx_max_files,
+					sizeof(*req->rx_files), GFP_KERNEL);
+		if (!req->rx_files) {
+			vfio_user_req_put(req);
+			return NULL;
+		}
+		req->rx_max_files = call->rx_max_files;
+	}
 	return req;
 }
 
@@ -129,10 +141,24 @@ void *vfio_user_req_data(struct vfio_user_req *req)
 	return req->buf + req->len;
 }
 
+/* Drops @n received files. */
+static void vfio_user_put_files(struct file **files, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (files[i])
+			fput(files[i]);
+}
+
 static void vfio_user_req_release(struct kref *ref)
 {
 	struct vfio_user_req *req = container_of(ref, struct vfio_user_req, ref);
 
+	if (req->rx_files) {
+		vfio_user_put_files(req->rx_files, req->rx_max_files);
+		kfree(req->rx_files);
+	}
 	if (req->buf && req->buf != req->small_tx)
 		kvfree(req->buf);
 	if (req->reply && req->reply != req->small_rx)
@@ -629,18 +655,104 @@ static bool vfio_user_rx_pending(struct vfio_user_conn *conn)
 		READ_ONCE(sk->sk_err)) && !vfio_user_cmds_full(conn);
 }
 
-/* One non-blocking read into @iter; 0 bytes means the server closed. */
+/* Room for VFIO_USER_MAX_RX_FDS fds in one control message. */
+#define VFIO_USER_FD_BUF_LEN	CMSG_SPACE(VFIO_USER_MAX_RX_FDS * sizeof(int))
+
+/*
+ * The fds the core installed in fd_task's table while it read: taken as
+ * files, their numbers closed at once. Counts beyond what a message may
+ * carry are a violation (the core closed what did not fit the buffer).
+ */
+static int vfio_user_rx_take_fds(struct vfio_user_conn *conn, size_t used,
+				 bool truncated)
+{
+	union {
+		struct cmsghdr cm;
+		u8 buf[VFIO_USER_FD_BUF_LEN];
+	} c;
+	unsigned int i, n = 0;
+	int *fds = (int *)CMSG_DATA(&c.cm);
+	int ret = 0;
+
+	BUILD_BUG_ON(sizeof(c) != VFIO_USER_FD_BUF_LEN);
+	if (used) {
+		if (used > sizeof(c) || used < CMSG_LEN(0) ||
+		    copy_from_user(&c, conn->fd_buf, used))
+			return -EFAULT;
+		if (c.cm.cmsg_level == SOL_SOCKET &&
+		    c.cm.cmsg_type == SCM_RIGHTS &&
+		    c.cm.cmsg_len >= CMSG_LEN(0) && c.cm.cmsg_len <= used)
+			n = (c.cm.cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	}
+	for (i = 0; i < n; i++) {
+		struct file *file = fget(fds[i]);
+
+		close_fd(fds[i]);
+		if (!file)
+			continue;
+		if (conn->rx_nr_files < ARRAY_SIZE(conn->rx_files))
+			conn->rx_files[conn->rx_nr_files++] = file;
+		else {
+			fput(file);
+			truncated = true;
+		}
+	}
+	if (truncated) {
+		vfio_user_rx_violation(conn,
+				       "message msg_id %u command %u carries more than %u fds",
+				       le16_to_cpu(conn->rx_hdr.msg_id),
+				       le16_to_cpu(conn->rx_hdr.command),
+				       VFIO_USER_MAX_RX_FDS);
+		ret = -EPROTO;
+	}
+	return ret;
+}
+
+/* Drops the files received with the current message. */
+static void vfio_user_rx_drop_files(struct vfio_user_conn *conn)
+{
+	if (conn->rx_nr_files)
+		dev_dbg_ratelimited(vfio_user_dev(conn->udev),
+				    "dropped %u fds the server sent with command %u\n",
+				    conn->rx_nr_files,
+				    le16_to_cpu(conn->rx_hdr.command));
+	vfio_user_put_files(conn->rx_files, conn->rx_nr_files);
+	conn->rx_nr_files = 0;
+}
+
+/*
+ * One non-blocking read into @iter; 0 bytes means the server closed.
+ * Only fd_task, while it is set, takes the fds a message carries (see
+ * vfio_user_conn_fds_begin()); for anyone else the core drops them.
+ */
 static int vfio_user_rx_bytes(struct vfio_user_conn *conn,
 			      struct iov_iter *iter)
 {
 	struct msghdr msg = { .msg_iter = *iter };
-	int ret;
+	bool fds = READ_ONCE(conn->fd_task) == current;
+	int ret, err;
 
-	ret = sock_recvmsg(conn->sock, &msg, MSG_DONTWAIT);
-	/* The core drops fds sent with a message: we never ask for any. */
-	if (msg.msg_flags & MSG_CTRUNC)
+	if (fds) {
+		msg.msg_control_user = conn->fd_buf;
+		msg.msg_control_is_user = true;
+		msg.msg_controllen = VFIO_USER_FD_BUF_LEN;
+	}
+	ret = sock_recvmsg(conn->sock, &msg,
+			   MSG_DONTWAIT | (fds ? MSG_CMSG_CLOEXEC : 0));
+	if (fds && (msg.msg_controllen != VFIO_USER_FD_BUF_LEN ||
+		    (msg.msg_flags & MSG_CTRUNC))) {
+		err = vfio_user_rx_take_fds(conn, VFIO_USER_FD_BUF_LEN -
+					    msg.msg_controllen,
+					    msg.msg_flags & MSG_CTRUNC);
+		if (err == -EFAULT)
+			vfio_user_conn_broken(conn,
+					      "cannot read the fds the server sent");
+		if (err)
+			return err;
+	} else if (msg.msg_flags & MSG_CTRUNC) {
 		dev_dbg_ratelimited(vfio_user_dev(conn->udev),
 				    "dropped fds the server sent\n");
+	}
 	if (!ret)
 		return -EPIPE;
 	return ret;
@@ -776,17 +888,32 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 	conn->rx_state = VFIO_USER_RX_HDR;
 	conn->rx_got = 0;
 	if (conn->rx_cmd) {
+		vfio_user_rx_drop_files(conn);
 		WRITE_ONCE(conn->last_cmd, jiffies);
 		vfio_user_cmd_queue(conn, conn->rx_cmd);
 		conn->rx_cmd = NULL;
 		return;
 	}
 	conn->rx_req = NULL;
+	if (conn->rx_nr_files > req->rx_max_files ||
+	    (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)) {
+		if (conn->rx_nr_files > req->rx_max_files)
+			dev_dbg(vfio_user_dev(conn->udev),
+				"reply to msg_id %u (command %u) carries %u fds, expected at most %u\n",
+				req->msg_id, req->command, conn->rx_nr_files,
+				req->rx_max_files);
+		vfio_user_rx_drop_files(conn);
+	}
 	spin_lock(&conn->lock);
 	/* Unless vfio_user_conn_broken() has failed it meanwhile. */
 	if (xa_load(&conn->reqs, req->msg_id) == req) {
 		xa_erase(&conn->reqs, req->msg_id);
 		req->reply_len = conn->rx_len;
+		/* The caller takes them after done (ordered by its release). */
+		if (conn->rx_nr_files)
+			memcpy(req->rx_files, conn->rx_files,
+			       conn->rx_nr_files * sizeof(*conn->rx_files));
+		conn->rx_nr_files = 0;
 		if (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)
 			vfio_user_req_finish(conn, req,
 					     -(int)le32_to_cpu(conn->rx_hdr.error_no));
@@ -796,6 +923,7 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 		vfio_user_req_put(req);		/* the table's */
 	} else {
 		spin_unlock(&conn->lock);
+		vfio_user_rx_drop_files(conn);
 	}
 	vfio_user_req_put(req);			/* the receiver's */
 }
@@ -809,6 +937,7 @@ static void vfio_user_rx_reset(struct vfio_user_conn *conn)
 		vfio_user_cmd_free(conn->rx_cmd);
 	if (conn->rx_req)
 		vfio_user_req_put(conn->rx_req);
+	vfio_user_rx_drop_files(conn);
 	conn->rx_cmd = NULL;
 	conn->rx_req = NULL;
 	conn->rx_state = VFIO_USER_RX_HDR;
@@ -882,6 +1011,14 @@ static int vfio_user_rx_some(struct vfio_user_conn *conn,
 	}
 }
 
+/* Whether current may read: anyone, but fd_task alone while it is set. */
+static bool vfio_user_rx_mine(struct vfio_user_conn *conn)
+{
+	struct task_struct *task = READ_ONCE(conn->fd_task);
+
+	return !task || task == current;
+}
+
 /*
  * Reads what the socket holds unless another reader is at it, for @req's
  * waiter (NULL: recv_work) at most a jiffy: what is left then goes to
@@ -895,6 +1032,7 @@ static void vfio_user_rx_run(struct vfio_user_conn *conn,
 	int ret;
 
 	while (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead) &&
+	       vfio_user_rx_mine(conn) &&
 	       mutex_trylock(&conn->recv_mutex)) {
 		ret = vfio_user_rx_some(conn, req, end);
 		mutex_unlock(&conn->recv_mutex);
@@ -1037,6 +1175,8 @@ static int vfio_user_rx_last_look(struct vfio_user_conn *conn,
 {
 	int ret;
 
+	if (!vfio_user_rx_mine(conn))
+		return vfio_user_req_done(req) ? 0 : -ETIMEDOUT;
 	if (mutex_lock_killable(&conn->recv_mutex))
 		return -EINTR;
 	ret = vfio_user_rx_some(conn, req, jiffies + 1);
@@ -1254,6 +1394,12 @@ int vfio_user_call(struct vfio_user_conn *conn,
 	ret = vfio_user_req_run(conn, req);
 	if (ret > 0 && call->reply)
 		memcpy(call->reply, req->reply, ret);
+	if (ret >= 0 && call->rx_files) {
+		memcpy(call->rx_files, req->rx_files,
+		       req->rx_max_files * sizeof(*req->rx_files));
+		memset(req->rx_files, 0,
+		       req->rx_max_files * sizeof(*req->rx_files));
+	}
 	vfio_user_req_put(req);
 	return ret;
 }
@@ -1364,6 +1510,76 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 	ret = vfio_user_send_reply_req(conn, req);
 	vfio_user_req_put(req);
 	return ret;
+}
+
+/*
+ * Fds from the server
+ */
+
+/**
+ * vfio_user_conn_fds_begin() - take fds the server sends, from now on
+ * @conn: a connection only its attach uses yet
+ *
+ * A kernel socket cannot take SCM_RIGHTS into a kernel buffer, but the
+ * attaching writer can: this maps a page in its address space as control
+ * buffer and makes it the connection's only reader, so that each fd a
+ * message carries is installed in its table (close-on-exec), taken as a
+ * file and closed again within the read. The replies that carry fds
+ * (VERSION, region info) are all asked for during the attach, by the
+ * writer. A writer without an address space (a kernel thread) takes no
+ * fds: the server is told max_msg_fds 0.
+ *
+ * Context: process context of the attaching writer.
+ * Return: 0, or a negative errno from vm_mmap().
+ */
+int vfio_user_conn_fds_begin(struct vfio_user_conn *conn)
+{
+	unsigned long addr;
+
+	if (!current->mm || (current->flags & PF_KTHREAD))
+		return 0;
+	addr = vm_mmap(NULL, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, 0);
+	if (IS_ERR_VALUE(addr))
+		return (int)addr;
+	conn->fd_buf = (void __user *)addr;
+	WRITE_ONCE(conn->fd_task, current);
+	return 0;
+}
+
+/**
+ * vfio_user_conn_fds_end() - stop taking fds; anyone reads again
+ * @conn: the connection
+ *
+ * Later fds are dropped by the core as they come (we give no control
+ * buffer). What came meanwhile is read by the receive work.
+ *
+ * Context: process context of the writer that called
+ * vfio_user_conn_fds_begin(); no-op if it took no fds.
+ */
+void vfio_user_conn_fds_end(struct vfio_user_conn *conn)
+{
+	if (!conn->fd_task)
+		return;
+	/* The writer is the only reader, and it is here: nobody reads now. */
+	WRITE_ONCE(conn->fd_task, NULL);
+	vm_munmap((unsigned long)conn->fd_buf, PAGE_SIZE);
+	conn->fd_buf = NULL;
+	if (vfio_user_rx_pending(conn))
+		vfio_user_conn_queue(conn, &conn->recv_work);
+}
+
+/**
+ * vfio_user_conn_takes_fds() - whether the server may send us fds now
+ * @conn: the connection
+ *
+ * Context: any.
+ * Return: true between vfio_user_conn_fds_begin() and _end() in a writer
+ * with an address space.
+ */
+bool vfio_user_conn_takes_fds(struct vfio_user_conn *conn)
+{
+	return READ_ONCE(conn->fd_task);
 }
 
 /*

@@ -14,12 +14,16 @@
 
 #include "vfio_user_mdev.h"
 
-/* Our capabilities: no fds from the server, our max_data_xfer_size. */
+/*
+ * Our capabilities: the fds we take with one message (none when the
+ * attaching writer cannot receive them), our max_data_xfer_size.
+ */
 static int vfio_user_version_json(struct vfio_user_conn *conn, char *buf,
 				  size_t len)
 {
 	return scnprintf(buf, len,
-			 "{\"capabilities\":{\"max_msg_fds\":0,\"max_data_xfer_size\":%u,\"pgsizes\":%lu}}",
+			 "{\"capabilities\":{\"max_msg_fds\":%u,\"max_data_xfer_size\":%u,\"pgsizes\":%lu}}",
+			 vfio_user_conn_takes_fds(conn) ? VFIO_USER_MAX_RX_FDS : 0,
 			 conn->max_xfer, PAGE_SIZE) + 1;
 }
 

@@ -48,6 +48,8 @@
 #define VFIO_USER_MAX_VERSION_JSON	4096
 /* Most fds we attach to one message, whatever the server takes. */
 #define VFIO_USER_MAX_MSG_FDS		64
+/* Most fds we take from a server with one message (max_msg_fds we offer). */
+#define VFIO_USER_MAX_RX_FDS		8
 #define VFIO_USER_MAX_REGION_INFO	4096
 /*
  * Largest data payload of one REGION_READ/WRITE or DMA_READ/WRITE we
@@ -112,6 +114,9 @@ enum vfio_user_state {
  * @reply: buffer for the reply payload (vfio_user_call() only), or NULL
  * @reply_min: shortest reply payload accepted
  * @reply_max: longest reply payload accepted; room the request keeps
+ * @rx_files: where vfio_user_call() puts the files the server passed with
+ *	its reply (the caller fputs them), or NULL: none expected
+ * @rx_max_files: room in @rx_files; a reply with more is a violation
  */
 struct vfio_user_call {
 	u16 command;
@@ -124,6 +129,8 @@ struct vfio_user_call {
 	void *reply;
 	size_t reply_min;
 	size_t reply_max;
+	struct file **rx_files;
+	unsigned int rx_max_files;
 };
 
 /* Register-sized messages and replies live inside the request. */
@@ -173,6 +180,10 @@ enum vfio_user_tx_state {
  * @reply_max: longest acceptable reply payload, the size of @reply
  * @reply_len: reply payload received, valid after @done
  * @reply: reply payload buffer, owned by the request
+ * @rx_files: files the server passed with the reply (vfio_user_conn.fd_task
+ *	receives them), owned by the request until taken; @rx_max_files
+ *	entries, NULL if none expected
+ * @rx_max_files: most files the reply may carry
  * @hdr: the message header
  * @tx_pages: the message after @hdr, in pages (a DMA_READ reply), or NULL
  * @nr_pages: entries in @tx_pages
@@ -206,6 +217,8 @@ struct vfio_user_req {
 	size_t reply_max;
 	size_t reply_len;
 	void *reply;
+	struct file **rx_files;
+	unsigned int rx_max_files;
 
 	struct vfio_user_hdr hdr;
 	struct bio_vec *tx_pages;
@@ -311,6 +324,14 @@ enum vfio_user_rx_state {
  * @rx_len: payload length of the current message
  * @rx_req: the request whose reply is being read (the table's reference)
  * @rx_cmd: the server command being read
+ * @rx_files: files received with the current message, moved to its
+ *	request when it is a reply that may carry them, else dropped
+ * @rx_nr_files: entries in @rx_files
+ * @fd_task: while an attach asks for replies that carry fds (VERSION,
+ *	region info), the attaching writer: it alone reads @sock then, with
+ *	@fd_buf as control buffer, so that the core installs the fds in its
+ *	table, whence they are taken as files (vfio_user_conn_fds_begin())
+ * @fd_buf: a page mapped in @fd_task's address space for that
  * @last_cmd: jiffies when the last server command was received
  * @max_payload: largest payload accepted from the server
  * @saved_data_ready: the socket's callback before ours
@@ -363,6 +384,10 @@ struct vfio_user_conn {
 	size_t rx_len;
 	struct vfio_user_req *rx_req;
 	struct vfio_user_cmd *rx_cmd;
+	struct file *rx_files[VFIO_USER_MAX_RX_FDS];
+	unsigned int rx_nr_files;
+	struct task_struct *fd_task;
+	void __user *fd_buf;
 	unsigned long last_cmd;
 	size_t max_payload;
 
@@ -377,19 +402,42 @@ struct vfio_user_conn {
 };
 
 /**
+ * struct vfio_user_area - a part of a region the consumer may mmap
+ * @start: offset in the region, page aligned
+ * @end: end offset, exclusive, page aligned
+ */
+struct vfio_user_area {
+	u64 start;
+	u64 end;
+};
+
+/**
  * struct vfio_user_region - cached DEVICE_GET_REGION_INFO reply
- * @flags: VFIO_REGION_INFO_FLAG_READ and _WRITE only (no mmap)
+ * @flags: VFIO_REGION_INFO_FLAG_READ and _WRITE, and _MMAP when the server
+ *	backs the region with memory the module can map (@file)
  * @size: region size, at most 2^VFIO_USER_OFFSET_SHIFT
  * @caps: the capabilities passed on to the consumer, or NULL: checked and
  *	rebuilt by info.c in host byte order, back to back from offset 0;
  *	each next is an offset in @caps, 0 ends the chain
  * @caps_len: length of @caps
+ * @file: the shmem file (memfd, tmpfs) the server passed for the region,
+ *	or NULL; its pages are what a consumer mmap of the region maps
+ * @file_offset: where the region starts in @file, page aligned
+ * @file_write: the consumer may map it writable (the server's WRITE flag
+ *	and an fd open for writing)
+ * @areas: the mmap-able parts (sparse mmap capability), or NULL: all of it
+ * @nr_areas: entries in @areas
  */
 struct vfio_user_region {
 	u32 flags;
 	u64 size;
 	void *caps;
 	u32 caps_len;
+	struct file *file;
+	u64 file_offset;
+	bool file_write;
+	struct vfio_user_area *areas;
+	u32 nr_areas;
 };
 
 /**
@@ -455,6 +503,7 @@ struct vfio_user_irq {
  * @window_work: revokes the window of a broken connection
  * @iommufd_bound: the consumer reaches the device through iommufd, not a
  *	type1 container (vfio_user_bind_iommufd())
+ * @mmap: the consumer's mappings of server memory (mmap.c)
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -491,6 +540,7 @@ struct vfio_user_device {
 	struct vfio_user_window *window;
 	struct work_struct window_work;
 	bool iommufd_bound;
+	struct vfio_user_mmap *mmap;
 };
 
 static inline struct vfio_user_device *
@@ -517,6 +567,9 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 					      const char *path,
 					      unsigned int timeout_ms);
 void vfio_user_conn_start(struct vfio_user_conn *conn);
+int vfio_user_conn_fds_begin(struct vfio_user_conn *conn);
+void vfio_user_conn_fds_end(struct vfio_user_conn *conn);
+bool vfio_user_conn_takes_fds(struct vfio_user_conn *conn);
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
 void vfio_user_conn_close(struct vfio_user_conn *conn, const char *reason);
@@ -564,6 +617,9 @@ bool vfio_user_same_shape(struct vfio_user_device *udev,
 
 /* window.c */
 int vfio_user_window_init(void);
+struct file *vfio_user_pseudo_file(const char *name,
+				   const struct file_operations *fops,
+				   void *priv);
 void vfio_user_window_exit(void);
 int vfio_user_window_create(struct vfio_user_device *udev,
 			    struct vfio_user_conn *conn, u64 size);
@@ -574,6 +630,18 @@ void vfio_user_window_close(struct vfio_user_device *udev);
 void vfio_user_window_revoke(struct vfio_user_device *udev);
 void vfio_user_window_work(struct work_struct *work);
 unsigned long vfio_user_window_pinned(struct vfio_user_device *udev);
+
+/* mmap.c */
+int vfio_user_mmap_init(struct vfio_user_device *udev);
+void vfio_user_mmap_exit(struct vfio_user_device *udev);
+int vfio_user_mmap(struct vfio_device *vdev, struct vm_area_struct *vma);
+void vfio_user_mmap_publish(struct vfio_user_device *udev,
+			    struct vfio_user_conn *conn);
+void vfio_user_mmap_unpublish(struct vfio_user_device *udev, bool dead);
+void vfio_user_mmap_open(struct vfio_user_device *udev, bool open);
+void vfio_user_mmap_zap(struct vfio_user_device *udev);
+unsigned long vfio_user_mmap_pages(struct vfio_user_device *udev);
+bool vfio_user_mmap_file_ok(struct file *file);
 
 /* dma.c */
 struct vfio_user_dma_pages *vfio_user_dma_pages_alloc(size_t size);

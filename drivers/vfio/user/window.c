@@ -589,7 +589,6 @@ int vfio_user_window_create(struct vfio_user_device *udev,
 			    struct vfio_user_conn *conn, u64 size)
 {
 	struct vfio_user_window *w;
-	struct inode *inode;
 	struct file *file;
 	int ret;
 
@@ -606,24 +605,12 @@ int vfio_user_window_create(struct vfio_user_device *udev,
 	w->udev = udev;
 	w->conn = conn;
 
-	/* The file's last fput drops the module reference its fops hold. */
-	if (!try_module_get(THIS_MODULE)) {
-		ret = -ENODEV;
-		goto err_free;
-	}
-	inode = alloc_anon_inode(vfio_user_window_mnt->mnt_sb);
-	if (IS_ERR(inode)) {
-		ret = PTR_ERR(inode);
-		goto err_put;
-	}
-	file = alloc_file_pseudo(inode, vfio_user_window_mnt, "[vfio-user-dma]",
-				 O_RDWR, &vfio_user_window_fops);
+	file = vfio_user_pseudo_file("[vfio-user-dma]", &vfio_user_window_fops,
+				     w);
 	if (IS_ERR(file)) {
 		ret = PTR_ERR(file);
-		iput(inode);
-		goto err_put;
+		goto err_free;
 	}
-	file->private_data = w;
 	w->file = file;
 
 	mutex_lock(&udev->window_mutex);
@@ -632,12 +619,48 @@ int vfio_user_window_create(struct vfio_user_device *udev,
 	mutex_unlock(&udev->window_mutex);
 	return 0;
 
-err_put:
-	module_put(THIS_MODULE);
 err_free:
 	mutex_destroy(&w->lock);
 	kfree(w);
 	return ret;
+}
+
+/**
+ * vfio_user_pseudo_file() - a file of its own inode on the module's fs
+ * @name: its name in /proc/PID/maps
+ * @fops: its operations, with .owner set: the file holds the module
+ * @priv: its private_data
+ *
+ * Each file has an inode of its own, so that unmap_mapping_range() on
+ * its mapping zaps its mappings and nobody else's.
+ *
+ * Context: process context.
+ * Return: the file (O_RDWR), or an ERR_PTR.
+ */
+struct file *vfio_user_pseudo_file(const char *name,
+				   const struct file_operations *fops,
+				   void *priv)
+{
+	struct inode *inode;
+	struct file *file;
+
+	/* The file's last fput drops the module reference its fops hold. */
+	if (!try_module_get(THIS_MODULE))
+		return ERR_PTR(-ENODEV);
+	inode = alloc_anon_inode(vfio_user_window_mnt->mnt_sb);
+	if (IS_ERR(inode)) {
+		module_put(THIS_MODULE);
+		return ERR_CAST(inode);
+	}
+	file = alloc_file_pseudo(inode, vfio_user_window_mnt, name, O_RDWR,
+				 fops);
+	if (IS_ERR(file)) {
+		iput(inode);
+		module_put(THIS_MODULE);
+		return file;
+	}
+	file->private_data = priv;
+	return file;
 }
 
 /**
@@ -748,17 +771,22 @@ void vfio_user_window_revoke(struct vfio_user_device *udev)
 }
 
 /**
- * vfio_user_window_work() - revoke the DMA window of a broken connection
+ * vfio_user_window_work() - revoke a broken connection's shared memory
  * @work: &vfio_user_device.window_work, queued by the broken transition
  *
- * A dead server's pins go at once, not at the next detach or close.
+ * A dead server's pins go at once, not at the next detach or close, and
+ * so do the consumer's mappings of its memory.
  *
  * Context: vfio_user_wq.
  */
 void vfio_user_window_work(struct work_struct *work)
 {
-	vfio_user_window_end(container_of(work, struct vfio_user_device,
-					  window_work), true);
+	struct vfio_user_device *udev = container_of(work,
+						     struct vfio_user_device,
+						     window_work);
+
+	vfio_user_window_end(udev, true);
+	vfio_user_mmap_unpublish(udev, true);
 }
 
 /**
