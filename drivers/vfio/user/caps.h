@@ -20,6 +20,9 @@
  * @max_xfer: largest data payload of one message, both ways
  * @max_dma_maps: most DMA regions the server keeps
  * @pgsizes: page sizes the server supports for DMA
+ * @twin_socket: the server offers the twin socket (server commands on a
+ *	second socket it passes with the VERSION reply)
+ * @twin_fd_index: which fd of the VERSION reply that socket is
  */
 struct vfio_user_caps {
 	u16 minor;
@@ -27,6 +30,8 @@ struct vfio_user_caps {
 	u32 max_xfer;
 	u32 max_dma_maps;
 	u64 pgsizes;
+	bool twin_socket;
+	u32 twin_fd_index;
 };
 
 int vfio_user_parse_version_json(const char *s, size_t len,

@@ -802,9 +802,10 @@ int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 	/* An EOI the consumer signalled while no server was there. */
 	vfio_user_irqs_unmask_kick(udev);
 	dev_info(vfio_user_dev(udev),
-		 "attached to %s: vfio-user %u.%u, %u regions, max_data_xfer_size %u, max_msg_fds %u\n",
+		 "attached to %s: vfio-user %u.%u, %u regions, max_data_xfer_size %u, max_msg_fds %u%s\n",
 		 path, VFIO_USER_MAJOR, conn->caps.minor, udev->num_regions,
-		 conn->caps.max_xfer, conn->caps.max_msg_fds);
+		 conn->caps.max_xfer, conn->caps.max_msg_fds,
+		 conn->twin ? ", twin socket" : "");
 	vfio_user_info_free(&info);
 	mutex_unlock(&udev->attach_mutex);
 	return 0;

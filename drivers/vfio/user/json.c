@@ -231,11 +231,58 @@ static int vfio_user_json_skip(struct vfio_user_json *j, int depth)
 	}
 }
 
+/*
+ * The members of a "twin_socket" object already checked as JSON (@s, @len
+ * bytes): "supported": true and an "fd_index" integer below 256 offer the
+ * twin socket. Anything else about it (another type, a repeated member)
+ * only means no twin socket: an optional feature's shape never fails the
+ * negotiation.
+ */
+static void vfio_user_json_twin(const char *s, size_t len,
+				struct vfio_user_caps *caps)
+{
+	struct vfio_user_json j = { .p = s, .end = s + len };
+	bool supported = false, have_index = false, bad = false;
+	const char *value;
+	u64 index = 0;
+	char key[16];
+
+	if (!vfio_user_json_eat(&j, '{') || vfio_user_json_eat(&j, '}'))
+		return;
+	do {
+		if (vfio_user_json_string(&j, key, sizeof(key)) ||
+		    !vfio_user_json_eat(&j, ':'))
+			return;
+		vfio_user_json_ws(&j);
+		value = j.p;
+		if (!strcmp(key, "supported") &&
+		    !vfio_user_json_literal(&j, "true")) {
+			supported = true;
+			continue;
+		}
+		if (!strcmp(key, "fd_index") && !have_index &&
+		    !vfio_user_json_u64(&j, &index) && index <= 255) {
+			have_index = true;
+			continue;
+		}
+		if (!strcmp(key, "supported") || !strcmp(key, "fd_index"))
+			bad = true;
+		j.p = value;
+		if (vfio_user_json_skip(&j, 3))
+			return;
+	} while (vfio_user_json_eat(&j, ','));
+	if (supported && have_index && !bad) {
+		caps->twin_socket = true;
+		caps->twin_fd_index = index;
+	}
+}
+
 /* The "capabilities" object, at depth 2. Each key we read at most once. */
 static int vfio_user_json_caps(struct vfio_user_json *j,
 			       struct vfio_user_caps *caps)
 {
 	unsigned int seen = 0;
+	bool twin = false;
 	char key[32];
 	int i, ret;
 	u64 val;
@@ -252,9 +299,22 @@ static int vfio_user_json_caps(struct vfio_user_json *j,
 			if (!strcmp(key, vfio_user_json_keys[i]))
 				break;
 		if (i == VFIO_USER_JSON_NR_KEYS) {
+			const char *start;
+
+			vfio_user_json_ws(j);
+			start = j->p;
 			ret = vfio_user_json_skip(j, 2);
 			if (ret)
 				return ret;
+			if (!strcmp(key, "twin_socket")) {
+				/* A repeated one offers nothing. */
+				if (twin)
+					caps->twin_socket = false;
+				else
+					vfio_user_json_twin(start, j->p - start,
+							    caps);
+				twin = true;
+			}
 			continue;
 		}
 		if (seen & (1U << i))
@@ -290,7 +350,10 @@ static int vfio_user_json_caps(struct vfio_user_json *j,
  * Accepts one JSON object (RFC 8259 grammar, whitespace around it) and
  * reads max_msg_fds (at most 253 kept), max_data_xfer_size and
  * max_dma_maps (at most U32_MAX kept) and pgsizes from its "capabilities"
- * member; every other member is checked and skipped. Those four must be
+ * member, and whether it offers the twin socket ("twin_socket":
+ * {"supported": true, "fd_index": N}; any other shape of it offers
+ * nothing, and never fails the parse); every other member is checked and
+ * skipped. Those four must be
  * unsigned integers and, like "capabilities", appear at most once. A NUL
  * in @s is refused like any other stray byte: the caller checks the
  * message's NUL. Reads nothing outside @s; recursion is bounded by

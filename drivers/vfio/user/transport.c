@@ -234,6 +234,7 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 			     const char *fmt, va_list args)
 {
 	struct vfio_user_req *req, *put[16];
+	struct vfio_user_conn *twin;
 	unsigned long id;
 	unsigned int n;
 	bool stopping;
@@ -245,10 +246,15 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	}
 	conn->dead = true;
 	stopping = conn->stopping;
+	twin = conn->twin;
 	vsnprintf(conn->reason, sizeof(conn->reason), fmt, args);
 	spin_unlock(&conn->lock);
 
-	if (stopping)
+	/* A twin's end is its main connection's, which tells why. */
+	if (conn->main)
+		dev_dbg(vfio_user_dev(conn->udev), "twin socket closed: %s\n",
+			conn->reason);
+	else if (stopping)
 		dev_dbg(vfio_user_dev(conn->udev), "connection closed: %s\n",
 			conn->reason);
 	else
@@ -274,6 +280,14 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
 	wake_up_all(&conn->tx_wait);
 	wake_up_all(&conn->rx_wait);
+	/* One socket gone, the other goes too. */
+	if (twin && stopping)
+		vfio_user_conn_close(twin, conn->reason);
+	else if (twin)
+		vfio_user_conn_broken(twin, "%s", conn->reason);
+	if (conn->main && !stopping)
+		vfio_user_conn_broken(conn->main, "twin socket: %s",
+				      conn->reason);
 	/* A dead server's DMA window pins nothing any more. */
 	queue_work(vfio_user_wq, &conn->udev->window_work);
 }
@@ -890,6 +904,9 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 	if (conn->rx_cmd) {
 		vfio_user_rx_drop_files(conn);
 		WRITE_ONCE(conn->last_cmd, jiffies);
+		/* The server is working: its main socket's requests wait on. */
+		if (conn->main)
+			WRITE_ONCE(conn->main->last_cmd, jiffies);
 		vfio_user_cmd_queue(conn, conn->rx_cmd);
 		conn->rx_cmd = NULL;
 		return;
@@ -1697,6 +1714,65 @@ err_free:
 	return ERR_PTR(ret);
 }
 
+/**
+ * vfio_user_conn_twin() - take the server's twin socket
+ * @conn: the main connection, its VERSION negotiated, only the attach
+ *	using it
+ * @file: the socket the server passed with its VERSION reply; taken over
+ *
+ * From now on the server's commands (DMA_READ, DMA_WRITE) come on this
+ * socket, and our replies go back on it: a server waiting for the reply
+ * to its DMA never sees one of our commands instead. Served like the main
+ * socket's, by a connection of its own that breaks and stops with @conn.
+ *
+ * Context: process context of the attaching writer.
+ * Return: 0; -EPROTO (the connection is then broken) when @file is not a
+ * connected AF_UNIX stream socket; -ENOMEM; -EIO when @conn has died.
+ */
+int vfio_user_conn_twin(struct vfio_user_conn *conn, struct file *file)
+{
+	struct socket *sock = sock_from_file(file);
+	struct vfio_user_conn *twin;
+	bool dead;
+
+	if (!sock || sock->type != SOCK_STREAM ||
+	    sock->sk->sk_family != AF_UNIX ||
+	    READ_ONCE(sock->sk->sk_state) != TCP_ESTABLISHED) {
+		fput(file);
+		vfio_user_conn_broken(conn,
+				      "the twin socket is not a connected AF_UNIX stream socket");
+		return -EPROTO;
+	}
+	twin = vfio_user_conn_alloc(conn->udev, jiffies_to_msecs(conn->timeout));
+	if (!twin) {
+		fput(file);
+		return -ENOMEM;
+	}
+	twin->sock = sock;
+	twin->sock_file = file;
+	twin->main = conn;
+	twin->caps = conn->caps;
+	twin->max_xfer = conn->max_xfer;
+	twin->max_payload = conn->max_payload;
+	twin->versioned = true;
+	twin->attach_deadline = 0;
+	vfio_user_conn_hook(twin);
+
+	spin_lock(&conn->lock);
+	dead = conn->dead;
+	if (!dead)
+		conn->twin = twin;
+	spin_unlock(&conn->lock);
+	if (dead) {
+		vfio_user_conn_stop(twin);
+		vfio_user_conn_put(twin);
+		return -EIO;
+	}
+	/* What the server sent before the socket was hooked. */
+	vfio_user_conn_queue(twin, &twin->recv_work);
+	return 0;
+}
+
 static void vfio_user_conn_release(struct kref *ref)
 {
 	struct vfio_user_conn *conn = container_of(ref, struct vfio_user_conn,
@@ -1707,7 +1783,12 @@ static void vfio_user_conn_release(struct kref *ref)
 	WARN_ON_ONCE(work_pending(&conn->send_work) ||
 		     work_pending(&conn->recv_work) ||
 		     work_pending(&conn->cmd_work));
-	sock_release(conn->sock);
+	if (conn->twin)
+		vfio_user_conn_put(conn->twin);
+	if (conn->sock_file)
+		fput(conn->sock_file);
+	else
+		sock_release(conn->sock);
 	xa_destroy(&conn->reqs);
 	mutex_destroy(&conn->recv_mutex);
 	mutex_destroy(&conn->send_mutex);
@@ -1764,4 +1845,7 @@ void vfio_user_conn_stop(struct vfio_user_conn *conn)
 	mutex_lock(&conn->recv_mutex);
 	vfio_user_rx_reset(conn);
 	mutex_unlock(&conn->recv_mutex);
+	/* Set only while the attach had it alone: stable now. */
+	if (conn->twin)
+		vfio_user_conn_stop(conn->twin);
 }

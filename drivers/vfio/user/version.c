@@ -8,6 +8,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/file.h>
 #include <linux/kernel.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -15,16 +16,47 @@
 #include "vfio_user_mdev.h"
 
 /*
- * Our capabilities: the fds we take with one message (none when the
- * attaching writer cannot receive them), our max_data_xfer_size.
+ * Our capabilities: the fds we take with one message and the twin socket
+ * (neither when the attaching writer cannot receive fds), our
+ * max_data_xfer_size.
  */
 static int vfio_user_version_json(struct vfio_user_conn *conn, char *buf,
 				  size_t len)
 {
+	bool fds = vfio_user_conn_takes_fds(conn);
+
 	return scnprintf(buf, len,
-			 "{\"capabilities\":{\"max_msg_fds\":%u,\"max_data_xfer_size\":%u,\"pgsizes\":%lu}}",
-			 vfio_user_conn_takes_fds(conn) ? VFIO_USER_MAX_RX_FDS : 0,
-			 conn->max_xfer, PAGE_SIZE) + 1;
+			 "{\"capabilities\":{\"max_msg_fds\":%u,\"max_data_xfer_size\":%u,\"pgsizes\":%lu%s}}",
+			 fds ? VFIO_USER_MAX_RX_FDS : 0, conn->max_xfer,
+			 PAGE_SIZE,
+			 fds ? ",\"twin_socket\":{\"supported\":true}" : "") + 1;
+}
+
+/*
+ * The fds of the VERSION reply: the twin socket if the server offers one
+ * and passed it; any other fd is dropped.
+ */
+static int vfio_user_version_twin(struct vfio_user_conn *conn,
+				  struct file **files)
+{
+	u32 index = conn->caps.twin_fd_index;
+	struct file *file;
+
+	/* What we did not offer, we do not take. */
+	if (!conn->caps.twin_socket || !vfio_user_conn_takes_fds(conn)) {
+		conn->caps.twin_socket = false;
+		return 0;
+	}
+	if (index >= VFIO_USER_MAX_RX_FDS || !files[index]) {
+		dev_warn(vfio_user_dev(conn->udev),
+			 "server offers a twin socket (fd %u) but passed no such fd; its commands come on the main socket\n",
+			 index);
+		conn->caps.twin_socket = false;
+		return 0;
+	}
+	file = files[index];
+	files[index] = NULL;
+	return vfio_user_conn_twin(conn, file);
 }
 
 /* Checks the server's reply of @len bytes and takes its capabilities. */
@@ -70,7 +102,7 @@ static int vfio_user_version_check(struct vfio_user_conn *conn,
  *
  * Sends our version and capabilities and takes the server's: minor
  * version, max_msg_fds, max_data_xfer_size (the smaller of both sides),
- * max_dma_maps, pgsizes.
+ * max_dma_maps, pgsizes, and the twin socket if it offers one.
  *
  * Context: process context; sleeps killably, at most until the attach's
  * deadline.
@@ -91,8 +123,10 @@ int vfio_user_negotiate(struct vfio_user_conn *conn)
 		.reply_max = sizeof(struct vfio_user_version) +
 			     VFIO_USER_MAX_VERSION_JSON,
 	};
+	struct file *files[VFIO_USER_MAX_RX_FDS] = { };
 	struct vfio_user_version *rver;
-	char json[160];
+	char json[192];
+	unsigned int i;
 	int len, ret;
 
 	call.data = json;
@@ -101,6 +135,8 @@ int vfio_user_negotiate(struct vfio_user_conn *conn)
 	if (!rver)
 		return -ENOMEM;
 	call.reply = rver;
+	call.rx_files = files;
+	call.rx_max_files = ARRAY_SIZE(files);
 
 	len = vfio_user_call(conn, &call);
 	if (len < 0) {
@@ -116,7 +152,11 @@ int vfio_user_negotiate(struct vfio_user_conn *conn)
 		   max_t(size_t, conn->caps.max_xfer +
 			 sizeof(struct vfio_user_dma_access),
 			 VFIO_USER_MAX_REGION_INFO));
+	ret = vfio_user_version_twin(conn, files);
 out:
+	for (i = 0; i < ARRAY_SIZE(files); i++)
+		if (files[i])
+			fput(files[i]);
 	kfree(rver);
 	return ret;
 }

@@ -287,6 +287,13 @@ enum vfio_user_rx_state {
  *	the socket and the memory
  * @udev: the device; outlives the connection
  * @sock: connected AF_UNIX stream socket, released in vfio_user_conn_stop()
+ * @sock_file: the file of @sock when the server passed it (the twin
+ *	socket), released with the connection; NULL for a socket we created
+ * @twin: the connection on the server's twin socket, which carries the
+ *	server's commands and our replies to them, or NULL; breaks and stops
+ *	with this one, freed with it
+ * @main: on a twin connection, the main connection it belongs to (which
+ *	outlives it); NULL otherwise
  * @caps: negotiated capabilities, constant once VERSION is done
  * @max_xfer: the max_data_xfer_size we announced (module parameter)
  * @timeout: bound on every request's wait for the server, in jiffies
@@ -352,6 +359,9 @@ struct vfio_user_conn {
 	struct kref ref;
 	struct vfio_user_device *udev;
 	struct socket *sock;
+	struct file *sock_file;
+	struct vfio_user_conn *twin;
+	struct vfio_user_conn *main;
 	struct vfio_user_caps caps;
 	u32 max_xfer;
 	unsigned long timeout;
@@ -570,6 +580,7 @@ void vfio_user_conn_start(struct vfio_user_conn *conn);
 int vfio_user_conn_fds_begin(struct vfio_user_conn *conn);
 void vfio_user_conn_fds_end(struct vfio_user_conn *conn);
 bool vfio_user_conn_takes_fds(struct vfio_user_conn *conn);
+int vfio_user_conn_twin(struct vfio_user_conn *conn, struct file *file);
 void vfio_user_conn_broken(struct vfio_user_conn *conn, const char *fmt, ...)
 	__printf(2, 3);
 void vfio_user_conn_close(struct vfio_user_conn *conn, const char *reason);

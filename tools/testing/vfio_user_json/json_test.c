@@ -414,6 +414,55 @@ static void t_run_deep(void)
 			 depth, ret);
 }
 
+/* The twin_socket capability: offered only in its one shape, never an error. */
+static const struct {
+	const char *in;
+	bool twin;
+	unsigned int index;
+} t_twins[] = {
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":true,\"fd_index\":0}}}",
+	  true, 0 },
+	{ "{\"capabilities\":{\"max_msg_fds\":8,\"twin_socket\": { \"fd_index\" : 2 ,"
+	  "\"x\":[1,{\"y\":null}], \"supported\" : true } }}", true, 2 },
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":false,\"fd_index\":0}}}",
+	  false, 0 },
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":true}}}", false, 0 },
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":1,\"fd_index\":0}}}",
+	  false, 0 },
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":true,\"fd_index\":256}}}",
+	  false, 0 },
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":true,\"fd_index\":1,"
+	  "\"fd_index\":0}}}", false, 0 },
+	{ "{\"capabilities\":{\"twin_socket\":true}}", false, 0 },
+	{ "{\"capabilities\":{\"twin_socket\":{\"supported\":true,\"fd_index\":0},"
+	  "\"twin_socket\":{\"supported\":true,\"fd_index\":0}}}", false, 0 },
+	{ "{\"twin_socket\":{\"supported\":true,\"fd_index\":0},\"capabilities\":{}}",
+	  false, 0 },
+};
+
+static void t_run_twin(void)
+{
+	struct vfio_user_caps caps;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(t_twins); i++) {
+		const char *in = t_twins[i].in;
+		int ret = t_parse(in, strlen(in), &caps);
+		bool ok = !ret && caps.twin_socket == t_twins[i].twin &&
+			  (!caps.twin_socket ||
+			   caps.twin_fd_index == t_twins[i].index);
+
+		if (!ok) {
+			t_print_input("input", in, strlen(in));
+			ksft_print_msg("returned %d, twin_socket %d fd_index %u\n",
+				       ret, caps.twin_socket,
+				       caps.twin_fd_index);
+		}
+		ksft_test_result(ok, "twin_socket vector %zu: %s\n", i,
+				 t_twins[i].twin ? "offered" : "not offered");
+	}
+}
+
 /* ---- json-c as the reference ---------------------------------------------- */
 
 static const char *const t_known[] = {
@@ -836,12 +885,13 @@ int main(int argc, char **argv)
 
 	ksft_print_header();
 	/* vectors, prefixes, deep nesting, one per seed, random strings */
-	ksft_set_plan(ARRAY_SIZE(t_vecs) + 2 + nvalid + 1);
+	ksft_set_plan(ARRAY_SIZE(t_vecs) + 2 + nvalid + 1 + ARRAY_SIZE(t_twins));
 	ksft_print_msg("seed %#llx, %lu mutations\n",
 		       (unsigned long long)seed, mutations);
 	t_run_vectors();
 	t_run_prefixes();
 	t_run_deep();
+	t_run_twin();
 	t_run_mutations(mutations);
 	ksft_finished();
 }
