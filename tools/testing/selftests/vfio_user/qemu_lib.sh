@@ -61,11 +61,14 @@ ql_init() {
 # ---- the sample server -------------------------------------------------
 
 # ql_server_start: the DMA sample on $QL_SOCK (verbose log appended to
-# server.log); returns once the socket exists.
+# server.log), or the device and options in QL_SERVER_ARGS (an array);
+# returns once the socket exists.
 ql_server_start() {
 	local i
+	local -a dev=(--device dma)
+	[ -n "${QL_SERVER_ARGS+set}" ] && dev=("${QL_SERVER_ARGS[@]}")
 	rm -f "$QL_SOCK"
-	"$QL_SAMPLE" --socket "$QL_SOCK" --device dma --verbose \
+	"$QL_SAMPLE" --socket "$QL_SOCK" "${dev[@]}" --verbose \
 		< /dev/null >> "$QL_DIR/server.log" 2>&1 &
 	QL_SRV_PID=$!
 	for ((i = 0; i < 200; i++)); do
