@@ -46,6 +46,14 @@
  *   irq_flags           INTx and MSI-X info with undefined flag bits
  *   reply_flag_reserved the first REGION_READ reply has flags bit 0x40
  *
+ * Fds with the attach's replies (hostile_test):
+ *   region_fd_pipe      BAR1 flagged MMAP, its info sent with a pipe's
+ *                       write end (not memory the module can map); the
+ *                       read end shows its release at 0x120
+ *   region_fd_memfd     BAR1 flagged MMAP and backed by a memfd (valid)
+ *   region_fd_many      BAR1's info sent with 12 fds
+ *   version_twin_pipe   VERSION offers the twin socket and passes a pipe
+ *
  * BAR0 is a DMA probe the tests drive like hardware:
  *   0x000 u32 RO  magic FP_MAGIC
  *   0x100 u64 RW  IOVA          0x108 u64 RW  count
@@ -77,6 +85,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -130,6 +139,9 @@ static const char *const fault_names[] = {
 	"region_huge", "region_max", "cap_sparse_count", "cap_sparse_outside",
 	"cap_sparse_wrap", "cap_type_len", "cap_unknown", "cap_mixed",
 	"irq_flags", "reply_flag_reserved",
+	/* fds with the attach's replies */
+	"region_fd_pipe", "region_fd_memfd", "region_fd_many",
+	"version_twin_pipe",
 	NULL,
 };
 
@@ -225,25 +237,67 @@ static int send_all(const void *buf, size_t len)
 	return 0;
 }
 
-static int send_with_fd(const void *buf, size_t len, int fd)
+static int send_with_fds(const void *buf, size_t len, const int *fds,
+			 unsigned int nfds)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	char cbuf[CMSG_SPACE(16 * sizeof(int))] = { 0 };
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr msg = {
 		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+		.msg_control = cbuf,
+		.msg_controllen = CMSG_SPACE(nfds * sizeof(int)),
 	};
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 	ssize_t n;
 
+	if (nfds > 16)
+		return -EINVAL;
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
 	n = sendmsg(fp.fd, &msg, MSG_NOSIGNAL);
 	if (n < 0)
 		return -EPIPE;
 	return send_all((const uint8_t *)buf + n, len - n);
+}
+
+static int send_with_fd(const void *buf, size_t len, int fd)
+{
+	return send_with_fds(buf, len, &fd, 1);
+}
+
+/*
+ * Sends @msg with the fds a --fault region_fd_* or version_twin_pipe
+ * reply carries: a pipe's write end (its read end kept in fds_pipe), a
+ * memfd, or 12 pipe write ends.
+ */
+static int send_msg_fault_fds(const uint8_t *msg, size_t len)
+{
+	int pfd[2], fds[12], ret;
+	unsigned int i;
+
+	if (!strcmp(fp.fault, "region_fd_memfd")) {
+		fds[0] = memfd_create("fault_server-bar1", 0);
+		if (fds[0] < 0 || ftruncate(fds[0], FP_BAR1_SIZE))
+			return -errno;
+		ret = send_with_fd(msg, len, fds[0]);
+		close(fds[0]);
+		return ret;
+	}
+	for (i = 0; i < (!strcmp(fp.fault, "region_fd_many") ? 12 : 1); i++) {
+		if (pipe(pfd))
+			return -errno;
+		fds[i] = pfd[1];
+		if (fp.fds_pipe < 0)
+			fp.fds_pipe = pfd[0];
+		else
+			close(pfd[0]);
+	}
+	ret = send_with_fds(msg, len, fds, i);
+	while (i--)
+		close(fds[i]);
+	return ret;
 }
 
 /* Reads exactly @len bytes, dropping any fds (SET_IRQS eventfds). */
@@ -486,6 +540,10 @@ static int handle_version(const struct vfio_user_hdr *req)
 		memset(json + n, 'x', 2000);
 		strcpy(json + n + 2000, "\"}");
 	}
+	if (fault_is("version_twin_pipe"))
+		snprintf(json, sizeof(json),
+			 "{\"capabilities\":{\"max_msg_fds\":8,\"max_data_xfer_size\":%u,\"twin_socket\":{\"supported\":true,\"fd_index\":0}}}",
+			 fp.xfer);
 	jlen = strlen(json) + 1;
 	if (fault_is("version_no_nul"))
 		jlen--;
@@ -506,6 +564,10 @@ static int handle_version(const struct vfio_user_hdr *req)
 			usleep(50000);
 		}
 		return 0;
+	}
+	if (fault_is("version_twin_pipe")) {
+		fp.fault_done = true;
+		return send_msg_fault_fds(out, 16 + sizeof(*v) + jlen);
 	}
 	if (!strncmp(fp.fault, "version_", 8))
 		fp.fault_done = true;
@@ -701,6 +763,16 @@ static int handle_region_info(const struct vfio_user_hdr *req,
 	    !strncmp(fp.fault, "cap_", 4))
 		rlen = cap_fault(buf);
 	info->argsz = htole32(rlen);
+	if (index == VFIO_PCI_BAR1_REGION_INDEX && !fp.fault_done &&
+	    !strncmp(fp.fault, "region_fd_", 10)) {
+		info->flags |= htole32(VFIO_REGION_INFO_FLAG_MMAP);
+		fp.fault_done = true;
+		fill_hdr(out, le16toh(req->msg_id), le16toh(req->command),
+			 16 + rlen, VFIO_USER_F_TYPE_REPLY, 0);
+		memcpy(out + 16, buf, rlen);
+		fp.last_reply_id = le16toh(req->msg_id);
+		return send_msg_fault_fds(out, 16 + rlen);
+	}
 	return reply(req, buf, rlen);
 }
 

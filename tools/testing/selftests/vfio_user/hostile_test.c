@@ -134,6 +134,10 @@ ATTACH_FAULT(cap_sparse_outside, "sparse area 0 0x1000+0x2000 outside size 0x200
 ATTACH_FAULT(cap_sparse_wrap, "sparse area 1 0xfffffffffffff000+0x2000 outside",
 	     EPROTO);
 ATTACH_FAULT(cap_type_len, "capability 2 at 32 is 12 bytes, expected 16", EPROTO);
+/* Fds the attach must refuse. */
+ATTACH_FAULT(region_fd_many, "carries more than 8 fds", EPROTO);
+ATTACH_FAULT(version_twin_pipe,
+	     "the twin socket is not a connected AF_UNIX stream socket", EPROTO);
 /* A reply with a reserved header flag (0x40) set */
 READ_FAULT(reply_flag_reserved, "command 9 has flags 0x41");
 
@@ -621,6 +625,57 @@ TEST(non_root_refused)
 	EXPECT_TRUE(state_is(uuid, "ready", state, sizeof(state)));
 	EXPECT_EQ(0, vu_mdev_remove(uuid));
 	vu_server_stop(&srv);
+}
+
+/*
+ * An mmap-able region's fd: a memfd makes the region mappable; a pipe
+ * does not, and the module lets go of it at once (the server's read end
+ * of the pipe hangs up), with the reason in the log.
+ */
+static void region_fd(struct __test_metadata *_metadata, const char *fault,
+		      bool mappable)
+{
+	const char *args[] = { "--fault", fault, NULL };
+	struct vfio_region_info bar1 = {
+		.argsz = sizeof(bar1), .index = VFIO_PCI_BAR1_REGION_INDEX,
+	};
+	int container = -1, group = -1, fd, kmsg;
+	char uuid[VU_UUID_LEN + 1];
+	struct vu_server srv;
+	uint32_t v = 0;
+	int ret;
+
+	if (access(VU_TYPE_DIR, F_OK))
+		SKIP(return, "vfio_user_mdev is not loaded");
+	ret = fault_server_start(&srv, args);
+	if (ret == -ENOENT)
+		SKIP(return, "fault_server not built");
+	ASSERT_EQ(0, ret);
+	kmsg = vu_kmsg_open();
+	vu_uuid_gen(uuid);
+	fd = vu_open_attached(uuid, &srv, &container, &group);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &bar1));
+	EXPECT_EQ(mappable, !!(bar1.flags & VFIO_REGION_INFO_FLAG_MMAP));
+	if (!mappable) {
+		ASSERT_EQ(0, __bar_read32(fd, REG_FDS, &v));
+		EXPECT_EQ(1, v);
+		EXPECT_TRUE(vu_kmsg_has(kmsg, "not a memfd or tmpfs file"));
+	}
+	if (kmsg >= 0)
+		close(kmsg);
+	vu_consumer_teardown(uuid, &fd, &group, &container);
+	vu_server_stop(&srv);
+}
+
+TEST(region_fd_pipe_not_mapped)
+{
+	region_fd(_metadata, "region_fd_pipe", false);
+}
+
+TEST(region_fd_memfd_mapped)
+{
+	region_fd(_metadata, "region_fd_memfd", true);
 }
 
 TEST_HARNESS_MAIN
