@@ -12,9 +12,11 @@
  * a detach, a broken connection, a re-attach, a reset and the close of
  * the device revoke it. So the mapping is the module's, not the server
  * file's: mmap moves the VMA to a file of the device's own (an inode of
- * the module's pseudo filesystem, window.c), and a fault maps the server
- * file's page with a PFN mapping while the module holds a reference to
- * the page. Revoking zaps every mapping of that inode and drops the page
+ * the module's pseudo filesystem, window.c; made at the first mmap after
+ * an open and let go at the close, so that it pins the module only while
+ * the device is open or a mapping of it is left), and a fault maps the
+ * server file's page with a PFN mapping while the module holds a
+ * reference to the page. Revoking zaps every mapping of that inode and drops the page
  * references; a later fault maps the page of whatever server is attached
  * then, or gets SIGBUS when there is none, the connection is dead, or the
  * new server does not back the region.
@@ -30,6 +32,7 @@
 
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/kref.h>
 #include <linux/magic.h>
 #include <linux/mm.h>
 #include <linux/overflow.h>
@@ -63,10 +66,12 @@ struct vfio_user_mmap_bar {
 
 /**
  * struct vfio_user_mmap - a device's mappings of server memory
- * @file: the file the consumer's VMAs are moved to; holds this struct
- *	(private_data), freed with its last reference (the device's, and
- *	one per VMA)
+ * @ref: the device holds one, and each file it made (private_data) one:
+ *	a consumer may keep a mapping after the device is gone
  * @lock: protects everything below
+ * @file: the file the consumer's VMAs of this open are moved to, or NULL
+ *	before the first mmap and after the close; holds a reference to it.
+ *	VMAs of an earlier open keep their own file, and get SIGBUS
  * @open: a consumer has the device open
  * @conn: the published connection the bars are from, or NULL
  * @nr: regions in @bars
@@ -76,8 +81,9 @@ struct vfio_user_mmap_bar {
  * @nr_pages: entries in @pages
  */
 struct vfio_user_mmap {
-	struct file *file;
+	struct kref ref;
 	struct mutex lock;	/* everything below */
+	struct file *file;
 	bool open;
 	struct vfio_user_conn *conn;
 	u32 nr;
@@ -134,6 +140,7 @@ static void vfio_user_mmap_drop(struct vfio_user_mmap *m)
 
 	if (!m->nr_pages)
 		return;
+	/* Pages are mapped through the current file only. */
 	unmap_mapping_range(m->file->f_mapping, 0, 0, 1);
 	xa_for_each(&m->pages, index, page) {
 		if (xa_get_mark(&m->pages, index, VFIO_USER_PAGE_WRITTEN))
@@ -178,8 +185,8 @@ static vm_fault_t vfio_user_mmap_fault(struct vm_fault *vmf)
 	int err;
 
 	mutex_lock(&m->lock);
-	if (!m->open || !m->conn || READ_ONCE(m->conn->dead) ||
-	    index >= m->nr)
+	if (vma->vm_file != m->file || !m->open || !m->conn ||
+	    READ_ONCE(m->conn->dead) || index >= m->nr)
 		goto out;
 	bar = &m->bars[index];
 	if (!vfio_user_mmap_allowed(bar, off, PAGE_SIZE) ||
@@ -223,15 +230,23 @@ static int vfio_user_mmap_file_mmap(struct file *file,
 	return -ENODEV;
 }
 
+static void vfio_user_mmap_free(struct kref *ref)
+{
+	struct vfio_user_mmap *m = container_of(ref, struct vfio_user_mmap,
+						ref);
+
+	/* The device dropped everything before its last reference. */
+	WARN_ON_ONCE(m->nr || m->nr_pages || m->file);
+	xa_destroy(&m->pages);
+	mutex_destroy(&m->lock);
+	kfree(m);
+}
+
 static int vfio_user_mmap_release(struct inode *inode, struct file *file)
 {
 	struct vfio_user_mmap *m = file->private_data;
 
-	/* The device unpublished and dropped everything before its fput. */
-	WARN_ON_ONCE(m->nr || m->nr_pages);
-	xa_destroy(&m->pages);
-	mutex_destroy(&m->lock);
-	kfree(m);
+	kref_put(&m->ref, vfio_user_mmap_free);
 	return 0;
 }
 
@@ -248,11 +263,14 @@ static const struct file_operations vfio_user_mmap_fops = {
  * @vma: a shared mapping at the region's offset (index << 40), within the
  *	region and, with a sparse mmap capability, within one of its areas
  *
- * The VMA moves to the device's own file; its pages are mapped by faults.
+ * The VMA moves to the device's own file (made at the first mmap after an
+ * open); its pages are mapped by faults.
  *
- * Context: process context, the consumer's mmap lock held for writing.
+ * Context: process context, the consumer's mmap lock held for writing;
+ * the device is open (the consumer maps its fd).
  * Return: 0; -EINVAL for a private mapping, an index, range or protection
- * the server does not offer; -ENOTCONN when no server is attached.
+ * the server does not offer; -ENOTCONN when no server is attached;
+ * -ENOMEM.
  */
 int vfio_user_mmap(struct vfio_device *vdev, struct vm_area_struct *vma)
 {
@@ -260,6 +278,7 @@ int vfio_user_mmap(struct vfio_device *vdev, struct vm_area_struct *vma)
 	u64 pos = (u64)vma->vm_pgoff << PAGE_SHIFT;
 	u32 index = VFIO_USER_OFFSET_TO_INDEX(pos);
 	const struct vfio_user_mmap_bar *bar;
+	struct file *file;
 	bool write = false;
 	int ret = 0;
 
@@ -278,17 +297,26 @@ int vfio_user_mmap(struct vfio_device *vdev, struct vm_area_struct *vma)
 		    ((vma->vm_flags & VM_WRITE) && !write))
 			ret = -EINVAL;
 	}
+	if (!ret && !m->file) {
+		file = vfio_user_pseudo_file("[vfio-user-region]",
+					     &vfio_user_mmap_fops, m);
+		if (IS_ERR(file)) {
+			ret = PTR_ERR(file);
+		} else {
+			kref_get(&m->ref);	/* the file's */
+			m->file = file;
+		}
+	}
+	if (!ret) {
+		if (!write)
+			vfio_user_vm_flags_clear(vma, VM_MAYWRITE);
+		vfio_user_vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND |
+				       VM_DONTDUMP);
+		vma->vm_ops = &vfio_user_mmap_vm_ops;
+		vma_set_file(vma, m->file);
+	}
 	mutex_unlock(&m->lock);
-	if (ret)
-		return ret;
-
-	if (!write)
-		vfio_user_vm_flags_clear(vma, VM_MAYWRITE);
-	vfio_user_vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND |
-			       VM_DONTDUMP);
-	vma->vm_ops = &vfio_user_mmap_vm_ops;
-	vma_set_file(vma, m->file);
-	return 0;
+	return ret;
 }
 
 /**
@@ -368,12 +396,19 @@ void vfio_user_mmap_unpublish(struct vfio_user_device *udev, bool dead)
 void vfio_user_mmap_open(struct vfio_user_device *udev, bool open)
 {
 	struct vfio_user_mmap *m = udev->mmap;
+	struct file *file = NULL;
 
 	mutex_lock(&m->lock);
 	m->open = open;
-	if (!open)
+	if (!open) {
 		vfio_user_mmap_drop(m);
+		/* Mappings left behind keep it: their faults are SIGBUS. */
+		file = m->file;
+		m->file = NULL;
+	}
 	mutex_unlock(&m->lock);
+	if (file)
+		fput(file);
 }
 
 /**
@@ -420,21 +455,13 @@ unsigned long vfio_user_mmap_pages(struct vfio_user_device *udev)
 int vfio_user_mmap_init(struct vfio_user_device *udev)
 {
 	struct vfio_user_mmap *m;
-	struct file *file;
 
 	m = kzalloc(sizeof(*m), GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
+	kref_init(&m->ref);
 	mutex_init(&m->lock);
 	xa_init(&m->pages);
-	file = vfio_user_pseudo_file("[vfio-user-region]", &vfio_user_mmap_fops,
-				     m);
-	if (IS_ERR(file)) {
-		mutex_destroy(&m->lock);
-		kfree(m);
-		return PTR_ERR(file);
-	}
-	m->file = file;
 	udev->mmap = m;
 	return 0;
 }
@@ -454,11 +481,10 @@ void vfio_user_mmap_exit(struct vfio_user_device *udev)
 
 	if (!m)
 		return;
+	vfio_user_mmap_open(udev, false);
 	mutex_lock(&m->lock);
-	m->open = false;
-	vfio_user_mmap_drop(m);
 	vfio_user_mmap_clear_bars(m);
 	mutex_unlock(&m->lock);
-	fput(m->file);
 	udev->mmap = NULL;
+	kref_put(&m->ref, vfio_user_mmap_free);
 }
