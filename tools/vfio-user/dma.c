@@ -7,7 +7,8 @@
  * mapped both ranges with an fd (shared memory), the copy is one memcpy
  * between the library's mappings of them and sends no message; otherwise
  * it is a DMA_READ then a DMA_WRITE (the library splits them by
- * max_data_xfer_size, and reads or writes any fd-backed side directly).
+ * max_data_xfer_size, and reads or writes any fd-backed side directly),
+ * on the twin socket when the client negotiated one (--twin-socket).
  * Registers: sample.h.
  */
 #include <endian.h>
@@ -198,6 +199,7 @@ static int dma_bar0(struct vus_dev *dev, void *priv, uint64_t off, void *buf,
 	if ((count != 4 && count != 8) || (off & (count - 1)))
 		return is_write ? 0 : (memset(buf, 0xff, count), 0);
 	if (!is_write) {
+		set32(d, DMA_REG_TWIN_SOCKET, vus_dev__twin_socket(dev));
 		for (i = 0; i < count; i++)
 			p[i] = off + i < DMA_REG_END ? d->regs[off + i] : 0;
 		return 0;
@@ -269,8 +271,12 @@ struct sample_backend sample_dma_backend = {
 "                          DMA message (shared memory)\n"
 "    0x50 u64 RO RD_MSGS   DMA_READ messages sent\n"
 "    0x58 u64 RO WR_MSGS   DMA_WRITE messages sent\n"
+"    0x60 u32 RO TWIN_SOCKET 1 while the current client uses the twin\n"
+"                          socket (--twin-socket, and the client asked\n"
+"                          for it): DMA messages go on it; else 0\n"
 "  COUNT, BYTES, SHM_BYTES, RD_MSGS and WR_MSGS are zeroed by a device\n"
 "  reset. --verbose logs each copy with its path (via shared memory /\n"
-"  via DMA messages).\n"
+"  via DMA messages). With --strict-dma-reply a client command in place\n"
+"  of a DMA reply drops the client and the copy fails with EPROTO.\n"
 "  MSI-X: 4 vectors, table at BAR0+0x800, PBA at BAR0+0xc00. INTx: pin A.\n",
 };

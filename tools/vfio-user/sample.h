@@ -20,7 +20,12 @@
  * --device dma: BAR0 registers (4 KiB BAR, little endian, 4- or 8-byte
  * aligned accesses; 64-bit registers may be accessed as two halves).
  * Every counter (COUNT, BYTES, SHM_BYTES, RD_MSGS, WR_MSGS) is zeroed by a
- * device reset.
+ * device reset. TWIN_SOCKET reads 1 while the current client uses the
+ * twin socket (the sample runs with --twin-socket and the client asked for
+ * it in VERSION): the DMA_READ/DMA_WRITE messages counted by RD_MSGS and
+ * WR_MSGS then go on it. --strict-dma-reply changes no register: a client
+ * command in place of a DMA reply drops the client, and the copy fails
+ * with ERROR EPROTO.
  */
 #define DMA_REG_MAGIC		0x00	/* u32 RO 'DMA1' = 0x31414d44 */
 #define DMA_REG_VERSION		0x04	/* u32 RO 1 */
@@ -40,7 +45,11 @@
 					 * memory: fd-backed DMA regions) */
 #define DMA_REG_RD_MSGS		0x50	/* u64 RO DMA_READ messages sent */
 #define DMA_REG_WR_MSGS		0x58	/* u64 RO DMA_WRITE messages sent */
-#define DMA_REG_END		0x60
+#define DMA_REG_TWIN_SOCKET	0x60	/* u32 RO 1: the current client
+					 * uses the twin socket, 0: it
+					 * does not (or no client) */
+					/* 0x64 reserved, reads 0 */
+#define DMA_REG_END		0x68
 
 #define DMA_MAGIC		0x31414d44
 #define DMA_STATUS_IDLE		0

@@ -20,11 +20,14 @@ trap cleanup EXIT
 
 "$sample" --help | grep -q "vendor 0x4e58 device 0x0001"
 
-for dev in dma null; do
+# dma-twin: the DMA engine with --twin-socket, a client that asks for it
+for dev in dma null dma-twin; do
 	sock=$dir/$dev.sock
-	verbose=
-	[ "$dev" = dma ] && verbose=--verbose	# logs each copy's path
-	"$sample" --socket "$sock" --device "$dev" $verbose 2>"$log" &
+	opts="--device ${dev%-twin}"
+	[ "$dev" = dma ] && opts="$opts --verbose"	# logs each copy's path
+	[ "$dev" = dma-twin ] && opts="$opts --twin-socket"
+	# shellcheck disable=SC2086
+	"$sample" --socket "$sock" $opts 2>"$log" &
 	pid=$!
 	i=0
 	while [ ! -S "$sock" ]; do
@@ -33,13 +36,14 @@ for dev in dma null; do
 		sleep 0.05
 	done
 	python3 - "$sock" "$dev" <<'PY'
-import json, mmap, os, socket, struct, sys
+import json, mmap, os, select, socket, struct, sys
 
 path, dev = sys.argv[1], sys.argv[2]
 HDR = struct.Struct("<HHIII")
 mem = bytearray(1 << 16)          # client memory at IOVA 0x10000
 IOVA = 0x10000
 next_id = [0]
+tw = []                           # the twin socket, once negotiated
 
 def recv_exact(s, n):
     b = b""
@@ -58,8 +62,12 @@ def cmd(s, c, payload=b""):
     mid = next_id[0]; next_id[0] += 1
     s.sendall(HDR.pack(mid, c, 16 + len(payload), 0, 0) + payload)
     while True:
-        rid, rc, flags, err, data = recv_msg(s)
+        ready = select.select([s] + tw, [], [], 5)[0]
+        assert ready, "no message within 5 s"
+        src = ready[-1]
+        rid, rc, flags, err, data = recv_msg(src)
         if flags & 0xf == 0:      # server command: DMA_READ 11 / DMA_WRITE 12
+            assert src in tw or not tw, "DMA command on the main socket"
             addr, count = struct.unpack_from("<QQ", data)
             off = addr - IOVA
             if rc == 11:
@@ -67,9 +75,9 @@ def cmd(s, c, payload=b""):
             else:
                 mem[off:off + count] = data[16:16 + count]
                 reply = struct.pack("<QQ", addr, count)
-            s.sendall(HDR.pack(rid, rc, 16 + len(reply), 1, 0) + reply)
+            src.sendall(HDR.pack(rid, rc, 16 + len(reply), 1, 0) + reply)
             continue
-        assert rid == mid and rc == c, (rid, mid, rc, c)
+        assert src is s and rid == mid and rc == c, (rid, mid, rc, c)
         if flags & 0x20:
             raise OSError(err, "command %d failed" % c)
         return data
@@ -83,11 +91,28 @@ def wr(s, region, off, data):
 
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
-caps = json.dumps({"capabilities": {"max_msg_fds": 1,
-                                    "max_data_xfer_size": 1024}}).encode()
-v = cmd(s, 1, struct.pack("<HH", 0, 2) + caps + b"\0")
+caps = {"max_msg_fds": 1, "max_data_xfer_size": 1024}
+if dev == "dma-twin":
+    caps["twin_socket"] = {"supported": True}
+caps = json.dumps({"capabilities": caps}).encode()
+if dev == "dma-twin":
+    # the twin socket comes as fd 0 of the VERSION reply
+    payload = struct.pack("<HH", 0, 2) + caps + b"\0"
+    s.sendall(HDR.pack(0, 1, 16 + len(payload), 0, 0) + payload)
+    next_id[0] += 1
+    h, fds, _, _ = socket.recv_fds(s, 16, 1)
+    mid, c, size, flags, err = HDR.unpack(h)
+    assert (mid, c, flags & 0x2f) == (0, 1, 1) and len(fds) == 1, (h, fds)
+    v = recv_exact(s, size - 16)
+    tw.append(socket.socket(fileno=fds[0]))
+    assert tw[0].family == socket.AF_UNIX and tw[0].type == socket.SOCK_STREAM
+    assert json.loads(v[4:-1])["capabilities"]["twin_socket"] == \
+        {"supported": True, "fd_index": 0}, v
+    dev = "dma"
+else:
+    v = cmd(s, 1, struct.pack("<HH", 0, 2) + caps + b"\0")
+    assert "twin_socket" not in json.loads(v[4:-1])["capabilities"]
 major, minor = struct.unpack_from("<HH", v)
-json.loads(v[4:-1])
 assert (major, minor) == (0, 2)
 info = cmd(s, 4, struct.pack("<IIII", 16, 0, 0, 0))
 argsz, flags, nreg, nirq = struct.unpack("<IIII", info)
@@ -117,6 +142,8 @@ if dev == "dma":
         return struct.unpack("<Q", rd(s, 0, off, 8))[0]
     # SHM_BYTES, RD_MSGS, WR_MSGS: 3000 bytes in 1024-byte messages
     assert (rd64(0x48), rd64(0x50), rd64(0x58)) == (0, 3, 3)
+    # TWIN_SOCKET: whether those went on the twin socket
+    assert struct.unpack("<I", rd(s, 0, 0x60, 4))[0] == len(tw)
     # shared memory: a DMA region backed by a memfd; its copy sends nothing
     SHM = 0x100000
     mfd = os.memfd_create("guest")
@@ -148,13 +175,16 @@ else:
     wr(s, 0, 0x10, struct.pack("<I", 41))
     assert struct.unpack("<I", rd(s, 0, 0x10, 4))[0] == 42
 s.close()
-print("smoke: %s ok" % dev)
+print("smoke: %s%s ok" % (dev, " (twin socket)" if tw else ""))
 PY
 	sleep 0.2
 	kill -TERM "$pid"
 	wait "$pid" || { echo "FAIL: $dev: exit status $?"; cat "$log"; exit 1; }
 	pid=
-	grep -q "client connected" "$log" || { echo "FAIL: no connect log"; cat "$log"; exit 1; }
+	twin=no
+	[ "$dev" = dma-twin ] && twin=yes
+	grep -q "client connected (.*twin socket $twin)" "$log" ||
+		{ echo "FAIL: no connect log (twin socket $twin)"; cat "$log"; exit 1; }
 	grep -q "client disconnected" "$log" || { echo "FAIL: no disconnect log"; cat "$log"; exit 1; }
 	[ ! -e "$sock" ] || { echo "FAIL: socket left behind"; exit 1; }
 	if [ "$dev" = dma ]; then

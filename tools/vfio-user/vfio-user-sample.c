@@ -23,6 +23,9 @@
 
 #include "sample.h"
 
+/* getopt values of long options without a short one */
+#define OPT_STRICT_DMA_REPLY	0x100
+
 static struct sample_backend *const backends[] = {
 	&sample_dma_backend,
 	&sample_null_backend,
@@ -68,8 +71,9 @@ static void on_connect(struct vus_dev *dev, void *priv)
 
 	if (vus_dev__peer_caps(dev, &c))
 		return;
-	sample_log("client connected (protocol %u.%u, max_data_xfer_size %u, max_msg_fds %u)",
-		   c.major, c.minor, c.max_data_xfer_size, c.max_msg_fds);
+	sample_log("client connected (protocol %u.%u, max_data_xfer_size %u, max_msg_fds %u, twin socket %s)",
+		   c.major, c.minor, c.max_data_xfer_size, c.max_msg_fds,
+		   vus_dev__twin_socket(dev) ? "yes" : "no");
 }
 
 static void on_disconnect(struct vus_dev *dev, void *priv)
@@ -114,6 +118,16 @@ static void usage(FILE *f)
 "                        GET_REGION_INFO)\n"
 "  -x, --max-xfer BYTES  max_data_xfer_size to announce (default 1M;\n"
 "                        K/M suffixes; the smaller of both sides is used)\n"
+"  -t, --twin-socket     offer the twin socket: a client that asks for it\n"
+"                        in VERSION gets a second socket (fd 0 of the\n"
+"                        reply) that carries the server's DMA_READ/\n"
+"                        DMA_WRITE and their replies alone\n"
+"      --strict-dma-reply\n"
+"                        (for tests) a client command that arrives on\n"
+"                        the main socket while a DMA reply is awaited\n"
+"                        there drops the client, as in libvfio-user;\n"
+"                        default: it is queued. No effect on DMA over\n"
+"                        the twin socket\n"
 "  -v, --verbose         log library messages and every DMA/IRQ\n"
 "  -h, --help            this text\n"
 "\n"
@@ -156,6 +170,8 @@ int main(int argc, char **argv)
 		{ "bar-size", required_argument, NULL, 'b' },
 		{ "mmap", no_argument, NULL, 'm' },
 		{ "max-xfer", required_argument, NULL, 'x' },
+		{ "twin-socket", no_argument, NULL, 't' },
+		{ "strict-dma-reply", no_argument, NULL, OPT_STRICT_DMA_REPLY },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ },
@@ -163,13 +179,14 @@ int main(int argc, char **argv)
 	struct sample_opts o = { .bar_size = 256ULL << 20 };
 	const char *device = "dma";
 	uint64_t max_xfer = 0;
+	bool twin = false, strict = false;
 	struct vus_dev *dev;
 	struct pollfd pfd[2];
 	sigset_t mask;
 	unsigned int i;
 	int c, err, ret = 1;
 
-	while ((c = getopt_long(argc, argv, "s:d:b:mx:vh", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:d:b:mx:tvh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			o.socket = optarg;
@@ -191,6 +208,12 @@ int main(int argc, char **argv)
 				fprintf(stderr, "bad --max-xfer %s\n", optarg);
 				return 2;
 			}
+			break;
+		case 't':
+			twin = true;
+			break;
+		case OPT_STRICT_DMA_REPLY:
+			strict = true;
 			break;
 		case 'v':
 			o.verbose = true;
@@ -231,7 +254,8 @@ int main(int argc, char **argv)
 	{
 		VUS_OPTS(vus_dev_opts, dopts, .ops = &sample_ops,
 			 .priv = backend->priv,
-			 .max_data_xfer_size = (uint32_t)max_xfer);
+			 .max_data_xfer_size = (uint32_t)max_xfer,
+			 .twin_socket = twin, .strict_dma_reply = strict);
 		VUS_OPTS(vus_pci_opts, popts, .vendor_id = backend->vendor_id,
 			 .device_id = backend->device_id,
 			 .subsys_vendor_id = backend->vendor_id,

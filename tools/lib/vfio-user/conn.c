@@ -3,8 +3,9 @@
  * libvfio-user-server: the connection (layer 6). Listening, accepting or
  * attaching a client socket, the event loop (vus_dev__process(),
  * vus_dev__run()) that reads client messages in stream order and answers
- * each, and the teardown when a client goes away. Calls handlers.c,
- * dma.c, irq.c, msg.c, util.c.
+ * each, and the teardown when a client goes away (both sockets, when the
+ * twin socket was negotiated). Calls handlers.c, dma.c, irq.c, msg.c,
+ * util.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,17 +32,18 @@ void vus_dev__disconnect(struct vus_dev *dev)
 {
 	bool was = dev && dev->negotiated;
 
-	if (!dev || dev->conn_fd < 0)
+	if (!dev || dev->conn.fd < 0)
 		return;
 	if (dev->in_handler) {
 		/* torn down once the current handler returns */
 		dev->conn_dead = true;
 		return;
 	}
-	epoll_ctl(dev->epfd, EPOLL_CTL_DEL, dev->conn_fd, NULL);
-	close(dev->conn_fd);
-	dev->conn_fd = -1;
-	vus_rx_reset(dev);
+	epoll_ctl(dev->epfd, EPOLL_CTL_DEL, dev->conn.fd, NULL);
+	close(dev->conn.fd);
+	dev->conn.fd = -1;
+	vus_rx_reset(&dev->conn);
+	vus_twin_close(dev);
 	vus_queue_drop_all(dev);
 	vus_dma_drop_all(dev);
 	vus_irq_drop_all(dev);
@@ -60,7 +62,6 @@ void vus_dev__disconnect(struct vus_dev *dev)
 
 int vus_dev__attach_fd(struct vus_dev *dev, int fd)
 {
-	struct timeval tv;
 	int err;
 
 	if (!dev || fd < 0) {
@@ -68,15 +69,12 @@ int vus_dev__attach_fd(struct vus_dev *dev, int fd)
 			close(fd);
 		return vus_err(-EINVAL);
 	}
-	if (dev->conn_fd >= 0) {
+	if (dev->conn.fd >= 0) {
 		close(fd);
 		return vus_err(-EBUSY);
 	}
-	tv.tv_sec = dev->timeout_ms / 1000;
-	tv.tv_usec = (dev->timeout_ms % 1000) * 1000;
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))) {
-		err = -errno;
+	err = vus_sock_set_timeouts(dev, fd);
+	if (err) {
 		close(fd);
 		return vus_err(err);
 	}
@@ -87,7 +85,7 @@ int vus_dev__attach_fd(struct vus_dev *dev, int fd)
 	}
 	if (dev->listen_fd >= 0)
 		epoll_ctl(dev->epfd, EPOLL_CTL_DEL, dev->listen_fd, NULL);
-	dev->conn_fd = fd;
+	dev->conn.fd = fd;
 	dev->conn_dead = false;
 	dev->negotiated = false;
 	dev->next_msg_id = 0;
@@ -123,7 +121,7 @@ int vus_dev__listen(struct vus_dev *dev, const char *path)
 		return vus_err(-ENOMEM);
 	}
 	dev->listen_fd = fd;
-	if (dev->conn_fd < 0) {
+	if (dev->conn.fd < 0) {
 		err = vus_epoll_add(dev, fd);
 		if (err)
 			return vus_err(err);
@@ -139,6 +137,11 @@ int vus_dev__fd(const struct vus_dev *dev)
 bool vus_dev__connected(const struct vus_dev *dev)
 {
 	return dev && vus_conn_ready(dev);
+}
+
+bool vus_dev__twin_socket(const struct vus_dev *dev)
+{
+	return vus_dev__connected(dev) && dev->twin.fd >= 0;
 }
 
 int vus_dev__peer_caps(const struct vus_dev *dev, struct vus_peer_caps *caps)
@@ -196,6 +199,8 @@ static void vus_handle_msg(struct vus_dev *dev, struct vus_msg *m)
 		vus_send_error(dev, m, -err);
 	else
 		vus_send_reply(dev, m, r.buf, r.len, r.fd);
+	if (r.close_fd && r.fd >= 0)
+		close(r.fd);
 	free(r.buf);
 	vus_msg_free(m);
 }
@@ -214,7 +219,7 @@ static int vus_accept(struct vus_dev *dev)
 
 	if (fd < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-	if (dev->conn_fd >= 0) {
+	if (dev->conn.fd >= 0) {
 		close(fd);
 		return 0;
 	}
@@ -235,12 +240,41 @@ static void vus_serve_conn(struct vus_dev *dev)
 		struct vus_msg *m;
 
 		vus_drain_queue(dev);
-		if (dev->conn_dead || dev->conn_fd < 0 ||
-		    vus_recv_msg(dev, &m, vus_msg_limit(dev), NULL, 0, true))
+		if (dev->conn_dead || dev->conn.fd < 0 ||
+		    vus_recv_msg(dev, &dev->conn, &m, vus_msg_limit(dev), NULL,
+				 0, true))
 			break;
 		vus_handle_msg(dev, m);
-	} while (!dev->conn_dead && dev->conn_fd >= 0 && vus_rx_avail(dev));
+	} while (!dev->conn_dead && dev->conn.fd >= 0 &&
+		 vus_rx_avail(&dev->conn));
 	vus_drain_queue(dev);
+}
+
+/*
+ * The twin socket woke the loop, outside any DMA wait. Every reply to our
+ * DMA commands has been taken by then, so anything the client sends there
+ * now is a violation, and its closing the twin socket ends the connection
+ * as closing the main one does. An event whose data a DMA wait has since
+ * taken finds nothing and is no error.
+ */
+static void vus_twin_event(struct vus_dev *dev)
+{
+	ssize_t n;
+	char c;
+
+	n = recv(dev->twin.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (!n) {
+		pr_debug("client closed the twin socket\n");
+		dev->conn_dead = true;
+	} else if (n < 0) {
+		vus_conn_broken(dev, "receive on the twin socket", -errno);
+	} else {
+		pr_warn("twin socket: data while no DMA command is in flight\n");
+		vus_conn_broken(dev, "unsolicited message on the twin socket",
+				-EPROTO);
+	}
 }
 
 static int vus_process(struct vus_dev *dev, int timeout)
@@ -261,17 +295,20 @@ static int vus_process(struct vus_dev *dev, int timeout)
 				pr_debug("queue eventfd: %s\n", strerror(errno));
 			/* queued commands, then what a DMA wait read ahead */
 			vus_drain_queue(dev);
-			if (dev->conn_fd >= 0 && !dev->conn_dead &&
-			    vus_rx_avail(dev))
+			if (dev->conn.fd >= 0 && !dev->conn_dead &&
+			    vus_rx_avail(&dev->conn))
 				vus_serve_conn(dev);
-		} else if (fd == dev->listen_fd && dev->conn_fd < 0) {
+		} else if (fd == dev->listen_fd && dev->conn.fd < 0) {
 			int err = vus_accept(dev);
 
 			if (err)
 				pr_warn("accept: %s\n", strerror(-err));
-		} else if (fd == dev->conn_fd && dev->conn_fd >= 0 &&
+		} else if (fd == dev->conn.fd && dev->conn.fd >= 0 &&
 			   !dev->conn_dead) {
 			vus_serve_conn(dev);
+		} else if (fd == dev->twin.fd && dev->twin.fd >= 0 &&
+			   !dev->conn_dead) {
+			vus_twin_event(dev);
 		}
 		handled++;
 		vus_drain_queue(dev);

@@ -21,7 +21,8 @@ struct vus_dev *vus_dev__new(const struct vus_dev_opts *uopts)
 	dev = calloc(1, sizeof(*dev));
 	if (!dev)
 		return vus_err_ptr(-ENOMEM);
-	dev->epfd = dev->listen_fd = dev->queue_efd = dev->conn_fd = -1;
+	dev->epfd = dev->listen_fd = dev->queue_efd = -1;
+	dev->conn.fd = dev->twin.fd = -1;
 	dev->queue_tail = &dev->queue_head;
 
 	err = VUS_OPTS_COPY(&dev->opts, uopts, vus_dev_opts);
@@ -69,8 +70,9 @@ void vus_dev__delete(struct vus_dev *dev)
 			vus_region_free(&dev->regions[i]);
 	for (i = 0; i < VUS_MAX_IRQ_INDEXES; i++)
 		vus_irq_free(&dev->irqs[i]);
-	vus_rx_reset(dev);
-	free(dev->rx.buf);
+	vus_rx_reset(&dev->conn);
+	free(dev->conn.rx.buf);
+	free(dev->twin.rx.buf);
 	vus_pci_free(dev);
 	if (dev->listen_fd >= 0)
 		close(dev->listen_fd);

@@ -5,8 +5,9 @@
  * vus_dma_remove()), pointers into our mappings of fd-backed regions
  * (vus_dev__dma_ptr()), and server-initiated DMA: vus_dev__dma_read() and
  * vus_dev__dma_write() copy through such a mapping (guarded against
- * SIGBUS) or send DMA_READ/DMA_WRITE messages; vus_dev__dma_stats() says
- * which. Calls msg.c, sigbus.c and util.c.
+ * SIGBUS) or send DMA_READ/DMA_WRITE messages, on the twin socket when the
+ * client negotiated one; vus_dev__dma_stats() says which. Calls msg.c,
+ * sigbus.c and util.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -229,8 +230,19 @@ int vus_dev__dma_stats(const struct vus_dev *dev, struct vus_dma_stats *stats)
  * commands are in flight at once, so that the client serves one while the
  * next travels; replies are matched by msg_id in whatever order they come
  * (a DMA_READ reply's data lands straight in the caller's buffer).
+ *
+ * They go on the twin socket when VERSION negotiated one, and the replies
+ * are taken from it alone: client commands stay unread in the main socket
+ * meanwhile. Without it they share the main socket with the client's
+ * commands, which a wait queues (or, with strict_dma_reply, refuses).
  */
 #define VUS_DMA_WINDOW	4
+
+/* The socket server DMA travels on: the twin socket if negotiated. */
+static struct vus_chan *vus_dma_chan(struct vus_dev *dev)
+{
+	return dev->twin.fd >= 0 ? &dev->twin : &dev->conn;
+}
 
 struct vus_dma_pend {
 	struct vus_rx_sink sink;	/* id, cmd; buf, len for a read */
@@ -266,7 +278,7 @@ static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
 	vus_fill_hdr(&h, p->sink.id, p->sink.cmd,
 		     HDR + sizeof(a) + (p->write ? p->count : 0),
 		     VFIO_USER_F_TYPE_COMMAND, 0);
-	err = vus_xmit(dev, iov, p->write ? 3 : 2, -1);
+	err = vus_xmit(dev, vus_dma_chan(dev), iov, p->write ? 3 : 2, -1);
 	if (!err) {
 		if (p->write)
 			dev->dma_stats.dma_write_msgs++;
@@ -277,14 +289,47 @@ static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
 }
 
 /*
+ * A client command @m (consumed) arrived where a DMA reply was awaited, on
+ * @ch: on the main socket it is queued, or with strict_dma_reply refused
+ * as libvfio-user refuses it; on the twin socket it has no business.
+ * Returns 0 (queued) or -EPROTO (connection dropped).
+ */
+static int vus_dma_client_cmd(struct vus_dev *dev, struct vus_chan *ch,
+			      struct vus_msg *m)
+{
+	if (ch == &dev->conn && !dev->opts.strict_dma_reply) {
+		vus_enqueue(dev, m);
+		return 0;
+	}
+	if (ch == &dev->conn) {
+		pr_warn("msg_id %u command %u arrived while a DMA reply was awaited (strict_dma_reply)\n",
+			m->msg_id, m->command);
+		vus_conn_broken(dev, "client command in place of a DMA reply",
+				-EPROTO);
+	} else {
+		pr_warn("twin socket: msg_id %u command %u: a client command\n",
+			m->msg_id, m->command);
+		vus_conn_broken(dev, "client command on the twin socket",
+				-EPROTO);
+	}
+	vus_msg_free(m);
+	return -EPROTO;
+}
+
+/*
  * Receive until @want has its reply; replies to the other commands in
- * @pend are kept with them, client commands queued. Any failure drops
- * the connection.
+ * @pend are kept with them, client commands queued (main socket only).
+ * Any failure drops the connection.
  */
 static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
 			unsigned int nr, struct vus_dma_pend *want)
 {
-	struct pollfd pfd = { .fd = dev->conn_fd, .events = POLLIN };
+	struct vus_chan *ch = vus_dma_chan(dev);
+	struct pollfd pfd[2] = {
+		{ .fd = ch->fd, .events = POLLIN },
+		/* with a twin socket, only whether the main one hung up */
+		{ .fd = ch == &dev->twin ? dev->conn.fd : -1 },
+	};
 	struct vus_rx_sink sinks[VUS_DMA_WINDOW];
 	size_t limit = vus_msg_limit(dev);
 	unsigned int i;
@@ -297,7 +342,8 @@ static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
 		struct vus_msg *m;
 		int n, err;
 
-		n = vus_rx_avail(dev) ? 1 : poll(&pfd, 1, dev->timeout_ms);
+		pfd[0].revents = pfd[1].revents = 0;
+		n = vus_rx_avail(ch) ? 1 : poll(pfd, 2, dev->timeout_ms);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -305,15 +351,23 @@ static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
 			vus_conn_broken(dev, "waiting for a DMA reply", err);
 			return err;
 		}
+		if (!vus_rx_avail(ch) && !pfd[0].revents) {
+			/* the client closed the main socket: it is gone */
+			pr_debug("client closed the connection\n");
+			dev->conn_dead = true;
+			return -ENOTCONN;
+		}
 		for (i = 0; i < nr; i++)
 			sinks[i] = pend[i].sink;
-		err = vus_recv_msg(dev, &m, limit, sinks, nr, false);
+		err = vus_recv_msg(dev, ch, &m, limit, sinks, nr, false);
 		for (i = 0; i < nr; i++)
 			pend[i].sink.used = sinks[i].used;
 		if (err)
 			return err == -ECONNRESET ? -ENOTCONN : err;
 		if ((m->flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_COMMAND) {
-			vus_enqueue(dev, m);
+			err = vus_dma_client_cmd(dev, ch, m);
+			if (err)
+				return err;
 			continue;
 		}
 		for (i = 0; i < nr; i++)
@@ -321,8 +375,9 @@ static int vus_dma_wait(struct vus_dev *dev, struct vus_dma_pend *pend,
 				p = &pend[i];
 		if ((m->flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY ||
 		    !p || m->command != p->sink.cmd || m->nr_fds) {
-			pr_warn("DMA reply msg_id %u command %u flags %#x matches no DMA command in flight\n",
-				m->msg_id, m->command, m->flags);
+			pr_warn("%sDMA reply msg_id %u command %u flags %#x fds %u matches no DMA command in flight\n",
+				ch == &dev->twin ? "twin socket: " : "",
+				m->msg_id, m->command, m->flags, m->nr_fds);
 			vus_msg_free(m);
 			vus_conn_broken(dev, "bad DMA reply", -EPROTO);
 			return -EPROTO;
@@ -480,11 +535,20 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 		vus_msg_free(pend[i].reply);
 	dev->dma_stats.mmap_ops += mapped;
 	dev->dma_stats.msg_ops += sent;
+	/* every reply is in: more bytes on the twin socket answer nothing */
+	if (vus_conn_ok(dev) && dev->twin.fd >= 0 && vus_rx_avail(&dev->twin)) {
+		pr_warn("twin socket: %zu bytes after the last DMA reply\n",
+			vus_rx_avail(&dev->twin));
+		vus_conn_broken(dev, "unsolicited message on the twin socket",
+				-EPROTO);
+		if (!first)
+			first = -EPROTO;
+	}
 	/*
 	 * A client command read ahead of the socket with a reply waits in
 	 * the receive buffer: wake the loop for it (the socket will not).
 	 */
-	if (vus_conn_ok(dev) && vus_rx_avail(dev))
+	if (vus_conn_ok(dev) && vus_rx_avail(&dev->conn))
 		vus_kick_queue(dev);
 	return first;
 }

@@ -6,8 +6,10 @@
  * retried, one fd with SCM_RIGHTS), receives them through a buffer that
  * takes a small message and whatever follows it in one recvmsg(), hands
  * each message the fds that came with it, and queues client commands that
- * arrive while the server waits for a DMA reply. Knows the header, not
- * the commands. Calls only util.c.
+ * arrive while the server waits for a DMA reply. Each of it works on one
+ * &struct vus_chan: the main socket or the twin socket, which this file
+ * also creates (vus_twin_open()) and closes. Knows the header, not the
+ * commands. Calls only util.c.
  *
  * A message whose framing is broken (size < 16 or over the limit) gets an
  * error reply and the connection is closed, since a stream cannot be
@@ -15,10 +17,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include "vus-internal.h"
 
@@ -61,11 +66,26 @@ void vus_conn_broken(struct vus_dev *dev, const char *why, int err)
 	dev->conn_dead = true;
 }
 
+/* vus_conn_broken() for a failure on @ch, naming the twin socket. */
+static void vus_chan_broken(struct vus_dev *dev, const struct vus_chan *ch,
+			    const char *why, int err)
+{
+	char buf[96];
+
+	if (ch != &dev->twin) {
+		vus_conn_broken(dev, why, err);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%s on the twin socket", why);
+	vus_conn_broken(dev, buf, err);
+}
+
 /*
- * Send all of @iov (modified), with @fd attached to the first byte if
- * >= 0. MSG_NOSIGNAL: a dead client is -EPIPE, never SIGPIPE.
+ * Send all of @iov (modified) on @ch, with @fd attached to the first byte
+ * if >= 0. MSG_NOSIGNAL: a dead client is -EPIPE, never SIGPIPE.
  */
-int vus_xmit(struct vus_dev *dev, struct iovec *iov, int iovcnt, int fd)
+int vus_xmit(struct vus_dev *dev, struct vus_chan *ch, struct iovec *iov,
+	     int iovcnt, int fd)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -74,7 +94,7 @@ int vus_xmit(struct vus_dev *dev, struct iovec *iov, int iovcnt, int fd)
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = iovcnt };
 	ssize_t n;
 
-	if (dev->conn_fd < 0 || dev->conn_dead)
+	if (ch->fd < 0 || dev->conn_dead)
 		return -ENOTCONN;
 	if (fd >= 0) {
 		struct cmsghdr *c;
@@ -89,13 +109,13 @@ int vus_xmit(struct vus_dev *dev, struct iovec *iov, int iovcnt, int fd)
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	}
 	while (mh.msg_iovlen) {
-		n = sendmsg(dev->conn_fd, &mh, MSG_NOSIGNAL);
+		n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL);
 		if (n < 0) {
 			int err = errno == EAGAIN ? -ETIMEDOUT : -errno;
 
 			if (errno == EINTR)
 				continue;
-			vus_conn_broken(dev, "send", err);
+			vus_chan_broken(dev, ch, "send", err);
 			return err;
 		}
 		mh.msg_control = NULL;
@@ -136,7 +156,7 @@ int vus_send_reply(struct vus_dev *dev, const struct vus_msg *m,
 		return 0;
 	vus_fill_hdr(&h, m->msg_id, m->command, HDR + len,
 		     VFIO_USER_F_TYPE_REPLY, 0);
-	return vus_xmit(dev, iov, len ? 2 : 1, fd);
+	return vus_xmit(dev, &dev->conn, iov, len ? 2 : 1, fd);
 }
 
 int vus_send_error(struct vus_dev *dev, const struct vus_msg *m, int err)
@@ -150,7 +170,7 @@ int vus_send_error(struct vus_dev *dev, const struct vus_msg *m, int err)
 		 err);
 	vus_fill_hdr(&h, m->msg_id, m->command, HDR,
 		     VFIO_USER_F_TYPE_REPLY | VFIO_USER_F_ERROR, err);
-	return vus_xmit(dev, &iov, 1, -1);
+	return vus_xmit(dev, &dev->conn, &iov, 1, -1);
 }
 
 static int vus_add_fds(struct vus_dev *dev, struct vus_msg *m,
@@ -194,8 +214,8 @@ static int vus_add_fds(struct vus_dev *dev, struct vus_msg *m,
  * receive buffer), collecting fds into @m. Waits at most timeout_ms for
  * each read (SO_RCVTIMEO).
  */
-static int vus_recv_full(struct vus_dev *dev, void *buf, size_t len,
-			 struct vus_msg *m)
+static int vus_recv_full(struct vus_dev *dev, struct vus_chan *ch, void *buf,
+			 size_t len, struct vus_msg *m)
 {
 	union {
 		char buf[CMSG_SPACE(VUS_SCM_MAX_FD * sizeof(int))];
@@ -214,7 +234,7 @@ static int vus_recv_full(struct vus_dev *dev, void *buf, size_t len,
 			.msg_control = u.buf,
 			.msg_controllen = sizeof(u.buf),
 		};
-		ssize_t n = recvmsg(dev->conn_fd, &mh, MSG_CMSG_CLOEXEC);
+		ssize_t n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -231,9 +251,9 @@ static int vus_recv_full(struct vus_dev *dev, void *buf, size_t len,
 
 /* ---- the receive buffer --------------------------------------------------- */
 
-size_t vus_rx_avail(const struct vus_dev *dev)
+size_t vus_rx_avail(const struct vus_chan *ch)
 {
-	return dev->rx.tail - dev->rx.head;
+	return ch->rx.tail - ch->rx.head;
 }
 
 static void vus_rx_close_fds(struct vus_rx_fds *b)
@@ -247,9 +267,9 @@ static void vus_rx_close_fds(struct vus_rx_fds *b)
 }
 
 /* Drops buffered bytes and pending fds (disconnect). */
-VUS_HIDDEN void vus_rx_reset(struct vus_dev *dev)
+void vus_rx_reset(struct vus_chan *ch)
 {
-	struct vus_rx *rx = &dev->rx;
+	struct vus_rx *rx = &ch->rx;
 
 	while (rx->nr_fds)
 		vus_rx_close_fds(&rx->fds[--rx->nr_fds]);
@@ -258,10 +278,10 @@ VUS_HIDDEN void vus_rx_reset(struct vus_dev *dev)
 }
 
 /* Keeps the fds of one buffered read, which ended at stream offset @end. */
-static void vus_rx_note_fds(struct vus_dev *dev, struct msghdr *mh,
-			    uint64_t end)
+static void vus_rx_note_fds(struct vus_dev *dev, struct vus_chan *ch,
+			    struct msghdr *mh, uint64_t end)
 {
-	struct vus_rx *rx = &dev->rx;
+	struct vus_rx *rx = &ch->rx;
 	struct vus_rx_fds *b;
 	struct vus_msg tmp = { 0 };
 
@@ -290,10 +310,10 @@ static void vus_rx_note_fds(struct vus_dev *dev, struct msghdr *mh,
 }
 
 /* Hands the fds of reads that ended inside a message [.., @end) to @m. */
-static void vus_rx_attach_fds(struct vus_dev *dev, struct vus_msg *m,
-			      uint64_t end)
+static void vus_rx_attach_fds(struct vus_dev *dev, struct vus_chan *ch,
+			      struct vus_msg *m, uint64_t end)
 {
-	struct vus_rx *rx = &dev->rx;
+	struct vus_rx *rx = &ch->rx;
 	unsigned int i, n = 0;
 
 	while (n < rx->nr_fds && rx->fds[n].end <= end) {
@@ -328,13 +348,14 @@ static void vus_rx_attach_fds(struct vus_dev *dev, struct vus_msg *m,
  * @idle_ok and nothing buffered, the first does not wait at all (-EAGAIN:
  * no message has started, which is no error).
  */
-static int vus_rx_fill(struct vus_dev *dev, size_t want, bool idle_ok)
+static int vus_rx_fill(struct vus_dev *dev, struct vus_chan *ch, size_t want,
+		       bool idle_ok)
 {
 	union {
 		char buf[CMSG_SPACE(VUS_SCM_MAX_FD * sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct vus_rx *rx = &dev->rx;
+	struct vus_rx *rx = &ch->rx;
 
 	if (!rx->buf) {
 		rx->buf = malloc(VUS_RX_BUF);
@@ -344,11 +365,11 @@ static int vus_rx_fill(struct vus_dev *dev, size_t want, bool idle_ok)
 	if (rx->head == rx->tail)
 		rx->head = rx->tail = 0;
 	if (VUS_RX_BUF - rx->head < want) {
-		memmove(rx->buf, rx->buf + rx->head, vus_rx_avail(dev));
+		memmove(rx->buf, rx->buf + rx->head, vus_rx_avail(ch));
 		rx->tail -= rx->head;
 		rx->head = 0;
 	}
-	while (vus_rx_avail(dev) < want) {
+	while (vus_rx_avail(ch) < want) {
 		struct iovec iov = {
 			.iov_base = rx->buf + rx->tail,
 			.iov_len = VUS_RX_BUF - rx->tail,
@@ -362,9 +383,9 @@ static int vus_rx_fill(struct vus_dev *dev, size_t want, bool idle_ok)
 		int flags = MSG_CMSG_CLOEXEC;
 		ssize_t n;
 
-		if (idle_ok && !vus_rx_avail(dev))
+		if (idle_ok && !vus_rx_avail(ch))
 			flags |= MSG_DONTWAIT;
-		n = recvmsg(dev->conn_fd, &mh, flags);
+		n = recvmsg(ch->fd, &mh, flags);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -375,7 +396,7 @@ static int vus_rx_fill(struct vus_dev *dev, size_t want, bool idle_ok)
 		if (n == 0)
 			return -ECONNRESET;
 		rx->tail += n;
-		vus_rx_note_fds(dev, &mh, rx->off + vus_rx_avail(dev));
+		vus_rx_note_fds(dev, ch, &mh, rx->off + vus_rx_avail(ch));
 	}
 	return 0;
 }
@@ -385,11 +406,11 @@ static int vus_rx_fill(struct vus_dev *dev, size_t want, bool idle_ok)
  * the rest through the buffer if small, else straight into @dst (fds that
  * come with those go to @m).
  */
-static int vus_rx_take(struct vus_dev *dev, void *dst, size_t len,
-		       struct vus_msg *m)
+static int vus_rx_take(struct vus_dev *dev, struct vus_chan *ch, void *dst,
+		       size_t len, struct vus_msg *m)
 {
-	struct vus_rx *rx = &dev->rx;
-	size_t n = VUS_MIN(len, vus_rx_avail(dev));
+	struct vus_rx *rx = &ch->rx;
+	size_t n = VUS_MIN(len, vus_rx_avail(ch));
 	int err;
 
 	memcpy(dst, rx->buf + rx->head, n);
@@ -400,13 +421,13 @@ static int vus_rx_take(struct vus_dev *dev, void *dst, size_t len,
 	if (!len)
 		return 0;
 	if (len <= VUS_RX_BUF / 2) {
-		err = vus_rx_fill(dev, len, false);
+		err = vus_rx_fill(dev, ch, len, false);
 		if (err)
 			return err;
 		memcpy(dst, rx->buf + rx->head, len);
 		rx->head += len;
 	} else {
-		err = vus_recv_full(dev, dst, len, m);
+		err = vus_recv_full(dev, ch, dst, len, m);
 		if (err)
 			return err;
 	}
@@ -415,12 +436,15 @@ static int vus_rx_take(struct vus_dev *dev, void *dst, size_t len,
 }
 
 /*
- * Receive one message. Returns 0 with *out set, -EAGAIN when @idle_ok and
- * no message has started (nothing to do), or another negative errno after
- * which the connection must be dropped (already marked dead).
+ * Receive one message from @ch. Returns 0 with *out set, -EAGAIN when
+ * @idle_ok and no message has started (nothing to do), or another negative
+ * errno after which the connection must be dropped (already marked dead).
+ * A command with a bad size gets an error reply on the main socket only:
+ * on the twin socket a command is a violation anyway.
  */
-int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out, size_t limit,
-		 struct vus_rx_sink *sinks, unsigned int nr_sinks, bool idle_ok)
+int vus_recv_msg(struct vus_dev *dev, struct vus_chan *ch, struct vus_msg **out,
+		 size_t limit, struct vus_rx_sink *sinks, unsigned int nr_sinks,
+		 bool idle_ok)
 {
 	struct vus_rx_sink *sink = NULL;
 	struct vfio_user_hdr h;
@@ -433,20 +457,21 @@ int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out, size_t limit,
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	err = vus_rx_fill(dev, HDR, idle_ok);
+	err = vus_rx_fill(dev, ch, HDR, idle_ok);
 	if (err == -EAGAIN) {
 		free(m);
 		return err;
 	}
 	if (err) {
-		if (err == -ECONNRESET && !vus_rx_avail(dev))
-			pr_debug("client closed the connection\n");
+		if (err == -ECONNRESET && !vus_rx_avail(ch))
+			pr_debug("client closed the %s\n", ch == &dev->twin ?
+				 "twin socket" : "connection");
 		else
-			vus_conn_broken(dev, "receive", err);
+			vus_chan_broken(dev, ch, "receive", err);
 		dev->conn_dead = true;
 		goto err_free;
 	}
-	memcpy(&h, dev->rx.buf + dev->rx.head, HDR);
+	memcpy(&h, ch->rx.buf + ch->rx.head, HDR);
 	m->msg_id = le16toh(h.msg_id);
 	m->command = le16toh(h.command);
 	m->size = le32toh(h.size);
@@ -454,14 +479,16 @@ int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out, size_t limit,
 	m->error_no = le32toh(h.error_no);
 	if (m->size < HDR || m->size > limit) {
 		err = m->size < HDR ? -EINVAL : -E2BIG;
-		pr_warn("msg_id %u command %u: size %u outside [%u, %zu]\n",
-			m->msg_id, m->command, m->size, HDR, limit);
-		if ((m->flags & VFIO_USER_F_TYPE_MASK) == VFIO_USER_F_TYPE_COMMAND)
+		pr_warn("%smsg_id %u command %u: size %u outside [%u, %zu]\n",
+			ch == &dev->twin ? "twin socket: " : "", m->msg_id,
+			m->command, m->size, HDR, limit);
+		if (ch == &dev->conn && (m->flags & VFIO_USER_F_TYPE_MASK) ==
+		    VFIO_USER_F_TYPE_COMMAND)
 			vus_send_error(dev, m, -err);
-		vus_conn_broken(dev, "bad message size", err);
+		vus_chan_broken(dev, ch, "bad message size", err);
 		goto err_free;
 	}
-	end = dev->rx.off + m->size;
+	end = ch->rx.off + m->size;
 	keep = m->size;
 	for (i = 0; i < nr_sinks; i++) {
 		struct vus_rx_sink *k = &sinks[i];
@@ -480,16 +507,16 @@ int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out, size_t limit,
 		vus_conn_broken(dev, "message allocation", err);
 		goto err_free;
 	}
-	err = vus_rx_take(dev, m->buf, keep, m);
+	err = vus_rx_take(dev, ch, m->buf, keep, m);
 	if (!err && keep < m->size) {
-		err = vus_rx_take(dev, sink->buf, sink->len, m);
+		err = vus_rx_take(dev, ch, sink->buf, sink->len, m);
 		sink->used = true;
 	}
 	if (err) {
-		vus_conn_broken(dev, "truncated message", err);
+		vus_chan_broken(dev, ch, "truncated message", err);
 		goto err_free;
 	}
-	vus_rx_attach_fds(dev, m, end);
+	vus_rx_attach_fds(dev, ch, m, end);
 	*out = m;
 	return 0;
 
@@ -555,4 +582,65 @@ void vus_queue_drop_all(struct vus_dev *dev)
 	}
 	dev->queue_tail = &dev->queue_head;
 	dev->nr_queued = 0;
+}
+
+/* ---- sockets ------------------------------------------------------------- */
+
+/* Bound each send on @fd, and each read of a started message, by timeout_ms. */
+int vus_sock_set_timeouts(const struct vus_dev *dev, int fd)
+{
+	struct timeval tv = {
+		.tv_sec = dev->timeout_ms / 1000,
+		.tv_usec = (dev->timeout_ms % 1000) * 1000,
+	};
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
+		return -errno;
+	return 0;
+}
+
+/*
+ * Create the twin socket: a connected AF_UNIX stream pair. The library
+ * keeps one end in &vus_dev.twin (watched by the loop too, which notices
+ * anything the client sends there outside a DMA wait) and returns the
+ * other in *@peer_fd, for the caller to send to the client and close.
+ * Returns 0, or -errno with nothing kept.
+ */
+int vus_twin_open(struct vus_dev *dev, int *peer_fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int sv[2], err;
+
+	if (dev->twin.fd >= 0)
+		return -EBUSY;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	err = vus_sock_set_timeouts(dev, sv[0]);
+	if (err)
+		goto err_close;
+	ev.data.fd = sv[0];
+	if (epoll_ctl(dev->epfd, EPOLL_CTL_ADD, sv[0], &ev)) {
+		err = -errno;
+		goto err_close;
+	}
+	dev->twin.fd = sv[0];
+	*peer_fd = sv[1];
+	return 0;
+
+err_close:
+	close(sv[0]);
+	close(sv[1]);
+	return err;
+}
+
+/* Close our end of the twin socket and drop what it buffered, if open. */
+void vus_twin_close(struct vus_dev *dev)
+{
+	if (dev->twin.fd < 0)
+		return;
+	epoll_ctl(dev->epfd, EPOLL_CTL_DEL, dev->twin.fd, NULL);
+	close(dev->twin.fd);
+	dev->twin.fd = -1;
+	vus_rx_reset(&dev->twin);
 }

@@ -166,6 +166,14 @@ struct vus_dev_ops {
  * @pgsizes: DMA page sizes, advertised; 0: 4096.
  * @timeout_ms: bound on the wait for the rest of a started message, for a
  *	DMA reply and for a send; 0: 10000. On expiry the client is dropped.
+ * @twin_socket: offer the twin socket to a client that asks for it in
+ *	VERSION (see "Twin socket" below): the device's DMA_READ/DMA_WRITE
+ *	and their replies then travel on a socket of their own. Default off.
+ * @strict_dma_reply: for tests of clients: while a DMA reply is awaited on
+ *	the main socket (no twin socket), a client command arriving in its
+ *	place is a protocol violation that drops the client (the DMA call
+ *	returns -EPROTO), as in libvfio-user, instead of being queued.
+ *	Never applies with a twin socket. Default off.
  */
 struct vus_dev_opts {
 	size_t sz;
@@ -176,9 +184,11 @@ struct vus_dev_opts {
 	uint32_t max_dma_maps;
 	uint64_t pgsizes;
 	unsigned int timeout_ms;
+	bool twin_socket;
+	bool strict_dma_reply;
 	size_t :0;
 };
-#define vus_dev_opts__last_field timeout_ms
+#define vus_dev_opts__last_field strict_dma_reply
 
 /**
  * vus_dev__new() - create a device
@@ -491,6 +501,17 @@ VUS_API void vus_dev__stop(struct vus_dev *dev);
 VUS_API bool vus_dev__connected(const struct vus_dev *dev);
 
 /**
+ * vus_dev__twin_socket() - whether the current client uses the twin socket
+ * @dev: device
+ *
+ * Return: true while a client that negotiated the twin socket in VERSION
+ * is connected (already in the &vus_dev_ops.connect callback), false
+ * with no client, or when the client did not ask for it or
+ * &vus_dev_opts.twin_socket did not offer it.
+ */
+VUS_API bool vus_dev__twin_socket(const struct vus_dev *dev);
+
+/**
  * vus_dev__disconnect() - drop the current client (if any)
  * @dev: device
  */
@@ -536,6 +557,33 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
  * fd opened without the rights), the region is kept and served with
  * DMA_READ/DMA_WRITE messages like a region without fd; the first such
  * region of a device is logged as a warning.
+ *
+ * Twin socket. DMA_READ and DMA_WRITE are commands the server sends; the
+ * client's replies to them share the main socket with the client's own
+ * commands, so a client command may arrive while the server waits for a
+ * DMA reply. The library queues such commands and handles them after
+ * the current one, in order (libvfio-user instead fails the DMA: its
+ * issue #279). With &vus_dev_opts.twin_socket the library also offers the
+ * twin socket, which libvfio-user's clients know: a client that sends
+ *
+ *	"capabilities": {..., "twin_socket": {"supported": true}}
+ *
+ * in VERSION, with max_msg_fds >= 1, gets a connected AF_UNIX stream
+ * socket as fd 0 of the VERSION reply, announced there as
+ *
+ *	"twin_socket": {"supported": true, "fd_index": 0}
+ *
+ * From then on the library sends DMA_READ/DMA_WRITE on that socket and
+ * takes the client's replies from it alone; client commands and their
+ * replies stay on the main socket. A DMA wait then never meets a client
+ * command: those wait in the main socket until the current one has been
+ * answered. Anything else on the twin socket (a command, a reply that
+ * matches no DMA command in flight, fds, data while no DMA is in flight,
+ * its closing) drops the client. Both sockets close on disconnect; each
+ * client negotiates afresh. vus_dev__twin_socket() tells whether the
+ * current client uses it. Without it (not offered or not asked for)
+ * nothing changes. Device models need no change either way: the choice
+ * is the library's and the client's.
  */
 
 /* Access rights (vus_dev__dma_ptr() @prot) */
@@ -557,14 +605,17 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
  * client's and ours: QEMU's client holds us to ours), up to four in flight
  * at once (replies matched by msg_id, in any order). Waits for every reply
  * (bounded by timeout_ms each); client commands that arrive meanwhile are
- * queued (up to 64) and handled, in order, after the current one.
+ * queued (up to 64) and handled, in order, after the current one (with
+ * the twin socket they stay in the main socket until then; with
+ * &vus_dev_opts.strict_dma_reply and no twin socket they drop the client
+ * instead).
  * Callable from an access callback (e.g. on a doorbell write) before the
  * reply to that access is sent, or from the application's own context.
  *
  * Return: 0; -EFAULT range not mapped or not readable, or a mapping
  * vanished under the copy; -ENOTCONN no client; -EIO the client replied
- * with an error; -EPROTO bad reply (client dropped); -ETIMEDOUT (client
- * dropped).
+ * with an error; -EPROTO bad reply, or a client command in its place with
+ * strict_dma_reply (client dropped); -ETIMEDOUT (client dropped).
  */
 VUS_API int vus_dev__dma_read(struct vus_dev *dev, uint64_t iova, void *buf,
 			      size_t len);

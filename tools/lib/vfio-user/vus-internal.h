@@ -13,7 +13,8 @@
  *   3  dma.c       DMA region table; server DMA (DMA_READ/DMA_WRITE)
  *      region.c    device regions and the REGION_READ/WRITE access path
  *   2  pci.c       PCI config space, BARs, capabilities, MSI-X table
- *   1  msg.c       message framing and fd passing, receive buffer, queue
+ *   1  msg.c       message framing and fd passing, receive buffer, queue,
+ *                  the twin socket
  *      irq.c       IRQ vectors and their eventfds
  *   0  util.c      print callback, opts structs, range checks
  *      sigbus.c    copies that turn a SIGBUS into -EFAULT
@@ -177,6 +178,20 @@ struct vus_rx {
 	unsigned int nr_fds;
 };
 
+/*
+ * struct vus_chan - one socket of the connection with its receive buffer.
+ * &vus_dev.conn is the main socket: client commands and our replies, and,
+ * without a twin socket, our DMA_READ/DMA_WRITE and the client's replies
+ * to them. &vus_dev.twin exists when VERSION negotiated the twin socket
+ * and then carries only our DMA commands and their replies, so a DMA wait
+ * reads nothing but DMA replies. Both fds are the library's, -1 when
+ * absent, closed on disconnect (vus_dev__disconnect()).
+ */
+struct vus_chan {
+	int fd;
+	struct vus_rx rx;
+};
+
 struct vus_pci {
 	bool enabled;
 	uint8_t cfg[VUS_PCI_CFG_SIZE];
@@ -214,7 +229,8 @@ struct vus_dev {
 	int queue_efd;
 
 	/* connection */
-	int conn_fd;
+	struct vus_chan conn;		/* the main socket */
+	struct vus_chan twin;		/* server DMA, if negotiated */
 	bool negotiated;
 	bool conn_dead;			/* drop after the current handler */
 	struct vus_peer_caps peer;
@@ -229,18 +245,20 @@ struct vus_dev {
 	unsigned int nr_dma;
 	bool dma_mmap_warned;		/* a failed mmap was logged */
 	struct vus_dma_stats dma_stats;	/* (sz unused) */
-
-	struct vus_rx rx;
 };
 
 /*
  * struct vus_reply - the reply a handler builds: payload in @buf (malloc'd
- * or NULL, freed by the caller of vus_dispatch()), @len bytes, and one fd.
+ * or NULL, freed by the caller of vus_dispatch()), @len bytes, and one fd,
+ * sent with SCM_RIGHTS if >= 0: borrowed, or, with @close_fd, closed by
+ * the caller of vus_dispatch() once the reply is sent or failed (the twin
+ * socket's client end).
  */
 struct vus_reply {
 	void *buf;
 	size_t len;
-	int fd;		/* borrowed, sent with SCM_RIGHTS if >= 0 */
+	int fd;
+	bool close_fd;
 };
 
 /*
@@ -261,7 +279,7 @@ struct vus_rx_sink {
 /* A client socket is attached and not condemned. */
 static inline bool vus_conn_ok(const struct vus_dev *dev)
 {
-	return dev->conn_fd >= 0 && !dev->conn_dead;
+	return dev->conn.fd >= 0 && !dev->conn_dead;
 }
 
 /* ... and it completed VERSION. */
@@ -294,8 +312,8 @@ VUS_HIDDEN void vus_irq_drop_all(struct vus_dev *dev);
  */
 VUS_HIDDEN void vus_msg_free(struct vus_msg *m);
 VUS_HIDDEN void vus_conn_broken(struct vus_dev *dev, const char *why, int err);
-VUS_HIDDEN int vus_xmit(struct vus_dev *dev, struct iovec *iov, int iovcnt,
-			int fd);
+VUS_HIDDEN int vus_xmit(struct vus_dev *dev, struct vus_chan *ch,
+			struct iovec *iov, int iovcnt, int fd);
 VUS_HIDDEN void vus_fill_hdr(struct vfio_user_hdr *h, uint16_t id,
 			     uint16_t cmd, uint32_t size, uint32_t flags,
 			     uint32_t error_no);
@@ -303,16 +321,20 @@ VUS_HIDDEN int vus_send_reply(struct vus_dev *dev, const struct vus_msg *m,
 			      const void *payload, size_t len, int fd);
 VUS_HIDDEN int vus_send_error(struct vus_dev *dev, const struct vus_msg *m,
 			      int err);
-VUS_HIDDEN size_t vus_rx_avail(const struct vus_dev *dev);
-VUS_HIDDEN void vus_rx_reset(struct vus_dev *dev);
-VUS_HIDDEN int vus_recv_msg(struct vus_dev *dev, struct vus_msg **out,
-			    size_t limit, struct vus_rx_sink *sinks,
-			    unsigned int nr_sinks, bool idle_ok);
+VUS_HIDDEN size_t vus_rx_avail(const struct vus_chan *ch);
+VUS_HIDDEN void vus_rx_reset(struct vus_chan *ch);
+VUS_HIDDEN int vus_recv_msg(struct vus_dev *dev, struct vus_chan *ch,
+			    struct vus_msg **out, size_t limit,
+			    struct vus_rx_sink *sinks, unsigned int nr_sinks,
+			    bool idle_ok);
 VUS_HIDDEN size_t vus_msg_limit(const struct vus_dev *dev);
 VUS_HIDDEN void vus_kick_queue(struct vus_dev *dev);
 VUS_HIDDEN void vus_enqueue(struct vus_dev *dev, struct vus_msg *m);
 VUS_HIDDEN struct vus_msg *vus_queue_pop(struct vus_dev *dev);
 VUS_HIDDEN void vus_queue_drop_all(struct vus_dev *dev);
+VUS_HIDDEN int vus_sock_set_timeouts(const struct vus_dev *dev, int fd);
+VUS_HIDDEN int vus_twin_open(struct vus_dev *dev, int *peer_fd);
+VUS_HIDDEN void vus_twin_close(struct vus_dev *dev);
 
 /* pci.c */
 VUS_HIDDEN int vus_pci_config_access(struct vus_dev *dev, uint64_t off,

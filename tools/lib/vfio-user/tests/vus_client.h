@@ -3,7 +3,8 @@
  * A minimal vfio-user *client* for the library's unit tests: raw message
  * I/O with fds, and a request helper that serves the server's DMA_READ /
  * DMA_WRITE from a buffer standing in for guest memory while it waits for
- * its own reply. Every helper returns 0 or -errno; the tests assert.
+ * its own reply, on the main socket or, once negotiated, on the twin
+ * socket. Every helper returns 0 or -errno; the tests assert.
  */
 #ifndef __VUS_CLIENT_H
 #define __VUS_CLIENT_H
@@ -35,16 +36,23 @@ struct cl_msg {
 	size_t len;		/* payload length */
 	int fds[CL_MAX_FDS];
 	unsigned int nr_fds;
+	int sock;		/* the socket it came on */
 };
 
-/* Client state: socket, msg_id counter, fake guest memory for DMA. */
+/*
+ * Client state: socket, twin socket (@twin_fd valid with @twin), msg_id
+ * counter, fake guest memory for DMA.
+ */
 struct cl {
 	int fd;
+	bool twin;
+	int twin_fd;
 	uint16_t next_id;
 	uint8_t *mem;		/* guest memory at IOVA @mem_iova */
 	uint64_t mem_iova;
 	uint64_t mem_len;
 	unsigned int dma_reads, dma_writes;
+	unsigned int dma_on_main, dma_on_twin;	/* where they came */
 	uint64_t max_dma_count;
 	int dma_reply_error;	/* reply DMA with this errno if non-zero */
 	bool dma_bad_reply;	/* reply DMA_READ with a short payload */
@@ -182,15 +190,19 @@ static inline int cl_recv_full(int fd, void *buf, size_t len,
 	return 0;
 }
 
-/* Receive one message (any type). -ECONNRESET when the server closed. */
-static inline int cl_recv(struct cl *cl, struct cl_msg *m)
+/*
+ * Receive one message (any type) from socket @fd. -ECONNRESET when the
+ * server closed it.
+ */
+static inline int cl_recv_on(int fd, struct cl_msg *m)
 {
 	struct vfio_user_hdr h;
 	int err;
 
 	memset(m, 0, offsetof(struct cl_msg, fds));
 	m->nr_fds = 0;
-	err = cl_recv_full(cl->fd, &h, sizeof(h), m);
+	m->sock = fd;
+	err = cl_recv_full(fd, &h, sizeof(h), m);
 	if (err)
 		return err;
 	m->msg_id = le16toh(h.msg_id);
@@ -206,7 +218,38 @@ static inline int cl_recv(struct cl *cl, struct cl_msg *m)
 	memcpy(m->buf, &h, sizeof(h));
 	m->payload = m->buf + sizeof(h);
 	m->len = m->size - sizeof(h);
-	return cl_recv_full(cl->fd, m->payload, m->len, m);
+	return cl_recv_full(fd, m->payload, m->len, m);
+}
+
+/* Receive one message from the main socket. */
+static inline int cl_recv(struct cl *cl, struct cl_msg *m)
+{
+	return cl_recv_on(cl->fd, m);
+}
+
+/*
+ * Receive the next message from whichever socket has one (main or twin,
+ * when negotiated), bounded by CL_TIMEOUT_MS.
+ */
+static inline int cl_recv_any(struct cl *cl, struct cl_msg *m)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = cl->fd, .events = POLLIN },
+		{ .fd = cl->twin_fd, .events = POLLIN },
+	};
+	int n;
+
+	if (!cl->twin)
+		return cl_recv(cl, m);
+	do
+		n = poll(pfd, 2, CL_TIMEOUT_MS);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		memset(m, 0, offsetof(struct cl_msg, fds));
+		m->nr_fds = 0;
+		return n ? -errno : -ETIMEDOUT;
+	}
+	return cl_recv_on(pfd[1].revents ? cl->twin_fd : cl->fd, m);
 }
 
 /* Serve one DMA_READ / DMA_WRITE command from the server. */
@@ -232,6 +275,10 @@ static inline int cl_serve_dma(struct cl *cl, struct cl_msg *m)
 		cl->dma_reads++;
 	else
 		cl->dma_writes++;
+	if (cl->twin && m->sock == cl->twin_fd)
+		cl->dma_on_twin++;
+	else
+		cl->dma_on_main++;
 	if (cl->dma_reply_error || addr < cl->mem_iova ||
 	    addr - cl->mem_iova > cl->mem_len ||
 	    count > cl->mem_len - (addr - cl->mem_iova) ||
@@ -242,7 +289,7 @@ static inline int cl_serve_dma(struct cl *cl, struct cl_msg *m)
 		cl_hdr(h, m->msg_id, m->command, sizeof(h),
 		       VFIO_USER_F_TYPE_REPLY | VFIO_USER_F_ERROR,
 		       cl->dma_reply_error ?: EFAULT);
-		return cl_send_raw(cl->fd, h, sizeof(h), NULL, 0);
+		return cl_send_raw(m->sock, h, sizeof(h), NULL, 0);
 	}
 	if (m->command == VFIO_USER_DMA_WRITE) {
 		memcpy(cl->mem + (addr - cl->mem_iova), m->payload + sizeof(a),
@@ -260,19 +307,21 @@ static inline int cl_serve_dma(struct cl *cl, struct cl_msg *m)
 	if (count)
 		memcpy(reply + VFIO_USER_HDR_SIZE + sizeof(a),
 		       cl->mem + (addr - cl->mem_iova), count);
-	err = cl_send_raw(cl->fd, reply, rlen, NULL, 0);
+	/* on the socket it came on */
+	err = cl_send_raw(m->sock, reply, rlen, NULL, 0);
 	free(reply);
 	return err;
 }
 
 /*
- * Wait for the reply to @id, serving DMA commands meanwhile. Returns 0 with
- * @r filled (check r->flags for VFIO_USER_F_ERROR), or -errno.
+ * Wait for the reply to @id, serving DMA commands meanwhile (on either
+ * socket). Returns 0 with @r filled (check r->flags for VFIO_USER_F_ERROR),
+ * or -errno; -EPROTO for anything else on the twin socket.
  */
 static inline int cl_wait(struct cl *cl, int id, struct cl_msg *r)
 {
 	for (;;) {
-		int err = cl_recv(cl, r);
+		int err = cl_recv_any(cl, r);
 
 		if (err) {
 			cl_msg_free(r);
@@ -288,7 +337,7 @@ static inline int cl_wait(struct cl *cl, int id, struct cl_msg *r)
 			continue;
 		}
 		if ((r->flags & VFIO_USER_F_TYPE_MASK) != VFIO_USER_F_TYPE_REPLY ||
-		    r->msg_id != id) {
+		    r->msg_id != id || r->sock != cl->fd) {
 			cl_msg_free(r);
 			return -EPROTO;
 		}

@@ -53,6 +53,7 @@
 #define R_RESETS	0x48
 #define R_CONNECTS	0x50
 #define R_DISCONNECTS	0x58
+#define R_TWIN		0x60	/* read: vus_dev__twin_socket() */
 
 struct tdev {
 	uint8_t regs[4096];
@@ -80,6 +81,8 @@ static int bar0_access(struct vus_dev *dev, void *priv, uint64_t off,
 	if (!is_write) {
 		if (off == R_NR_DMA)
 			reg_set(t, R_NR_DMA, vus_dev__nr_dma_regions(dev));
+		if (off == R_TWIN)
+			reg_set(t, R_TWIN, vus_dev__twin_socket(dev));
 		memcpy(buf, t->regs + off, count);
 		return 0;
 	}
@@ -143,11 +146,13 @@ static const struct vus_sparse_area t_sparse[] = {
 	{ .offset = 8192, .size = 4096 },
 };
 
-static struct vus_dev *t_dev_new(struct tdev *t)
+/* The test device, offering the twin socket with @twin. */
+static struct vus_dev *t_dev_new_ex(struct tdev *t, bool twin, bool strict)
 {
 	VUS_OPTS(vus_dev_opts, o, .ops = &t_ops, .priv = t,
 		 .max_data_xfer_size = T_MAX_XFER, .max_msg_fds = T_MAX_FDS,
-		 .timeout_ms = 2000);
+		 .timeout_ms = 2000, .twin_socket = twin,
+		 .strict_dma_reply = strict);
 	VUS_OPTS(vus_pci_opts, p, .vendor_id = T_VENDOR,
 		 .device_id = T_DEVICE, .class_code = 0xff0000, .irq_pin = 1);
 	VUS_OPTS(vus_region_opts, bar0, .size = 4096, .access = bar0_access,
@@ -179,6 +184,11 @@ static struct vus_dev *t_dev_new(struct tdev *t)
 		return NULL;
 	}
 	return dev;
+}
+
+static struct vus_dev *t_dev_new(struct tdev *t)
+{
+	return t_dev_new_ex(t, false, false);
 }
 
 /* ---- fixture: server thread + client ------------------------------------ */
@@ -456,6 +466,7 @@ TEST_F(vus, version_bad_json)
 		"{\"capabilities\":{\"max_dma_maps\":0}}",
 		"{\"capabilities\":{\"pgsizes\":0}}",
 		"{\"capabilities\":{\"twin_socket\":true}}",
+		"{\"capabilities\":{\"twin_socket\":{\"supported\":1}}}",
 		"{\"capabilities\":{\"write_multiple\":1}}",
 		"{} trailing",
 		"{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
@@ -2566,6 +2577,678 @@ TEST_F(vus, dma_map_huge_fd_region)
 	EXPECT_EQ(1, cl->dma_reads);	/* served by the client */
 	EXPECT_EQ(1, cl->dma_writes);
 	close(fd);
+}
+
+/* ---- the twin socket ---------------------------------------------------- */
+
+/*
+ * The device offers the twin socket (or not), strict_dma_reply on or off;
+ * the tests' clients ask for it (or not). DMA and its replies must travel
+ * on the twin socket exactly when both sides want it.
+ */
+FIXTURE(twin) {
+	struct tdev t;
+	struct srv s;
+	struct cl cl;
+	char path[108];
+	bool thread_started;
+};
+
+FIXTURE_VARIANT(twin) {
+	bool offer;
+	bool strict;
+};
+
+FIXTURE_VARIANT_ADD(twin, offered) {
+	.offer = true,
+};
+
+FIXTURE_VARIANT_ADD(twin, offered_strict) {
+	.offer = true,
+	.strict = true,
+};
+
+FIXTURE_VARIANT_ADD(twin, not_offered) {
+	.offer = false,
+};
+
+FIXTURE_VARIANT_ADD(twin, not_offered_strict) {
+	.strict = true,
+};
+
+FIXTURE_SETUP(twin)
+{
+	int sv[2];
+
+	memset(&self->cl, 0, sizeof(self->cl));
+	self->cl.fd = -1;
+	memset(&self->t, 0, sizeof(self->t));
+	snprintf(self->path, sizeof(self->path), "/tmp/vus-twin-%d.sock",
+		 getpid());
+	self->s.dev = t_dev_new_ex(&self->t, variant->offer, variant->strict);
+	ASSERT_NE(NULL, self->s.dev);
+	ASSERT_EQ(0, vus_dev__listen(self->s.dev, self->path));
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+	ASSERT_EQ(0, vus_dev__attach_fd(self->s.dev, sv[1]));
+	self->cl.fd = sv[0];
+	self->cl.mem = calloc(1, T_MEM_SIZE);
+	ASSERT_NE(NULL, self->cl.mem);
+	self->cl.mem_iova = T_MEM_IOVA;
+	self->cl.mem_len = T_MEM_SIZE;
+	atomic_store(&self->s.stop, false);
+	ASSERT_EQ(0, pthread_create(&self->s.thr, NULL, srv_thread, &self->s));
+	self->thread_started = true;
+}
+
+FIXTURE_TEARDOWN(twin)
+{
+	if (self->thread_started) {
+		atomic_store(&self->s.stop, true);
+		pthread_join(self->s.thr, NULL);
+	}
+	vus_dev__delete(self->s.dev);
+	if (self->cl.fd >= 0)
+		close(self->cl.fd);
+	if (self->cl.twin)
+		close(self->cl.twin_fd);
+	free(self->cl.mem);
+	EXPECT_NE(0, access(self->path, F_OK));
+}
+
+#define TWIN_JSON "{\"capabilities\":{\"max_msg_fds\":8," \
+		  "\"max_data_xfer_size\":4096,\"pgsizes\":4096," \
+		  "\"twin_socket\":{\"supported\":true}}}"
+#define TWIN_REPLY_CAP "\"twin_socket\":{\"supported\":true,\"fd_index\":0}"
+
+/* A connected AF_UNIX stream socket: 0, else -errno or -EPROTO. */
+static int unix_stream_connected(int fd)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(int);
+	int v;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len))
+		return -errno;
+	if (v != AF_UNIX)
+		return -EPROTO;
+	len = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len))
+		return -errno;
+	if (v != SOCK_STREAM)
+		return -EPROTO;
+	len = sizeof(sa);
+	return getpeername(fd, (struct sockaddr *)&sa, &len) ? -errno : 0;
+}
+
+/*
+ * Check a VERSION reply's twin socket: a "twin_socket" capability exactly
+ * when the reply carries one fd, with "supported": true and "fd_index": 0,
+ * and that fd a connected AF_UNIX stream socket. Takes the fd into @cl.
+ * Returns 1 (twin socket), 0 (none) or -EPROTO.
+ */
+static int take_twin(struct cl *cl, struct cl_msg *r)
+{
+	json_object *root, *caps, *tw, *o;
+	bool has;
+	int ret = -EPROTO;
+
+	cl->twin = false;
+	root = json_tokener_parse((char *)r->payload + 4);
+	if (!root)
+		return -EPROTO;
+	if (!json_object_object_get_ex(root, "capabilities", &caps))
+		goto out;
+	has = json_object_object_get_ex(caps, "twin_socket", &tw);
+	if (!has) {
+		ret = r->nr_fds ? -EPROTO : 0;
+		goto out;
+	}
+	if (r->nr_fds != 1 || !strstr((char *)r->payload + 4, TWIN_REPLY_CAP) ||
+	    !json_object_object_get_ex(tw, "supported", &o) ||
+	    !json_object_get_boolean(o) ||
+	    !json_object_object_get_ex(tw, "fd_index", &o) ||
+	    json_object_get_int64(o) != 0 ||
+	    unix_stream_connected(r->fds[0]))
+		goto out;
+	cl->twin = true;
+	cl->twin_fd = r->fds[0];
+	r->nr_fds = 0;		/* now the client's */
+	ret = 1;
+out:
+	json_object_put(root);
+	return ret;
+}
+
+/* VERSION with @json: 1 with a twin socket, 0 without, or -errno. */
+static int negotiate_json(struct cl *cl, const char *json)
+{
+	struct cl_msg r;
+	int ret = cl_version(cl, 0, 2, json, &r);
+
+	if (ret)
+		return ret;
+	ret = take_twin(cl, &r);
+	cl_msg_free(&r);
+	return ret;
+}
+
+/*
+ * A new client through the listening path, negotiating with @json. The
+ * old twin socket, if any, is left to the caller in *@old_twin (else -1).
+ */
+static int reconnect_json(struct cl *cl, const char *path, const char *json,
+			  int *old_twin)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	*old_twin = cl->twin ? cl->twin_fd : -1;
+	cl->twin = false;
+	if (cl->fd >= 0)
+		close(cl->fd);
+	cl->fd = -1;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -errno;
+	}
+	cl->fd = fd;
+	cl->next_id = 0;
+	return negotiate_json(cl, json);
+}
+
+/*
+ * The server closed its end of @fd within a second: 0, else -errno. What
+ * it sent before (DMA commands of its window) is read and dropped; a peer
+ * that closes with our bytes unread makes recv() fail ECONNRESET.
+ */
+static int peer_closed(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char buf[4096];
+	ssize_t n;
+
+	do {
+		if (poll(&pfd, 1, 1000) != 1)
+			return -ETIMEDOUT;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	} while (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)));
+	return !n || errno == ECONNRESET ? 0 : -errno;
+}
+
+/* A dropped connection, as a client command's helper sees it. */
+static bool conn_dropped(int err)
+{
+	return err == -ECONNRESET || err == -EPIPE;
+}
+
+/* Copy 10000 bytes with the doorbell; DMA counts by socket in @cl. */
+static int twin_copy(struct cl *cl, int64_t *status)
+{
+	unsigned int i;
+
+	for (i = 0; i < 10000; i++)
+		cl->mem[i] = i * 11 + 5;
+	memset(cl->mem + 0x20000, 0, 10000);
+	return dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 0x20000, 10000, status);
+}
+
+TEST_F(twin, version)
+{
+	struct cl *cl = &self->cl;
+	struct cl_msg r;
+	uint64_t v;
+
+	ASSERT_EQ(0, cl_version(cl, 0, 2, TWIN_JSON, &r));
+	TH_LOG("reply %s, %u fd(s)", (char *)r.payload + 4, r.nr_fds);
+	if (variant->offer) {
+		EXPECT_EQ(0, strcmp((char *)r.payload + 4,
+				    "{\"capabilities\":{\"max_msg_fds\":8,"
+				    "\"max_data_xfer_size\":65536,"
+				    "\"max_dma_maps\":65535,\"pgsizes\":4096,"
+				    TWIN_REPLY_CAP "}}"));
+		ASSERT_EQ(1, r.nr_fds);
+		EXPECT_EQ(0, unix_stream_connected(r.fds[0]));
+		ASSERT_EQ(1, take_twin(cl, &r));
+	} else {
+		EXPECT_EQ(0, r.nr_fds);
+		EXPECT_EQ(NULL, strstr((char *)r.payload + 4, "twin_socket"));
+		ASSERT_EQ(0, take_twin(cl, &r));
+	}
+	cl_msg_free(&r);
+	ASSERT_EQ(0, reg_read64(cl, R_TWIN, &v));
+	EXPECT_EQ(variant->offer, v);
+	EXPECT_EQ(variant->offer, vus_dev__twin_socket(self->s.dev));
+}
+
+/* No twin socket unless the client asks with "supported": true and fds. */
+TEST_F(twin, client_not_asking)
+{
+	static const char *const json[] = {
+		CAPS_JSON,
+		"{\"capabilities\":{\"twin_socket\":{\"supported\":false}}}",
+		"{\"capabilities\":{\"twin_socket\":{}}}",
+		"{\"capabilities\":{\"max_msg_fds\":0,"
+		"\"twin_socket\":{\"supported\":true}}}",
+		NULL,
+	};
+	struct cl *cl = &self->cl;
+	int64_t status;
+	unsigned int i;
+	uint64_t v;
+	int old;
+
+	for (i = 0; i < ARRAY_SIZE(json); i++) {
+		TH_LOG("client json %s", json[i] ?: "(none)");
+		if (i) {
+			ASSERT_EQ(0, reconnect_json(cl, self->path, json[i],
+						    &old));
+		} else {
+			ASSERT_EQ(0, negotiate_json(cl, json[i]));
+		}
+		ASSERT_EQ(0, reg_read64(cl, R_TWIN, &v));
+		EXPECT_EQ(0, v);
+		ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+		cl->dma_on_main = cl->dma_on_twin = 0;
+		ASSERT_EQ(0, twin_copy(cl, &status));
+		EXPECT_EQ(0, status);
+		EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 0x20000, 10000));
+		EXPECT_LT(0, cl->dma_on_main);
+		EXPECT_EQ(0, cl->dma_on_twin);
+	}
+}
+
+/* Server DMA goes on the twin socket and its replies come from there. */
+TEST_F(twin, dma)
+{
+	struct cl *cl = &self->cl;
+	int64_t status;
+	uint64_t v;
+
+	ASSERT_EQ(variant->offer, negotiate_json(cl, TWIN_JSON));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	ASSERT_EQ(0, twin_copy(cl, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 0x20000, 10000));
+	/* client max_data_xfer_size 4096: 3 reads, 3 writes */
+	EXPECT_EQ(3, cl->dma_reads);
+	EXPECT_EQ(3, cl->dma_writes);
+	EXPECT_EQ(variant->offer ? 6 : 0, cl->dma_on_twin);
+	EXPECT_EQ(variant->offer ? 0 : 6, cl->dma_on_main);
+	/* an error reply on the twin socket is just an error */
+	cl->dma_reply_error = EFAULT;
+	ASSERT_EQ(0, twin_copy(cl, &status));
+	EXPECT_EQ(-EIO, status);
+	cl->dma_reply_error = 0;
+	ASSERT_EQ(0, twin_copy(cl, &status));
+	EXPECT_EQ(0, status);
+	ASSERT_EQ(0, reg_read64(cl, R_TWIN, &v));
+	EXPECT_EQ(variant->offer, v);
+}
+
+/* While the server waits for its DMA_READ reply: a command (main socket). */
+static int during_dma_id = -1;
+
+static void cmd_during_dma(struct cl *cl, const struct cl_msg *m)
+{
+	struct vfio_user_region_access a = {
+		.offset = htole64(R_SCRATCH), .count = htole32(8),
+	};
+
+	if (m->command != VFIO_USER_DMA_READ || during_dma_id >= 0)
+		return;
+	during_dma_id = cl_send(cl, VFIO_USER_REGION_READ, 0, &a, sizeof(a),
+				NULL, 0);
+}
+
+/*
+ * The command is served after the doorbell: with a twin socket (the server
+ * never reads it in place of a DMA reply, strict or not) and by default
+ * (queued); with strict_dma_reply and no twin socket it drops the client.
+ * Runs once with a client that asks for the twin socket, once without.
+ */
+static void twin_cmd_during_dma(struct __test_metadata *_metadata,
+				FIXTURE_DATA(twin) *self, bool offer,
+				bool strict, bool ask)
+{
+	struct vfio_user_region_access a = {
+		.offset = htole64(R_DOORBELL), .count = htole32(8),
+	};
+	struct cl *cl = &self->cl;
+	bool twin = offer && ask;
+	uint8_t p[24];
+	struct cl_msg r;
+	uint64_t v;
+	int id, err, old;
+
+	if (ask) {
+		ASSERT_EQ(twin, negotiate_json(cl, TWIN_JSON));
+	} else {
+		ASSERT_EQ(0, reconnect_json(cl, self->path, CAPS_JSON, &old));
+	}
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	ASSERT_EQ(0, reg_write64(cl, R_SCRATCH, 42));
+	ASSERT_EQ(0, reg_write64(cl, R_SRC, T_MEM_IOVA));
+	ASSERT_EQ(0, reg_write64(cl, R_DST, T_MEM_IOVA + 8192));
+	ASSERT_EQ(0, reg_write64(cl, R_LEN, 5000));
+	memset(cl->mem, 0x5a, 5000);
+	memset(cl->mem + 8192, 0, 5000);
+	during_dma_id = -1;
+	cl->on_dma = cmd_during_dma;
+	v = htole64(1);
+	memcpy(p, &a, 16);
+	memcpy(p + 16, &v, 8);
+	id = cl_send(cl, VFIO_USER_REGION_WRITE, 0, p, 24, NULL, 0);
+	ASSERT_LE(0, id);
+	err = cl_wait(cl, id, &r);
+	cl->on_dma = NULL;
+	ASSERT_LE(0, during_dma_id);
+	if (strict && !twin) {
+		TH_LOG("doorbell: %d", err);
+		ASSERT_TRUE(conn_dropped(err));
+		ASSERT_EQ(0, reconnect_json(cl, self->path, CAPS_JSON, &old));
+		ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
+		EXPECT_EQ(-EPROTO, (int64_t)v);
+		return;
+	}
+	ASSERT_EQ(0, err);
+	EXPECT_FALSE(r.flags & VFIO_USER_F_ERROR);
+	cl_msg_free(&r);
+	/* the command's reply after the doorbell's */
+	ASSERT_EQ(0, cl_wait(cl, during_dma_id, &r));
+	ASSERT_EQ(24, r.len);
+	memcpy(&v, r.payload + 16, 8);
+	EXPECT_EQ(42, le64toh(v));
+	cl_msg_free(&r);
+	ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
+	EXPECT_EQ(0, v);
+	EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 8192, 5000));
+	/* client max_data_xfer_size 4096: 2 reads, 2 writes */
+	EXPECT_EQ(twin ? 0 : 4, cl->dma_on_main);
+	EXPECT_EQ(twin ? 4 : 0, cl->dma_on_twin);
+	cl->dma_on_main = cl->dma_on_twin = 0;
+}
+
+TEST_F(twin, command_during_dma)
+{
+	twin_cmd_during_dma(_metadata, self, variant->offer, variant->strict,
+			    true);
+}
+
+TEST_F(twin, command_during_dma_client_not_asking)
+{
+	twin_cmd_during_dma(_metadata, self, variant->offer, variant->strict,
+			    false);
+}
+
+/* Misbehaviour on the twin socket, in a DMA wait or outside one. */
+enum {
+	BOGUS_COMMAND = 1,	/* a client command in place of the reply */
+	BOGUS_UNKNOWN_ID,	/* a reply to no DMA command */
+	BOGUS_REPLY_FD,		/* the reply, with an fd */
+	BOGUS_REPLY_CMD,	/* the reply, naming another command */
+	BOGUS_IDLE_DATA,	/* bytes while no DMA is in flight */
+	BOGUS_IDLE_CLOSE,	/* the twin socket closed */
+	BOGUS_EXTRA_REPLY,	/* the reply twice */
+};
+
+static int bogus_mode;
+
+static void bogus_on_twin(struct cl *cl, const struct cl_msg *m)
+{
+	uint8_t h[VFIO_USER_HDR_SIZE];
+	int efd;
+
+	switch (bogus_mode) {
+	case BOGUS_COMMAND:
+		cl_hdr(h, 77, VFIO_USER_DEVICE_RESET, sizeof(h), 0, 0);
+		cl_send_raw(m->sock, h, sizeof(h), NULL, 0);
+		break;
+	case BOGUS_UNKNOWN_ID:
+		cl_hdr(h, m->msg_id + 1000, m->command, sizeof(h),
+		       VFIO_USER_F_TYPE_REPLY | VFIO_USER_F_ERROR, EIO);
+		cl_send_raw(m->sock, h, sizeof(h), NULL, 0);
+		break;
+	case BOGUS_REPLY_FD:
+		efd = new_efd();
+		cl_hdr(h, m->msg_id, m->command, sizeof(h),
+		       VFIO_USER_F_TYPE_REPLY | VFIO_USER_F_ERROR, EIO);
+		cl_send_raw(m->sock, h, sizeof(h), &efd, 1);
+		close(efd);
+		break;
+	case BOGUS_REPLY_CMD:
+		cl_hdr(h, m->msg_id, VFIO_USER_REGION_READ, sizeof(h),
+		       VFIO_USER_F_TYPE_REPLY | VFIO_USER_F_ERROR, EIO);
+		cl_send_raw(m->sock, h, sizeof(h), NULL, 0);
+		break;
+	}
+}
+
+/* The reply twice: the second matches nothing. */
+static void bogus_after_reply(struct cl *cl, const struct cl_msg *m)
+{
+	uint8_t h[VFIO_USER_HDR_SIZE];
+
+	if (m->command != VFIO_USER_DMA_WRITE)
+		return;
+	cl_hdr(h, m->msg_id, m->command, sizeof(h),
+	       VFIO_USER_F_TYPE_REPLY | VFIO_USER_F_ERROR, EIO);
+	cl_send_raw(m->sock, h, sizeof(h), NULL, 0);
+}
+
+TEST_F(twin, bogus_message_breaks_connection)
+{
+	struct cl *cl = &self->cl;
+	int64_t status;
+	unsigned int mode;
+	struct cl_msg r;
+	uint64_t v;
+	int err, old;
+
+	if (!variant->offer)
+		SKIP(return, "no twin socket offered");
+	ASSERT_EQ(1, negotiate_json(cl, TWIN_JSON));
+	for (mode = BOGUS_COMMAND; mode <= BOGUS_EXTRA_REPLY; mode++) {
+		TH_LOG("mode %u", mode);
+		ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+		bogus_mode = mode;
+		if (mode == BOGUS_IDLE_DATA) {
+			uint8_t h[VFIO_USER_HDR_SIZE];
+
+			cl_hdr(h, 5, VFIO_USER_DMA_READ, sizeof(h),
+			       VFIO_USER_F_TYPE_REPLY, 0);
+			ASSERT_EQ(0, cl_send_raw(cl->twin_fd, h, sizeof(h),
+						 NULL, 0));
+			err = cl_recv(cl, &r);
+			cl_msg_free(&r);
+		} else if (mode == BOGUS_IDLE_CLOSE) {
+			close(cl->twin_fd);
+			cl->twin = false;
+			err = cl_recv(cl, &r);
+			cl_msg_free(&r);
+		} else {
+			cl->on_dma = mode == BOGUS_EXTRA_REPLY ?
+				     bogus_after_reply : bogus_on_twin;
+			err = twin_copy(cl, &status);
+			cl->on_dma = NULL;
+		}
+		TH_LOG("client sees %d", err);
+		EXPECT_TRUE(conn_dropped(err));
+		/* the server closed both sockets */
+		if (cl->twin) {
+			EXPECT_EQ(0, peer_closed(cl->twin_fd));
+		}
+		ASSERT_EQ(1, reconnect_json(cl, self->path, TWIN_JSON, &old));
+		if (old >= 0)
+			close(old);
+		if (mode <= BOGUS_REPLY_CMD) {
+			ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
+			EXPECT_EQ(-EPROTO, (int64_t)v);
+		}
+	}
+	/* and the last client is served on its twin socket */
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	cl->dma_on_main = cl->dma_on_twin = 0;
+	ASSERT_EQ(0, twin_copy(cl, &status));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(6, cl->dma_on_twin);
+	EXPECT_EQ(0, cl->dma_on_main);
+}
+
+/*
+ * The client hangs up its main socket while the server waits on the twin
+ * socket for a DMA reply: the server drops it at once (well within its
+ * 2 s timeout_ms), closing the twin socket too.
+ */
+static int hangup_result = 1;
+
+static void hangup_main(struct cl *cl, const struct cl_msg *m)
+{
+	if (hangup_result != 1)
+		return;
+	shutdown(cl->fd, SHUT_RDWR);
+	hangup_result = peer_closed(cl->twin_fd);
+}
+
+TEST_F(twin, main_hangup_during_dma)
+{
+	struct cl *cl = &self->cl;
+	int64_t status;
+	uint64_t v;
+	int old;
+
+	if (!variant->offer)
+		SKIP(return, "no twin socket offered");
+	ASSERT_EQ(1, negotiate_json(cl, TWIN_JSON));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	cl->on_dma = hangup_main;
+	EXPECT_TRUE(conn_dropped(twin_copy(cl, &status)));
+	cl->on_dma = NULL;
+	EXPECT_EQ(0, hangup_result);
+	ASSERT_EQ(1, reconnect_json(cl, self->path, TWIN_JSON, &old));
+	close(old);
+	ASSERT_EQ(0, reg_read64(cl, R_STATUS, &v));
+	EXPECT_EQ(-ENOTCONN, (int64_t)v);
+}
+
+/* Each client negotiates afresh; a disconnect closes the twin socket. */
+TEST_F(twin, reconnect_negotiates_afresh)
+{
+	static const char *const json[] = { TWIN_JSON, CAPS_JSON, TWIN_JSON };
+	struct cl *cl = &self->cl;
+	unsigned int i;
+	int64_t status;
+	uint64_t v;
+	int old;
+
+	ASSERT_EQ(variant->offer, negotiate_json(cl, json[0]));
+	for (i = 0; i < ARRAY_SIZE(json); i++) {
+		/* json[1] does not ask */
+		bool twin = variant->offer && i != 1;
+
+		if (i) {
+			ASSERT_EQ(twin, reconnect_json(cl, self->path, json[i],
+						       &old));
+			if (old >= 0) {
+				EXPECT_EQ(0, peer_closed(old));
+				close(old);
+			}
+		}
+		ASSERT_EQ(0, reg_read64(cl, R_TWIN, &v));
+		EXPECT_EQ(twin, v);
+		ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+		cl->dma_on_main = cl->dma_on_twin = 0;
+		ASSERT_EQ(0, twin_copy(cl, &status));
+		EXPECT_EQ(0, status);
+		EXPECT_EQ(twin ? 6 : 0, cl->dma_on_twin);
+		EXPECT_EQ(twin ? 0 : 6, cl->dma_on_main);
+	}
+	ASSERT_EQ(0, reg_read64(cl, R_CONNECTS, &v));
+	EXPECT_EQ(3, v);
+	ASSERT_EQ(0, reg_read64(cl, R_DISCONNECTS, &v));
+	EXPECT_EQ(2, v);
+}
+
+/*
+ * The application's own DMA outside any handler, on the twin socket, while
+ * the client's commands wait in the main socket: they are served after.
+ */
+TEST(twin_dma_outside_handler)
+{
+	struct tdev t = { 0 };
+	struct vus_dev *dev = t_dev_new_ex(&t, true, true);
+	struct vfio_user_version ver = { .minor = htole16(2) };
+	struct vfio_user_dma_map dm = {
+		.argsz = htole32(sizeof(dm)), .flags = htole32(3),
+		.addr = htole64(T_MEM_IOVA), .size = htole64(T_MEM_SIZE),
+	};
+	struct vfio_user_region_access ra = {
+		.offset = htole64(R_SCRATCH), .count = htole32(8),
+	};
+	struct vfio_user_dma_access da = {
+		.addr = htole64(T_MEM_IOVA), .count = htole64(8),
+	};
+	uint8_t vb[4 + sizeof(TWIN_JSON)];
+	uint8_t h[VFIO_USER_HDR_SIZE + sizeof(da)];
+	uint64_t v = 0x1122334455667788ULL;
+	struct cl cl = { .fd = -1 };
+	struct pollfd pfd;
+	struct cl_msg m;
+	int sv[2], id;
+
+	ASSERT_NE(NULL, dev);
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+	ASSERT_EQ(0, vus_dev__attach_fd(dev, sv[1]));
+	cl.fd = sv[0];
+	pfd.fd = vus_dev__fd(dev);
+	pfd.events = POLLIN;
+	/* VERSION and DMA_MAP, served by hand */
+	memcpy(vb, &ver, 4);
+	memcpy(vb + 4, TWIN_JSON, sizeof(TWIN_JSON));
+	ASSERT_LE(0, cl_send(&cl, VFIO_USER_VERSION, 0, vb, sizeof(vb), NULL,
+			     0));
+	ASSERT_LT(0, poll(&pfd, 1, 1000));
+	vus_dev__process(dev);
+	ASSERT_EQ(0, cl_recv(&cl, &m));
+	ASSERT_EQ(1, take_twin(&cl, &m));
+	cl_msg_free(&m);
+	ASSERT_LE(0, cl_send(&cl, VFIO_USER_DMA_MAP, 0, &dm, sizeof(dm), NULL,
+			     0));
+	ASSERT_LT(0, poll(&pfd, 1, 1000));
+	vus_dev__process(dev);
+	ASSERT_EQ(0, cl_recv(&cl, &m));
+	EXPECT_FALSE(m.flags & VFIO_USER_F_ERROR);
+	cl_msg_free(&m);
+	ASSERT_TRUE(vus_dev__twin_socket(dev));
+	/* a command waits in the main socket, the DMA reply on the twin */
+	id = cl_send(&cl, VFIO_USER_REGION_READ, 0, &ra, sizeof(ra), NULL, 0);
+	ASSERT_LE(0, id);
+	cl_hdr(h, 0, VFIO_USER_DMA_WRITE, sizeof(h), VFIO_USER_F_TYPE_REPLY, 0);
+	memcpy(h + VFIO_USER_HDR_SIZE, &da, sizeof(da));
+	ASSERT_EQ(0, cl_send_raw(cl.twin_fd, h, sizeof(h), NULL, 0));
+	/* strict_dma_reply is on: without the twin this would drop us */
+	EXPECT_EQ(0, vus_dev__dma_write(dev, T_MEM_IOVA, &v, 8));
+	ASSERT_EQ(0, cl_recv_on(cl.twin_fd, &m));
+	EXPECT_EQ(VFIO_USER_DMA_WRITE, m.command);
+	EXPECT_EQ(0, m.msg_id);
+	EXPECT_EQ(sizeof(h) + 8, m.size);
+	cl_msg_free(&m);
+	ASSERT_TRUE(vus_dev__connected(dev));
+	/* the command is served by the loop */
+	ASSERT_LT(0, poll(&pfd, 1, 1000));
+	vus_dev__process(dev);
+	ASSERT_EQ(0, cl_recv(&cl, &m));
+	EXPECT_EQ(id, m.msg_id);
+	EXPECT_FALSE(m.flags & VFIO_USER_F_ERROR);
+	cl_msg_free(&m);
+	vus_dev__delete(dev);
+	EXPECT_EQ(0, peer_closed(cl.twin_fd));
+	EXPECT_EQ(0, peer_closed(cl.fd));
+	close(cl.twin_fd);
+	close(cl.fd);
 }
 
 TEST_HARNESS_MAIN
