@@ -26,7 +26,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # The programs that open the device as a consumer.
-iommufd_tests="mdev_lifecycle_test client_test hostile_test fuzz_test killloop_test consumer_test signal_test window_test mmap_test"
+iommufd_tests="mdev_lifecycle_test client_test hostile_test fuzz_test killloop_test consumer_test signal_test window_test mmap_test twin_test"
 if [ $# -gt 0 ]; then
 	tests=("$@")
 else
