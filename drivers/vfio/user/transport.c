@@ -1655,10 +1655,76 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
 	return conn;
 }
 
+/*
+ * Whether a socket we were handed can carry a connection: a connected
+ * AF_UNIX stream socket nobody else has hooked (a BPF sockmap, another
+ * device). Returns 0 or the errno that says what it is not.
+ */
+static int vfio_user_sock_check(struct socket *sock)
+{
+	if (!sock)
+		return -ENOTSOCK;
+	if (sock->sk->sk_family != AF_UNIX)
+		return -EAFNOSUPPORT;
+	if (sock->type != SOCK_STREAM)
+		return -EPROTOTYPE;
+	if (READ_ONCE(sock->sk->sk_state) != TCP_ESTABLISHED)
+		return -ENOTCONN;
+	if (rcu_access_pointer(sock->sk->sk_user_data))
+		return -EBUSY;
+	return 0;
+}
+
+/*
+ * "fd:N": the connected socket behind fd N of the writer, which keeps its
+ * own fd (it should close it: what it reads or writes there tears the
+ * stream).
+ */
+static struct vfio_user_conn *vfio_user_conn_from_fd(struct vfio_user_device *udev,
+						     const char *path,
+						     unsigned int timeout_ms)
+{
+	struct vfio_user_conn *conn;
+	struct file *file;
+	unsigned int fd;
+	int ret;
+
+	if (kstrtouint(path + 3, 10, &fd))
+		return ERR_PTR(-EINVAL);
+	file = fget(fd);
+	if (!file) {
+		dev_err(vfio_user_dev(udev), "%s: no such fd in the writer\n",
+			path);
+		return ERR_PTR(-EBADF);
+	}
+	ret = vfio_user_sock_check(sock_from_file(file));
+	if (ret) {
+		dev_err(vfio_user_dev(udev),
+			"%s is not a connected AF_UNIX stream socket of its own: %d\n",
+			path, ret);
+		goto err_put;
+	}
+	conn = vfio_user_conn_alloc(udev, timeout_ms);
+	if (!conn) {
+		ret = -ENOMEM;
+		goto err_put;
+	}
+	conn->sock = sock_from_file(file);
+	conn->sock_file = file;
+	vfio_user_conn_hook(conn);
+	return conn;
+
+err_put:
+	fput(file);
+	return ERR_PTR(ret);
+}
+
 /**
  * vfio_user_conn_connect() - connect to a server
  * @udev: the device
- * @path: the server's socket path, resolved in the caller's context
+ * @path: the server's socket path, resolved in the caller's context; or
+ *	"fd:N", a connected AF_UNIX stream socket the caller passes as its
+ *	fd N (a socket-activated server, another mount namespace)
  * @timeout_ms: bound on every wait for the server, and on the attach
  *
  * The connection is the caller's alone until it publishes it; the whole
@@ -1671,7 +1737,9 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
  * wait (a full listen backlog is -EAGAIN).
  * Return: a running connection with one reference (the caller's), or an
  * ERR_PTR: -ENOENT/-ECONNREFUSED/-ENOTSOCK/-EAGAIN... from connect,
- * -EINVAL.
+ * -EINVAL; for "fd:N" -EBADF (no such fd), -ENOTSOCK, -EAFNOSUPPORT (not
+ * AF_UNIX), -EPROTOTYPE (not a stream), -ENOTCONN, -EBUSY (already
+ * attached or hooked).
  */
 struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 					      const char *path,
@@ -1682,6 +1750,8 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 	size_t plen = strlen(path);
 	int ret;
 
+	if (str_has_prefix(path, "fd:"))
+		return vfio_user_conn_from_fd(udev, path, timeout_ms);
 	if (!plen || plen >= sizeof(addr.sun_path))
 		return ERR_PTR(-EINVAL);
 	memcpy(addr.sun_path, path, plen);
@@ -1735,9 +1805,7 @@ int vfio_user_conn_twin(struct vfio_user_conn *conn, struct file *file)
 	struct vfio_user_conn *twin;
 	bool dead;
 
-	if (!sock || sock->type != SOCK_STREAM ||
-	    sock->sk->sk_family != AF_UNIX ||
-	    READ_ONCE(sock->sk->sk_state) != TCP_ESTABLISHED) {
+	if (vfio_user_sock_check(sock)) {
 		fput(file);
 		vfio_user_conn_broken(conn,
 				      "the twin socket is not a connected AF_UNIX stream socket");
