@@ -24,6 +24,7 @@
 
 #include "compat.h"
 #include "vfio_user_mdev.h"
+#include "trace.h"
 
 /*
  * Consumer side: every op starts here. Returns the live connection with
@@ -628,6 +629,8 @@ static void vfio_user_unpublish(struct vfio_user_device *udev)
 
 	if (!conn)
 		return;
+	trace_vfio_user_state(vfio_user_dev(udev), "detached",
+			      udev->socket_path);
 	vfio_user_conn_close(conn, "detached");
 	down_write(&udev->conn_sem);
 	spin_lock(&udev->state_lock);
@@ -799,6 +802,7 @@ int vfio_user_attach(struct vfio_user_device *udev, const char *path)
 	if (ret)
 		goto err_conn;
 	vfio_user_mmap_publish(udev, conn);
+	trace_vfio_user_state(vfio_user_dev(udev), "attached", path);
 	/* An EOI the consumer signalled while no server was there. */
 	vfio_user_irqs_unmask_kick(udev);
 	dev_info(vfio_user_dev(udev),

@@ -30,6 +30,7 @@
 #include <linux/vfio.h>
 
 #include "vfio_user_mdev.h"
+#include "trace.h"
 
 /* Pieces of DMA data: 64 KiB where they come easily, else single pages. */
 #define VFIO_USER_DMA_PIECE		SZ_64K
@@ -192,6 +193,7 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 				    "DMA_%s of %llu bytes at %#llx refused\n",
 				    write ? "WRITE" : "READ", count, addr);
 reply:
+	trace_vfio_user_dma(vfio_user_dev(udev), write, addr, count, err);
 	if (cmd->no_reply)
 		goto out;
 	if (err) {

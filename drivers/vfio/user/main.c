@@ -17,6 +17,9 @@
 #include "compat.h"
 #include "vfio_user_mdev.h"
 
+#define CREATE_TRACE_POINTS
+#include "trace.h"
+
 #define VFIO_USER_DRIVER_DESC	"VFIO mediated devices backed by vfio-user servers"
 #define VFIO_USER_DEF_MAX_DEVICES	256
 

@@ -57,6 +57,7 @@
 
 #include "compat.h"
 #include "vfio_user_mdev.h"
+#include "trace.h"
 
 /* Longest error payload we read and drop. */
 #define VFIO_USER_MAX_ERROR_PAYLOAD	4096
@@ -251,6 +252,9 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	spin_unlock(&conn->lock);
 
 	/* A twin's end is its main connection's, which tells why. */
+	if (!conn->main && !stopping)
+		trace_vfio_user_state(vfio_user_dev(conn->udev), "broken",
+				      conn->reason);
 	if (conn->main)
 		dev_dbg(vfio_user_dev(conn->udev), "twin socket closed: %s\n",
 			conn->reason);
@@ -902,6 +906,10 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 	conn->rx_state = VFIO_USER_RX_HDR;
 	conn->rx_got = 0;
 	if (conn->rx_cmd) {
+		trace_vfio_user_recv(vfio_user_dev(conn->udev),
+				     conn->rx_cmd->msg_id, conn->rx_cmd->command,
+				     sizeof(conn->rx_hdr) + conn->rx_len,
+				     le32_to_cpu(conn->rx_hdr.flags), 0, 0);
 		vfio_user_rx_drop_files(conn);
 		WRITE_ONCE(conn->last_cmd, jiffies);
 		/* The server is working: its main socket's requests wait on. */
@@ -912,6 +920,11 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 		return;
 	}
 	conn->rx_req = NULL;
+	trace_vfio_user_recv(vfio_user_dev(conn->udev), req->msg_id,
+			     req->command, sizeof(conn->rx_hdr) + conn->rx_len,
+			     le32_to_cpu(conn->rx_hdr.flags),
+			     le32_to_cpu(conn->rx_hdr.error_no),
+			     ktime_get_ns() - req->queued_ns);
 	if (conn->rx_nr_files > req->rx_max_files ||
 	    (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)) {
 		if (conn->rx_nr_files > req->rx_max_files)
@@ -1304,6 +1317,7 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 	if (attach && time_before(attach, deadline))
 		deadline = attach;
 	req->queued = jiffies;
+	req->queued_ns = ktime_get_ns();
 	req->deadline = deadline;
 	req->task = current;
 
@@ -1339,6 +1353,9 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 	req->tx_state = VFIO_USER_TX_QUEUED;
 	list_add_tail(&req->tx_node, &conn->tx_list);
 	spin_unlock(&conn->lock);
+	if (!req->no_reply)
+		trace_vfio_user_send(vfio_user_dev(conn->udev), id, req->command,
+				     req->tx_len, VFIO_USER_F_TYPE_COMMAND);
 	return 0;
 }
 
@@ -1483,6 +1500,8 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
 	vfio_user_fill_hdr(&req->hdr, msg_id, command, req->tx_len,
 			   VFIO_USER_F_TYPE_REPLY | (error ? VFIO_USER_F_ERROR : 0),
 			   error);
+	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command,
+			     req->tx_len, le32_to_cpu(req->hdr.flags));
 	ret = vfio_user_send_reply_req(conn, req);
 	vfio_user_req_put(req);
 	return ret;
@@ -1524,6 +1543,8 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 	req->tx_len = size;
 	vfio_user_fill_hdr(page_address(dp->bv[0].bv_page) + dp->bv[0].bv_offset,
 			   msg_id, command, size, VFIO_USER_F_TYPE_REPLY, 0);
+	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command, size,
+			     VFIO_USER_F_TYPE_REPLY);
 	ret = vfio_user_send_reply_req(conn, req);
 	vfio_user_req_put(req);
 	return ret;

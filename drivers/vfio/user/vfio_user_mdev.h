@@ -174,6 +174,7 @@ enum vfio_user_tx_state {
  *	vfio_user_conn.lock
  * @status: 0 or a negative errno, valid after @done
  * @queued: jiffies when it was queued
+ * @queued_ns: ktime_get_ns() when it was queued (trace events)
  * @deadline: jiffies by which the reply must have come, unless the server
  *	keeps sending commands meanwhile (vfio_user_req_deadline())
  * @reply_min: shortest acceptable reply payload
@@ -211,6 +212,7 @@ struct vfio_user_req {
 	bool done;
 	int status;
 	unsigned long queued;
+	u64 queued_ns;
 	unsigned long deadline;
 
 	size_t reply_min;
