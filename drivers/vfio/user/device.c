@@ -434,6 +434,7 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
 	cancel_work_sync(&udev->window_work);
 	WARN_ON_ONCE(udev->window);
 	vfio_user_mmap_exit(udev);
+	vfio_user_stats_free(udev);
 	vfio_user_free_regions(udev->regions, udev->num_regions);
 	vfio_user_irqs_free(udev);
 	mutex_destroy(&udev->window_mutex);

@@ -194,6 +194,12 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 				    write ? "WRITE" : "READ", count, addr);
 reply:
 	trace_vfio_user_dma(vfio_user_dev(udev), write, addr, count, err);
+	if (err)
+		vfio_user_stat_inc(udev, dma_errors);
+	else if (write)
+		vfio_user_stat_add(udev, dma_write_bytes, count);
+	else
+		vfio_user_stat_add(udev, dma_read_bytes, count);
 	if (cmd->no_reply)
 		goto out;
 	if (err) {

@@ -117,9 +117,12 @@ static int vfio_user_probe(struct mdev_device *mdev)
 	udev->mdev = mdev;
 	dev_set_drvdata(&mdev->dev, udev);
 
-	ret = vfio_register_emulated_iommu_dev(&udev->vdev);
+	ret = vfio_user_stats_add(udev);
 	if (ret)
 		goto err_put;
+	ret = vfio_register_emulated_iommu_dev(&udev->vdev);
+	if (ret)
+		goto err_stats;
 	ret = sysfs_create_group(&mdev->dev.kobj, &vfio_user_dev_group);
 	if (ret)
 		goto err_unregister;
@@ -127,6 +130,8 @@ static int vfio_user_probe(struct mdev_device *mdev)
 
 err_unregister:
 	vfio_unregister_group_dev(&udev->vdev);
+err_stats:
+	vfio_user_stats_remove(udev);
 err_put:
 	vfio_put_device(&udev->vdev);
 	return ret;
@@ -149,6 +154,7 @@ static void vfio_user_remove(struct mdev_device *mdev)
 	sysfs_remove_group(&mdev->dev.kobj, &vfio_user_dev_group);
 	vfio_unregister_group_dev(&udev->vdev);
 	vfio_user_detach(udev, true);
+	vfio_user_stats_remove(udev);
 	vfio_put_device(&udev->vdev);
 }
 
@@ -205,6 +211,7 @@ static int __init vfio_user_init(void)
 	ret = vfio_user_window_init();
 	if (ret)
 		goto err_wq;
+	vfio_user_stats_init();
 
 	ret = mdev_register_driver(&vfio_user_driver);
 	if (ret)
@@ -236,6 +243,7 @@ err_put:
 err_driver:
 	mdev_unregister_driver(&vfio_user_driver);
 err_window:
+	vfio_user_stats_exit();
 	vfio_user_window_exit();
 err_wq:
 	destroy_workqueue(vfio_user_wq);
@@ -248,6 +256,7 @@ static void __exit vfio_user_exit(void)
 	device_unregister(&vfio_user_parent.dev);
 	class_unregister(&vfio_user_class);
 	mdev_unregister_driver(&vfio_user_driver);
+	vfio_user_stats_exit();
 	vfio_user_window_exit();
 	destroy_workqueue(vfio_user_wq);
 }

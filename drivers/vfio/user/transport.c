@@ -252,9 +252,11 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	spin_unlock(&conn->lock);
 
 	/* A twin's end is its main connection's, which tells why. */
-	if (!conn->main && !stopping)
+	if (!conn->main && !stopping) {
 		trace_vfio_user_state(vfio_user_dev(conn->udev), "broken",
 				      conn->reason);
+		vfio_user_stat_inc(conn->udev, broken);
+	}
 	if (conn->main)
 		dev_dbg(vfio_user_dev(conn->udev), "twin socket closed: %s\n",
 			conn->reason);
@@ -342,6 +344,7 @@ void vfio_user_rx_violation(struct vfio_user_conn *conn, const char *fmt, ...)
 {
 	va_list args;
 
+	vfio_user_stat_inc(conn->udev, violations);
 	va_start(args, fmt);
 	__vfio_user_conn_broken(conn, -EPROTO, fmt, args);
 	va_end(args);
@@ -910,6 +913,8 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 				     conn->rx_cmd->msg_id, conn->rx_cmd->command,
 				     sizeof(conn->rx_hdr) + conn->rx_len,
 				     le32_to_cpu(conn->rx_hdr.flags), 0, 0);
+		vfio_user_stat_msg(conn->udev, false, conn->rx_cmd->command,
+				   sizeof(conn->rx_hdr) + conn->rx_len);
 		vfio_user_rx_drop_files(conn);
 		WRITE_ONCE(conn->last_cmd, jiffies);
 		/* The server is working: its main socket's requests wait on. */
@@ -925,6 +930,10 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 			     le32_to_cpu(conn->rx_hdr.flags),
 			     le32_to_cpu(conn->rx_hdr.error_no),
 			     ktime_get_ns() - req->queued_ns);
+	vfio_user_stat_msg(conn->udev, false, req->command,
+			   sizeof(conn->rx_hdr) + conn->rx_len);
+	if (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)
+		vfio_user_stat_inc(conn->udev, error_replies);
 	if (conn->rx_nr_files > req->rx_max_files ||
 	    (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)) {
 		if (conn->rx_nr_files > req->rx_max_files)
@@ -1353,9 +1362,13 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 	req->tx_state = VFIO_USER_TX_QUEUED;
 	list_add_tail(&req->tx_node, &conn->tx_list);
 	spin_unlock(&conn->lock);
-	if (!req->no_reply)
-		trace_vfio_user_send(vfio_user_dev(conn->udev), id, req->command,
-				     req->tx_len, VFIO_USER_F_TYPE_COMMAND);
+	if (req->no_reply)
+		return 0;
+	trace_vfio_user_send(vfio_user_dev(conn->udev), id, req->command,
+			     req->tx_len, VFIO_USER_F_TYPE_COMMAND);
+	vfio_user_stat_msg(conn->udev, true, req->command, req->tx_len);
+	if (req->command == VFIO_USER_DEVICE_SET_IRQS)
+		vfio_user_stat_add(conn->udev, irq_fds_sent, req->nr_fds);
 	return 0;
 }
 
@@ -1391,6 +1404,11 @@ int vfio_user_req_run(struct vfio_user_conn *conn, struct vfio_user_req *req)
 	if (!ret)
 		ret = vfio_user_wait_reply(conn, req);
 
+	if (ret == -ETIMEDOUT)
+		vfio_user_stat_inc(conn->udev, timeouts);
+	else if (!ret && !READ_ONCE(conn->attach_deadline))
+		vfio_user_stat_latency(conn->udev,
+				       ktime_get_ns() - req->queued_ns);
 	if (ret == -ETIMEDOUT && req->command == VFIO_USER_VERSION)
 		vfio_user_conn_broken(conn, "no VERSION reply within %u ms",
 				      jiffies_to_msecs(conn->timeout));
@@ -1502,6 +1520,7 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
 			   error);
 	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command,
 			     req->tx_len, le32_to_cpu(req->hdr.flags));
+	vfio_user_stat_msg(conn->udev, true, command, req->tx_len);
 	ret = vfio_user_send_reply_req(conn, req);
 	vfio_user_req_put(req);
 	return ret;
@@ -1545,6 +1564,7 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 			   msg_id, command, size, VFIO_USER_F_TYPE_REPLY, 0);
 	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command, size,
 			     VFIO_USER_F_TYPE_REPLY);
+	vfio_user_stat_msg(conn->udev, true, command, size);
 	ret = vfio_user_send_reply_req(conn, req);
 	vfio_user_req_put(req);
 	return ret;

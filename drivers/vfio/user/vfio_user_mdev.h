@@ -18,6 +18,7 @@
 #include <linux/kref.h>
 #include <linux/mdev.h>
 #include <linux/mutex.h>
+#include <linux/percpu.h>
 #include <linux/rwsem.h>
 #include <linux/spinlock.h>
 #include <linux/uio.h>
@@ -465,6 +466,41 @@ struct vfio_user_irq {
 	struct file **triggers;
 };
 
+/* log2 buckets of the request latency histogram: up to 2^31 ns and more */
+#define VFIO_USER_LATENCY_BUCKETS	32
+
+/**
+ * struct vfio_user_stats - one CPU's share of a device's counters (stats.c)
+ * @sent_msgs: messages sent, by command
+ * @sent_bytes: their bytes, headers included
+ * @recv_msgs: messages received whole, by command
+ * @recv_bytes: their bytes, headers included
+ * @error_replies: replies of the server with the error flag
+ * @timeouts: requests that got no reply in time
+ * @violations: protocol violations found in what the server sent
+ * @broken: connections that broke (not detached on purpose)
+ * @dma_read_bytes: bytes the server read by DMA_READ
+ * @dma_write_bytes: bytes the server wrote by DMA_WRITE
+ * @dma_errors: DMA_READ/DMA_WRITE refused with an error reply
+ * @irq_fds_sent: eventfds passed with DEVICE_SET_IRQS
+ * @latency: requests by log2 of their wait in ns, once attached
+ */
+struct vfio_user_stats {
+	u64 sent_msgs[VFIO_USER_MAX_COMMAND];
+	u64 sent_bytes[VFIO_USER_MAX_COMMAND];
+	u64 recv_msgs[VFIO_USER_MAX_COMMAND];
+	u64 recv_bytes[VFIO_USER_MAX_COMMAND];
+	u64 error_replies;
+	u64 timeouts;
+	u64 violations;
+	u64 broken;
+	u64 dma_read_bytes;
+	u64 dma_write_bytes;
+	u64 dma_errors;
+	u64 irq_fds_sent;
+	u64 latency[VFIO_USER_LATENCY_BUCKETS];
+};
+
 /**
  * struct vfio_user_device - one mediated device
  * @vdev: the VFIO device; its refcount owns this struct
@@ -516,6 +552,8 @@ struct vfio_user_irq {
  * @iommufd_bound: the consumer reaches the device through iommufd, not a
  *	type1 container (vfio_user_bind_iommufd())
  * @mmap: the consumer's mappings of server memory (mmap.c)
+ * @stats: per-CPU counters (stats.c)
+ * @debugfs: the device's debugfs directory, or an error/NULL
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -553,6 +591,8 @@ struct vfio_user_device {
 	struct work_struct window_work;
 	bool iommufd_bound;
 	struct vfio_user_mmap *mmap;
+	struct vfio_user_stats __percpu *stats;
+	struct dentry *debugfs;
 };
 
 static inline struct vfio_user_device *
@@ -643,6 +683,20 @@ void vfio_user_window_close(struct vfio_user_device *udev);
 void vfio_user_window_revoke(struct vfio_user_device *udev);
 void vfio_user_window_work(struct work_struct *work);
 unsigned long vfio_user_window_pinned(struct vfio_user_device *udev);
+
+/* stats.c */
+void vfio_user_stat_msg(struct vfio_user_device *udev, bool sent, u16 command,
+			u32 size);
+void vfio_user_stat_latency(struct vfio_user_device *udev, u64 ns);
+int vfio_user_stats_add(struct vfio_user_device *udev);
+void vfio_user_stats_remove(struct vfio_user_device *udev);
+void vfio_user_stats_free(struct vfio_user_device *udev);
+void vfio_user_stats_init(void);
+void vfio_user_stats_exit(void);
+
+/* The counters, for stats.c's callers: per CPU, no lock. */
+#define vfio_user_stat_inc(udev, field)		this_cpu_inc((udev)->stats->field)
+#define vfio_user_stat_add(udev, field, n)	this_cpu_add((udev)->stats->field, n)
 
 /* mmap.c */
 int vfio_user_mmap_init(struct vfio_user_device *udev);

@@ -3,7 +3,8 @@
  * Trace events: after a known workload, a tracefs instance with the
  * vfio_user_mdev events on holds each message as sent and received
  * (command, size with the header, flags, errno, round trip), the DMA the
- * module served, and the device's attach and detach.
+ * module served, and the device's attach and detach. Statistics: the
+ * device's debugfs stats count exactly a known workload.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,6 +16,8 @@
 #include <linux/vfio.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "kselftest_harness.h"
@@ -202,6 +205,134 @@ TEST(dma)
 	EXPECT_TRUE(HAS(trace, "vfio_user_send:", uuid, "command=DMA_WRITE size=32 flags=0x1"));
 	if (_metadata->exit_code)
 		TH_LOG("trace:\n%.3000s", trace);
+}
+
+/* One counter of the device's stats file; ~0 if absent. */
+static unsigned long long stat_of(const char *uuid, const char *name)
+{
+	char path[256], key[128];
+	unsigned long long v, found = ~0ULL;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/vfio_user_mdev/%s/stats",
+		 uuid);
+	f = fopen(path, "re");
+	if (!f)
+		return ~0ULL;
+	while (fscanf(f, "%127s %llu", key, &v) == 2)
+		if (!strcmp(key, name))
+			found = v;
+	fclose(f);
+	return found;
+}
+
+static unsigned long long stat_latency_sum(const char *uuid)
+{
+	unsigned long long sum = 0, v;
+	char name[32];
+	int i;
+
+	for (i = 0; i < 32; i++) {
+		snprintf(name, sizeof(name), "latency_ns.%d", i);
+		v = stat_of(uuid, name);
+		if (v == ~0ULL)
+			return ~0ULL;
+		sum += v;
+	}
+	return sum;
+}
+
+/* The counters after 3 reads, 2 writes, 1 eventfd and a message DMA copy. */
+TEST(stats)
+{
+	char uuid[VU_UUID_LEN + 1], path[256];
+	int container = -1, group = -1, fd, efd, i;
+	uint8_t irqbuf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *irq = (void *)irqbuf;
+	uint64_t scratch = 1, v;
+	struct vu_server srv;
+	uint32_t magic, one = 1;
+	void *buf;
+
+	if (access(VU_TYPE_DIR, F_OK))
+		SKIP(return, "vfio_user_mdev is not loaded");
+	if (access("/sys/kernel/debug/vfio_user_mdev", F_OK))
+		mount("nodev", "/sys/kernel/debug", "debugfs", 0, NULL);
+	if (access("/sys/kernel/debug/vfio_user_mdev", F_OK))
+		SKIP(return, "no debugfs");
+	ASSERT_EQ(0, vu_server_start(&srv, SAMPLE, dma_args));
+	vu_uuid_gen(uuid);
+	ASSERT_EQ(0, vu_mdev_create(uuid));
+	snprintf(path, sizeof(path), "/sys/kernel/debug/vfio_user_mdev/%s/stats",
+		 uuid);
+	ASSERT_EQ(0, access(path, R_OK));
+	EXPECT_EQ(0, stat_of(uuid, "sent_msgs.VERSION"));
+	ASSERT_EQ(0, vu_mdev_attr_write(uuid, "dma_window", "0"));
+	ASSERT_EQ(0, vu_mdev_attach(uuid, &srv));
+	fd = vu_vfio_open(uuid, &container, &group);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.VERSION"));
+	EXPECT_EQ(1, stat_of(uuid, "recv_msgs.VERSION"));
+	EXPECT_EQ(0, stat_latency_sum(uuid));
+
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, vu_region_read(fd, BAR0, 0, &magic, 4));
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x40, &scratch, 8));
+	EXPECT_EQ(3, stat_of(uuid, "sent_msgs.REGION_READ"));
+	EXPECT_EQ(3 * 32, stat_of(uuid, "sent_bytes.REGION_READ"));
+	EXPECT_EQ(3, stat_of(uuid, "recv_msgs.REGION_READ"));
+	EXPECT_EQ(3 * 36, stat_of(uuid, "recv_bytes.REGION_READ"));
+	EXPECT_EQ(2, stat_of(uuid, "sent_msgs.REGION_WRITE"));
+	EXPECT_EQ(2 * 40, stat_of(uuid, "sent_bytes.REGION_WRITE"));
+	EXPECT_EQ(2 * 32, stat_of(uuid, "recv_bytes.REGION_WRITE"));
+	EXPECT_EQ(5, stat_latency_sum(uuid));
+
+	efd = eventfd(0, EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	irq->argsz = sizeof(irqbuf);
+	irq->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+	irq->index = VFIO_PCI_MSIX_IRQ_INDEX;
+	irq->start = 0;
+	irq->count = 1;
+	memcpy(irq->data, &efd, sizeof(int));
+	ASSERT_EQ(0, ioctl(fd, VFIO_DEVICE_SET_IRQS, irq));
+	EXPECT_EQ(1, stat_of(uuid, "irq_fds_sent"));
+	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.DEVICE_SET_IRQS"));
+
+	buf = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	ASSERT_EQ(0, vu_dma_map(container, buf, IOVA, 8192,
+				VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE));
+	v = IOVA;
+	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x08, &v, 8));
+	v = IOVA + 4096;
+	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x10, &v, 8));
+	v = 4096;
+	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x18, &v, 8));
+	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x20, &one, 4));
+	EXPECT_EQ(4096, stat_of(uuid, "dma_read_bytes"));
+	EXPECT_EQ(4096, stat_of(uuid, "dma_write_bytes"));
+	EXPECT_EQ(1, stat_of(uuid, "recv_msgs.DMA_READ"));
+	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.DMA_WRITE"));
+	EXPECT_EQ(0, stat_of(uuid, "dma_errors"));
+	EXPECT_EQ(0, stat_of(uuid, "error_replies"));
+	EXPECT_EQ(0, stat_of(uuid, "timeouts"));
+	EXPECT_EQ(0, stat_of(uuid, "violations"));
+	EXPECT_EQ(0, stat_of(uuid, "broken"));
+	EXPECT_EQ(10, stat_latency_sum(uuid));
+
+	/* The server dies: one broken connection. */
+	vu_server_stop(&srv);
+	for (i = 0; i < 100 && stat_of(uuid, "broken") != 1; i++)
+		usleep(20000);
+	EXPECT_EQ(1, stat_of(uuid, "broken"));
+	close(efd);
+	vu_consumer_teardown(uuid, &fd, &group, &container);
+	munmap(buf, 8192);
+	/* The stats file goes with the device. */
+	EXPECT_NE(0, access(path, F_OK));
 }
 
 TEST_HARNESS_MAIN
