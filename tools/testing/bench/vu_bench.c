@@ -20,6 +20,12 @@
  *                                     (the server's faults pin and map), then
  *                                     again (pinned), then unmapped
  *   vu_bench irq UUID N               null device: write IRQ reg, wait eventfd
+ *   vu_bench doorbell UUID N          null device with --mmap: N 4-byte
+ *                                     doorbell stores to the mapped sparse
+ *                                     area of BAR4, then N REGION_WRITEs
+ *                                     (pwrite) of the same doorbell; exits 1
+ *                                     when BAR4 is not mmap-able or either
+ *                                     way did not reach the server's memory
  *   vu_bench eventfd N                raw eventfd ping-pong between processes
  *   vu_bench stream MIB               raw AF_UNIX stream of 1 MiB messages:
  *                                     the transport floor for DMA
@@ -101,27 +107,44 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Prints the stats of @n samples as JSON members (no braces). */
-static void print_stats(uint64_t *s, long n)
+/* Writes @n samples to @path (one per line) when @path is set. */
+static void save_samples(const char *path, const uint64_t *s, long n)
 {
-	const char *path = getenv("VU_SAMPLES");
+	FILE *f;
+	long i;
+
+	if (!path || !*path)
+		return;
+	f = fopen(path, "w");
+	for (i = 0; f && i < n; i++)
+		fprintf(f, "%llu\n", (unsigned long long)s[i]);
+	if (f)
+		fclose(f);
+}
+
+/*
+ * Prints median, p99 and mean of @n samples as JSON members named
+ * @prefix median_ns etc. (no braces, no leading comma); sorts @s.
+ */
+static void print_stats_as(const char *prefix, uint64_t *s, long n)
+{
 	double sum = 0;
 	long i;
 
-	if (path && *path) {
-		FILE *f = fopen(path, "w");
-
-		for (i = 0; f && i < n; i++)
-			fprintf(f, "%llu\n", (unsigned long long)s[i]);
-		if (f)
-			fclose(f);
-	}
 	for (i = 0; i < n; i++)
 		sum += s[i];
 	qsort(s, n, sizeof(*s), cmp_u64);
-	printf("\"ops\": %ld, \"median_ns\": %llu, \"p99_ns\": %llu, \"mean_ns\": %.0f",
-	       n, (unsigned long long)s[n / 2],
-	       (unsigned long long)s[(long)(n * 0.99)], sum / n);
+	printf("\"%smedian_ns\": %llu, \"%sp99_ns\": %llu, \"%smean_ns\": %.0f",
+	       prefix, (unsigned long long)s[n / 2],
+	       prefix, (unsigned long long)s[(long)(n * 0.99)], prefix, sum / n);
+}
+
+/* Prints the stats of @n samples as JSON members (no braces). */
+static void print_stats(uint64_t *s, long n)
+{
+	save_samples(getenv("VU_SAMPLES"), s, n);
+	printf("\"ops\": %ld, ", n);
+	print_stats_as("", s, n);
 }
 
 /* A VFIO device fd for an mdev (container with type1, like QEMU). */
@@ -581,19 +604,24 @@ static void dma(const char *uuid, long mib, const char *mode, const char *path)
 	close(c);
 }
 
-static unsigned long window_pinned(const char *uuid)
+/* A number in the mdev's vfio_user/@name sysfs attribute. */
+static unsigned long mdev_attr(const char *uuid, const char *name)
 {
 	char path[256];
 	unsigned long v;
 	FILE *f;
 
-	snprintf(path, sizeof(path), MDEV_DIR "/%s/vfio_user/dma_window_pinned",
-		 uuid);
+	snprintf(path, sizeof(path), MDEV_DIR "/%s/vfio_user/%s", uuid, name);
 	f = fopen(path, "r");
 	if (!f || fscanf(f, "%lu", &v) != 1)
-		die("dma_window_pinned");
+		die(name);
 	fclose(f);
 	return v;
+}
+
+static unsigned long window_pinned(const char *uuid)
+{
+	return mdev_attr(uuid, "dma_window_pinned");
 }
 
 /*
@@ -706,6 +734,235 @@ static void dma_first(const char *uuid, long mib)
 	dma_path_print(&p);
 	printf("}\n");
 	munmap(buf, 2 * sz);
+	close(fd);
+	close(c);
+}
+
+/* The null sample's window on BAR4's memory (tools/vfio-user/sample.h). */
+#define NULL_REG_BAR4_OFFSET	0x28
+#define NULL_REG_BAR4_DATA	0x30
+
+/* Doorbell values: the high byte tells the two ways apart. */
+#define DOORBELL_MMAP		0xa5000000u
+#define DOORBELL_MSG		0x5a000000u
+#define DOORBELL_SEQ		0x00ffffffu
+
+/* GET_REGION_INFO with its whole capability chain; the caller frees it. */
+static struct vfio_region_info *region_info_caps(int fd, unsigned int index)
+{
+	struct vfio_region_info *info = NULL;
+	uint32_t sz = sizeof(*info);
+
+	for (;;) {
+		info = realloc(info, sz);
+		if (!info)
+			die("region info");
+		memset(info, 0, sz);
+		info->argsz = sz;
+		info->index = index;
+		if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, info))
+			die("region info");
+		if (info->argsz <= sz)
+			return info;
+		sz = info->argsz;
+	}
+}
+
+/*
+ * Where a doorbell can sit in the mmap-able region @info: the start of its
+ * first sparse-mmap area of at least a page, or of the region when it has
+ * no sparse-mmap capability. The offset in the region, or -1.
+ */
+static int64_t mmap_area(const struct vfio_region_info *info)
+{
+	const struct vfio_region_info_cap_sparse_mmap *sp;
+	const struct vfio_info_cap_header *h;
+	uint64_t pg = getpagesize();
+	uint32_t off = 0, i;
+
+	if (info->flags & VFIO_REGION_INFO_FLAG_CAPS)
+		off = info->cap_offset;
+	for (; off && off + sizeof(*h) <= info->argsz; off = h->next) {
+		h = (const void *)((const char *)info + off);
+		if (h->id != VFIO_REGION_INFO_CAP_SPARSE_MMAP)
+			continue;
+		sp = (const void *)h;
+		if (off + sizeof(*sp) > info->argsz ||
+		    off + sizeof(*sp) + sp->nr_areas * sizeof(sp->areas[0]) >
+		    info->argsz)
+			return -1;
+		for (i = 0; i < sp->nr_areas; i++)
+			if (sp->areas[i].size >= pg &&
+			    !(sp->areas[i].offset % pg))
+				return sp->areas[i].offset;
+		return -1;
+	}
+	return info->size >= pg ? 0 : -1;
+}
+
+/* BAR4's memory at @off (8-byte aligned) as the null server sees it. */
+static uint64_t null_bar4_peek(int fd, uint64_t bar0, uint64_t off)
+{
+	bar_write64(fd, bar0, NULL_REG_BAR4_OFFSET, off);
+	return bar_read64(fd, bar0, NULL_REG_BAR4_DATA);
+}
+
+/* Saves @s as the samples of one way: $VU_SAMPLES with _@way inserted. */
+static void doorbell_samples(const char *way, const uint64_t *s, long n)
+{
+	const char *base = getenv("VU_SAMPLES");
+	char path[512];
+	size_t len;
+
+	if (!base || !*base)
+		return;
+	len = strlen(base);
+	if (len > 8 && !strcmp(base + len - 8, ".samples"))
+		len -= 8;
+	snprintf(path, sizeof(path), "%.*s_%s.samples", (int)len, base, way);
+	save_samples(path, s, n);
+}
+
+/*
+ * A 4-byte doorbell in the null sample's BAR4 (--mmap), written @n times
+ * each way, at the same place: (a) a store to the consumer's MAP_SHARED
+ * mapping of a sparse-mmap area, which is the server's memory (no
+ * message); (b) a pwrite on the device fd, a REGION_WRITE the module
+ * sends and waits for. Per-write latencies of both; @n stores back to
+ * back (the median of THRU_RUNS runs after a warm-up) as the store's own
+ * cost, since one store is shorter than the two clock reads around it
+ * (clock_*: the two reads with nothing between).
+ *
+ * Exits 1 unless the path is the one named: BAR4 has
+ * VFIO_REGION_INFO_FLAG_MMAP and an area of a page; after the stores the
+ * module maps a page (mmap_pages) and the server's memory, read through
+ * BAR0's BAR4_OFFSET/BAR4_DATA, holds the last value stored; after the
+ * REGION_WRITEs it and the mapping hold the last value written, and they
+ * switched context (the server sleeps in epoll: a message wakes it).
+ */
+static void doorbell(const char *uuid, long n)
+{
+	uint64_t bar0, reg, t, seen_mmap, seen_msg, runs[THRU_RUNS];
+	uint64_t *s_clk, *s_mmap, *s_msg, med_mmap, med_msg;
+	unsigned long long c0, c1, c2, c3;
+	uint32_t v, last_mmap, last_msg, seen_map, seq = 0;
+	struct vfio_region_info *info;
+	volatile uint32_t *db;
+	unsigned long pages;
+	long pg = getpagesize(), i;
+	int64_t area;
+	void *map;
+	int c, fd, r;
+
+	fd = open_mdev(uuid, &c);
+	bar0 = region_off(fd, VFIO_PCI_BAR0_REGION_INDEX);
+	info = region_info_caps(fd, VFIO_PCI_BAR4_REGION_INDEX);
+	if (!(info->flags & VFIO_REGION_INFO_FLAG_MMAP)) {
+		fprintf(stderr, "vu_bench: doorbell: BAR4 lacks VFIO_REGION_INFO_FLAG_MMAP (flags %#x): no mapping to measure\n",
+			info->flags);
+		exit(1);
+	}
+	area = mmap_area(info);
+	if (area < 0) {
+		fprintf(stderr, "vu_bench: doorbell: BAR4 (%llu bytes) has no mmap-able area of a page\n",
+			(unsigned long long)info->size);
+		exit(1);
+	}
+	reg = info->offset + area;
+	map = mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, reg);
+	if (map == MAP_FAILED)
+		die("mmap BAR4");
+	db = map;
+	s_clk = calloc(n, sizeof(*s_clk));
+	s_mmap = calloc(n, sizeof(*s_mmap));
+	s_msg = calloc(n, sizeof(*s_msg));
+	if (!s_clk || !s_mmap || !s_msg)
+		die("calloc");
+
+	/* Warm-up: faults the page in, has TCG translate the loops. */
+	for (i = 0; i < 1000; i++) {
+		*db = DOORBELL_MMAP | (seq++ & DOORBELL_SEQ);
+		asm volatile("" ::: "memory");
+	}
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		s_clk[i] = now_ns() - t;
+	}
+	c0 = ctxt_total();
+	for (i = 0; i < n; i++) {
+		v = DOORBELL_MMAP | (seq++ & DOORBELL_SEQ);
+		t = now_ns();
+		*db = v;
+		asm volatile("" ::: "memory");
+		s_mmap[i] = now_ns() - t;
+	}
+	c1 = ctxt_total();
+	for (r = -1; r < THRU_RUNS; r++) {
+		t = now_ns();
+		for (i = 0; i < n; i++) {
+			*db = DOORBELL_MMAP | (seq++ & DOORBELL_SEQ);
+			asm volatile("" ::: "memory");
+		}
+		if (r >= 0)
+			runs[r] = now_ns() - t;
+	}
+	last_mmap = DOORBELL_MMAP | ((seq - 1) & DOORBELL_SEQ);
+	pages = mdev_attr(uuid, "mmap_pages");
+	seen_mmap = null_bar4_peek(fd, bar0, area);
+	if (!pages || (uint32_t)seen_mmap != last_mmap) {
+		fprintf(stderr, "vu_bench: doorbell: after stores of %#x through the mapping the module maps %lu pages and the server's BAR4 holds %#x at %#llx: the stores did not reach the server's memory\n",
+			last_mmap, pages, (uint32_t)seen_mmap,
+			(unsigned long long)area);
+		exit(1);
+	}
+
+	c2 = ctxt_total();
+	for (i = 0; i < n; i++) {
+		v = DOORBELL_MSG | (seq++ & DOORBELL_SEQ);
+		t = now_ns();
+		if (pwrite(fd, &v, 4, reg) != 4)
+			die("doorbell REGION_WRITE");
+		s_msg[i] = now_ns() - t;
+	}
+	c3 = ctxt_total();
+	last_msg = v;
+	seen_msg = null_bar4_peek(fd, bar0, area);
+	seen_map = *db;
+	if ((uint32_t)seen_msg != last_msg || seen_map != last_msg) {
+		fprintf(stderr, "vu_bench: doorbell: after REGION_WRITEs of %#x the server's BAR4 holds %#x, the mapping %#x\n",
+			last_msg, (uint32_t)seen_msg, seen_map);
+		exit(1);
+	}
+	if (c3 - c2 < (unsigned long long)n / 2) {
+		fprintf(stderr, "vu_bench: doorbell: %ld REGION_WRITEs switched context %llu times: they did not wake the server\n",
+			n, c3 - c2);
+		exit(1);
+	}
+
+	doorbell_samples("mmap", s_mmap, n);
+	doorbell_samples("msg", s_msg, n);
+	qsort(runs, THRU_RUNS, sizeof(*runs), cmp_u64);
+	printf("{\"test\": \"doorbell\", \"ops\": %ld, \"region_flags\": %u, \"area_offset\": %lld, ",
+	       n, info->flags, (long long)area);
+	print_stats_as("mmap_", s_mmap, n);
+	printf(", \"mmap_ctxt_per_op\": %.2f, \"mmap_loop_ns_per_op\": %.2f, ",
+	       (double)(c1 - c0) / n, (double)runs[THRU_RUNS / 2] / n);
+	print_stats_as("clock_", s_clk, n);
+	printf(", ");
+	print_stats_as("msg_", s_msg, n);
+	med_mmap = s_mmap[n / 2];
+	med_msg = s_msg[n / 2];
+	printf(", \"msg_ctxt_per_op\": %.2f, \"msg_over_mmap\": %.2f",
+	       (double)(c3 - c2) / n,
+	       (double)med_msg / (med_mmap ? med_mmap : 1));
+	printf(", \"mmap_pages\": %lu, \"mmap_last\": %u, \"mmap_server\": %u, \"msg_last\": %u, \"msg_server\": %u, \"msg_mapping\": %u}\n",
+	       pages, last_mmap, (uint32_t)seen_mmap, last_msg,
+	       (uint32_t)seen_msg, seen_map);
+	munmap(map, pg);
+	free(info);
+	free(s_clk);
+	free(s_mmap);
+	free(s_msg);
 	close(fd);
 	close(c);
 }
@@ -846,6 +1103,8 @@ int main(int argc, char **argv)
 		    argc >= 6 ? argv[5] : "msg");
 	else if (argc >= 4 && !strcmp(argv[1], "dma-first"))
 		dma_first(argv[2], atol(argv[3]));
+	else if (argc >= 4 && !strcmp(argv[1], "doorbell"))
+		doorbell(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "irq"))
 		irq(argv[2], atol(argv[3]));
 	else if (argc >= 4 && !strcmp(argv[1], "user-rt"))
