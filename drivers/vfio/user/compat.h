@@ -120,4 +120,11 @@ static inline void vfio_user_vm_flags_clear(struct vm_area_struct *vma,
 #endif
 }
 
+/* __assign_str() of a trace event takes only the field since 6.10. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
+#define vfio_user_assign_str(dst, src)	__assign_str(dst)
+#else
+#define vfio_user_assign_str(dst, src)	__assign_str(dst, src)
+#endif
+
 #endif /* _VFIO_USER_COMPAT_H */

@@ -195,11 +195,11 @@ static void vfio_user_serve_cmd(struct vfio_user_conn *conn,
 reply:
 	trace_vfio_user_dma(vfio_user_dev(udev), write, addr, count, err);
 	if (err)
-		vfio_user_stat_inc(udev, dma_errors);
+		this_cpu_inc(udev->stats->dma_errors);
 	else if (write)
-		vfio_user_stat_add(udev, dma_write_bytes, count);
+		this_cpu_add(udev->stats->dma_write_bytes, count);
 	else
-		vfio_user_stat_add(udev, dma_read_bytes, count);
+		this_cpu_add(udev->stats->dma_read_bytes, count);
 	if (cmd->no_reply)
 		goto out;
 	if (err) {

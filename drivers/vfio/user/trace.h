@@ -14,15 +14,9 @@
 
 #include <linux/device.h>
 #include <linux/tracepoint.h>
-#include <linux/version.h>
 #include <linux/vfio_user.h>
 
-/* __assign_str() takes only the field since 6.10. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
-#define vfio_user_assign_str(dst, src)	__assign_str(dst)
-#else
-#define vfio_user_assign_str(dst, src)	__assign_str(dst, src)
-#endif
+#include "compat.h"
 
 #define vfio_user_show_command(c)					\
 	__print_symbolic(c,						\
@@ -44,7 +38,7 @@
 		{ VFIO_USER_MIG_DATA_READ,	"MIG_DATA_READ" },	\
 		{ VFIO_USER_MIG_DATA_WRITE,	"MIG_DATA_WRITE" })
 
-/**
+/*
  * vfio_user_send - a message queued to the server: a command of ours or a
  * reply to one of the server's. @size includes the 16-byte header.
  */
@@ -72,7 +66,7 @@ TRACE_EVENT(vfio_user_send,
 		  __entry->flags)
 );
 
-/**
+/*
  * vfio_user_recv - a message received whole from the server: a reply
  * (with its errno, 0 for success, and the time since its request was
  * queued) or one of its commands (rtt_ns 0).
@@ -105,7 +99,7 @@ TRACE_EVENT(vfio_user_recv,
 		  __entry->flags, __entry->error, __entry->rtt_ns)
 );
 
-/**
+/*
  * vfio_user_dma - a DMA_READ or DMA_WRITE served by message: @error is
  * the errno of the reply, 0 for success.
  */
@@ -132,7 +126,7 @@ TRACE_EVENT(vfio_user_dma,
 		  __entry->count, __entry->error)
 );
 
-/**
+/*
  * vfio_user_state - a device attached to a server, detached, or its
  * connection broke; @reason says why (the socket path for an attach).
  */

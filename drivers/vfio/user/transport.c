@@ -255,7 +255,7 @@ void __vfio_user_conn_broken(struct vfio_user_conn *conn, int err,
 	if (!conn->main && !stopping) {
 		trace_vfio_user_state(vfio_user_dev(conn->udev), "broken",
 				      conn->reason);
-		vfio_user_stat_inc(conn->udev, broken);
+		this_cpu_inc(conn->udev->stats->broken);
 	}
 	if (conn->main)
 		dev_dbg(vfio_user_dev(conn->udev), "twin socket closed: %s\n",
@@ -344,7 +344,7 @@ void vfio_user_rx_violation(struct vfio_user_conn *conn, const char *fmt, ...)
 {
 	va_list args;
 
-	vfio_user_stat_inc(conn->udev, violations);
+	this_cpu_inc(conn->udev->stats->violations);
 	va_start(args, fmt);
 	__vfio_user_conn_broken(conn, -EPROTO, fmt, args);
 	va_end(args);
@@ -711,9 +711,9 @@ static int vfio_user_rx_take_fds(struct vfio_user_conn *conn, size_t used,
 		close_fd(fds[i]);
 		if (!file)
 			continue;
-		if (conn->rx_nr_files < ARRAY_SIZE(conn->rx_files))
+		if (conn->rx_nr_files < ARRAY_SIZE(conn->rx_files)) {
 			conn->rx_files[conn->rx_nr_files++] = file;
-		else {
+		} else {
 			fput(file);
 			truncated = true;
 		}
@@ -933,7 +933,7 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 	vfio_user_stat_msg(conn->udev, false, req->command,
 			   sizeof(conn->rx_hdr) + conn->rx_len);
 	if (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)
-		vfio_user_stat_inc(conn->udev, error_replies);
+		this_cpu_inc(conn->udev->stats->error_replies);
 	if (conn->rx_nr_files > req->rx_max_files ||
 	    (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)) {
 		if (conn->rx_nr_files > req->rx_max_files)
@@ -1368,7 +1368,7 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 			     req->tx_len, VFIO_USER_F_TYPE_COMMAND);
 	vfio_user_stat_msg(conn->udev, true, req->command, req->tx_len);
 	if (req->command == VFIO_USER_DEVICE_SET_IRQS)
-		vfio_user_stat_add(conn->udev, irq_fds_sent, req->nr_fds);
+		this_cpu_add(conn->udev->stats->irq_fds_sent, req->nr_fds);
 	return 0;
 }
 
@@ -1405,7 +1405,7 @@ int vfio_user_req_run(struct vfio_user_conn *conn, struct vfio_user_req *req)
 		ret = vfio_user_wait_reply(conn, req);
 
 	if (ret == -ETIMEDOUT)
-		vfio_user_stat_inc(conn->udev, timeouts);
+		this_cpu_inc(conn->udev->stats->timeouts);
 	else if (!ret && !READ_ONCE(conn->attach_deadline))
 		vfio_user_stat_latency(conn->udev,
 				       ktime_get_ns() - req->queued_ns);
@@ -1711,7 +1711,7 @@ static int vfio_user_sock_check(struct socket *sock)
 		return -EPROTOTYPE;
 	if (READ_ONCE(sock->sk->sk_state) != TCP_ESTABLISHED)
 		return -ENOTCONN;
-	if (rcu_access_pointer(sock->sk->sk_user_data))
+	if (READ_ONCE(sock->sk->sk_user_data))
 		return -EBUSY;
 	return 0;
 }

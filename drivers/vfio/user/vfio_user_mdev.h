@@ -694,10 +694,6 @@ void vfio_user_stats_free(struct vfio_user_device *udev);
 void vfio_user_stats_init(void);
 void vfio_user_stats_exit(void);
 
-/* The counters, for stats.c's callers: per CPU, no lock. */
-#define vfio_user_stat_inc(udev, field)		this_cpu_inc((udev)->stats->field)
-#define vfio_user_stat_add(udev, field, n)	this_cpu_add((udev)->stats->field, n)
-
 /* mmap.c */
 int vfio_user_mmap_init(struct vfio_user_device *udev);
 void vfio_user_mmap_exit(struct vfio_user_device *udev);
