@@ -12,6 +12,7 @@
 #include <linux/eventfd.h>
 #include <linux/mm.h>
 #include <linux/net.h>
+#include <linux/socket.h>
 #include <linux/un.h>
 #include <linux/vfio.h>
 
@@ -119,6 +120,13 @@ static inline void vfio_user_vm_flags_clear(struct vm_area_struct *vma,
 	vma->vm_flags &= ~flags;
 #endif
 }
+
+/* SO_PASSPIDFD's control message (6.5); never received before. */
+#ifdef SCM_PIDFD
+#define VFIO_USER_SCM_PIDFD	SCM_PIDFD
+#else
+#define VFIO_USER_SCM_PIDFD	0x04
+#endif
 
 /* __assign_str() of a trace event takes only the field since 6.10. */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)

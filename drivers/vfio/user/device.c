@@ -336,9 +336,8 @@ static long vfio_user_ioctl_reset(struct vfio_user_device *udev,
 
 	if (!(udev->info_flags & VFIO_DEVICE_FLAGS_RESET))
 		return -EINVAL;
-	/* What the consumer maps faults in again, after the reset. */
-	vfio_user_mmap_zap(udev);
 	ret = vfio_user_call(conn, &call);
+	/* What the consumer maps faults in again, after the reset. */
 	vfio_user_mmap_zap(udev);
 	return ret < 0 ? ret : 0;
 }
@@ -400,7 +399,7 @@ static long vfio_user_ioctl(struct vfio_device *vdev, unsigned int cmd,
  * @vdev: the VFIO device, allocated by vfio_alloc_device()
  *
  * Context: process context, from vfio_alloc_device(). May sleep.
- * Return: 0.
+ * Return: 0 or -ENOMEM.
  */
 static int vfio_user_init_dev(struct vfio_device *vdev)
 {

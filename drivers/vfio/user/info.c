@@ -556,8 +556,9 @@ int vfio_user_fetch_info(struct vfio_user_conn *conn,
  * @info: what the new server answered
  *
  * A re-attach under an open consumer must find the same number of
- * regions, the same region sizes and the same IRQ counts: the consumer
- * has mapped its view of them.
+ * regions, the same region sizes and mmap-able areas, and the same IRQ
+ * counts: the consumer has mapped its view of them (a mapping the new
+ * server does not back would be SIGBUS, which ends a KVM guest).
  *
  * Context: process context; the caller holds udev->conn_sem for writing.
  * Return: true if the shapes match.
@@ -569,9 +570,17 @@ bool vfio_user_same_shape(struct vfio_user_device *udev,
 
 	if (info->num_regions != udev->num_regions)
 		return false;
-	for (i = 0; i < info->num_regions; i++)
-		if (info->regions[i].size != udev->regions[i].size)
+	for (i = 0; i < info->num_regions; i++) {
+		const struct vfio_user_region *a = &info->regions[i];
+		const struct vfio_user_region *b = &udev->regions[i];
+
+		if (a->size != b->size ||
+		    (a->flags ^ b->flags) & VFIO_REGION_INFO_FLAG_MMAP ||
+		    a->nr_areas != b->nr_areas ||
+		    (a->nr_areas &&
+		     memcmp(a->areas, b->areas, a->nr_areas * sizeof(*a->areas))))
 			return false;
+	}
 	for (i = 0; i < VFIO_PCI_NUM_IRQS; i++)
 		if (info->irqs[i].count != udev->irqs[i].count)
 			return false;

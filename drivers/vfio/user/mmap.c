@@ -35,6 +35,7 @@
 #include <linux/kref.h>
 #include <linux/magic.h>
 #include <linux/mm.h>
+#include <linux/nospec.h>
 #include <linux/overflow.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
@@ -188,7 +189,7 @@ static vm_fault_t vfio_user_mmap_fault(struct vm_fault *vmf)
 	if (vma->vm_file != m->file || !m->open || !m->conn ||
 	    READ_ONCE(m->conn->dead) || index >= m->nr)
 		goto out;
-	bar = &m->bars[index];
+	bar = &m->bars[array_index_nospec(index, m->nr)];
 	if (!vfio_user_mmap_allowed(bar, off, PAGE_SIZE) ||
 	    ((vma->vm_flags & VM_WRITE) && !bar->write))
 		goto out;
@@ -211,7 +212,8 @@ static vm_fault_t vfio_user_mmap_fault(struct vm_fault *vmf)
 		}
 		m->nr_pages++;
 	}
-	if (vma->vm_flags & VM_WRITE)
+	/* mprotect() can make the PTE writable without another fault. */
+	if (bar->write)
 		xa_set_mark(&m->pages, vmf->pgoff, VFIO_USER_PAGE_WRITTEN);
 	ret = vmf_insert_pfn(vma, vmf->address, page_to_pfn(page));
 out:
@@ -269,8 +271,8 @@ static const struct file_operations vfio_user_mmap_fops = {
  * Context: process context, the consumer's mmap lock held for writing;
  * the device is open (the consumer maps its fd).
  * Return: 0; -EINVAL for a private mapping, an index, range or protection
- * the server does not offer; -ENOTCONN when no server is attached;
- * -ENOMEM.
+ * the server does not offer; -ENOTCONN when no server is attached; -EIO
+ * when its connection broke; -ENOMEM.
  */
 int vfio_user_mmap(struct vfio_device *vdev, struct vm_area_struct *vma)
 {
@@ -287,10 +289,12 @@ int vfio_user_mmap(struct vfio_device *vdev, struct vm_area_struct *vma)
 	mutex_lock(&m->lock);
 	if (!m->conn) {
 		ret = -ENOTCONN;
+	} else if (vfio_user_conn_dead(m->conn, NULL, 0)) {
+		ret = -EIO;
 	} else if (index >= m->nr) {
 		ret = -EINVAL;
 	} else {
-		bar = &m->bars[index];
+		bar = &m->bars[array_index_nospec(index, m->nr)];
 		write = bar->write;
 		if (!vfio_user_mmap_allowed(bar, pos & VFIO_USER_OFFSET_MASK,
 					    vma->vm_end - vma->vm_start) ||
@@ -338,7 +342,7 @@ void vfio_user_mmap_publish(struct vfio_user_device *udev,
 	vfio_user_mmap_drop(m);
 	vfio_user_mmap_clear_bars(m);
 	for (i = 0; i < udev->num_regions; i++) {
-		const struct vfio_user_region *r = &udev->regions[i];
+		struct vfio_user_region *r = &udev->regions[i];
 		struct vfio_user_mmap_bar *bar = &m->bars[i];
 
 		bar->size = r->size;
@@ -354,12 +358,17 @@ void vfio_user_mmap_publish(struct vfio_user_device *udev,
 				continue;
 		}
 		bar->nr_areas = r->nr_areas;
-		bar->file = get_file(r->file);
+		/* Ours now: let go of when this server is, not at the next. */
+		bar->file = r->file;
+		r->file = NULL;
 		bar->offset = r->file_offset;
 		bar->write = r->file_write;
 	}
 	m->nr = udev->num_regions;
 	m->conn = conn;
+	/* Broken before we got here: the broken work found nothing to drop. */
+	if (vfio_user_conn_dead(conn, NULL, 0))
+		vfio_user_mmap_clear_bars(m);
 	mutex_unlock(&m->lock);
 }
 

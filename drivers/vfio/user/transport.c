@@ -676,35 +676,19 @@ static bool vfio_user_rx_pending(struct vfio_user_conn *conn)
 		READ_ONCE(sk->sk_err)) && !vfio_user_cmds_full(conn);
 }
 
-/* Room for VFIO_USER_MAX_RX_FDS fds in one control message. */
-#define VFIO_USER_FD_BUF_LEN	CMSG_SPACE(VFIO_USER_MAX_RX_FDS * sizeof(int))
-
 /*
- * The fds the core installed in fd_task's table while it read: taken as
- * files, their numbers closed at once. Counts beyond what a message may
- * carry are a violation (the core closed what did not fit the buffer).
+ * Room for VFIO_USER_MAX_RX_FDS fds in one control message, and for what a
+ * socket passed by fd may add before them (credentials, a pidfd).
  */
-static int vfio_user_rx_take_fds(struct vfio_user_conn *conn, size_t used,
-				 bool truncated)
-{
-	union {
-		struct cmsghdr cm;
-		u8 buf[VFIO_USER_FD_BUF_LEN];
-	} c;
-	unsigned int i, n = 0;
-	int *fds = (int *)CMSG_DATA(&c.cm);
-	int ret = 0;
+#define VFIO_USER_FD_BUF_LEN	(CMSG_SPACE(VFIO_USER_MAX_RX_FDS * sizeof(int)) + 128)
 
-	BUILD_BUG_ON(sizeof(c) != VFIO_USER_FD_BUF_LEN);
-	if (used) {
-		if (used > sizeof(c) || used < CMSG_LEN(0) ||
-		    copy_from_user(&c, conn->fd_buf, used))
-			return -EFAULT;
-		if (c.cm.cmsg_level == SOL_SOCKET &&
-		    c.cm.cmsg_type == SCM_RIGHTS &&
-		    c.cm.cmsg_len >= CMSG_LEN(0) && c.cm.cmsg_len <= used)
-			n = (c.cm.cmsg_len - CMSG_LEN(0)) / sizeof(int);
-	}
+/* Takes the fds of one SCM_RIGHTS message (@n numbers at @fds). */
+static bool vfio_user_rx_take_rights(struct vfio_user_conn *conn,
+				     const int *fds, unsigned int n)
+{
+	bool all = true;
+	unsigned int i;
+
 	for (i = 0; i < n; i++) {
 		struct file *file = fget(fds[i]);
 
@@ -715,8 +699,41 @@ static int vfio_user_rx_take_fds(struct vfio_user_conn *conn, size_t used,
 			conn->rx_files[conn->rx_nr_files++] = file;
 		} else {
 			fput(file);
-			truncated = true;
+			all = false;
 		}
+	}
+	return all;
+}
+
+/*
+ * The fds the core installed in fd_task's table while it read: taken as
+ * files, their numbers closed at once; so is a pidfd (SO_PASSPIDFD on a
+ * socket passed by fd). Counts beyond what a message may carry are a
+ * violation (the core closed what did not fit the buffer).
+ */
+static int vfio_user_rx_take_fds(struct vfio_user_conn *conn, size_t used,
+				 bool truncated)
+{
+	u8 buf[VFIO_USER_FD_BUF_LEN] __aligned(sizeof(size_t));
+	size_t off = 0;
+
+	if (used > sizeof(buf) || copy_from_user(buf, conn->fd_buf, used))
+		return -EFAULT;
+	while (used - off >= sizeof(struct cmsghdr)) {
+		struct cmsghdr *cm = (void *)(buf + off);
+		size_t len = cm->cmsg_len;
+		int *data = (int *)CMSG_DATA(cm);
+
+		if (len < CMSG_LEN(0) || len > used - off)
+			break;
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			truncated |= !vfio_user_rx_take_rights(conn, data,
+					(len - CMSG_LEN(0)) / sizeof(int));
+		else if (cm->cmsg_level == SOL_SOCKET &&
+			 cm->cmsg_type == VFIO_USER_SCM_PIDFD &&
+			 len >= CMSG_LEN(sizeof(int)))
+			close_fd(*data);
+		off += CMSG_ALIGN(len);
 	}
 	if (truncated) {
 		vfio_user_rx_violation(conn,
@@ -724,9 +741,9 @@ static int vfio_user_rx_take_fds(struct vfio_user_conn *conn, size_t used,
 				       le16_to_cpu(conn->rx_hdr.msg_id),
 				       le16_to_cpu(conn->rx_hdr.command),
 				       VFIO_USER_MAX_RX_FDS);
-		ret = -EPROTO;
+		return -EPROTO;
 	}
-	return ret;
+	return 0;
 }
 
 /* Drops the files received with the current message. */
@@ -749,8 +766,12 @@ static void vfio_user_rx_drop_files(struct vfio_user_conn *conn)
 static int vfio_user_rx_bytes(struct vfio_user_conn *conn,
 			      struct iov_iter *iter)
 {
-	struct msghdr msg = { .msg_iter = *iter };
 	bool fds = READ_ONCE(conn->fd_task) == current;
+	/* (the core takes O_CLOEXEC from msg_flags, as recvmsg(2) sets it) */
+	struct msghdr msg = {
+		.msg_iter = *iter,
+		.msg_flags = fds ? MSG_CMSG_CLOEXEC : 0,
+	};
 	int ret, err;
 
 	if (fds) {
@@ -758,8 +779,7 @@ static int vfio_user_rx_bytes(struct vfio_user_conn *conn,
 		msg.msg_control_is_user = true;
 		msg.msg_controllen = VFIO_USER_FD_BUF_LEN;
 	}
-	ret = sock_recvmsg(conn->sock, &msg,
-			   MSG_DONTWAIT | (fds ? MSG_CMSG_CLOEXEC : 0));
+	ret = sock_recvmsg(conn->sock, &msg, MSG_DONTWAIT);
 	if (fds && (msg.msg_controllen != VFIO_USER_FD_BUF_LEN ||
 		    (msg.msg_flags & MSG_CTRUNC))) {
 		err = vfio_user_rx_take_fds(conn, VFIO_USER_FD_BUF_LEN -
@@ -1070,8 +1090,12 @@ static void vfio_user_rx_run(struct vfio_user_conn *conn,
 	unsigned long end = jiffies + 1;
 	int ret;
 
+	if (!vfio_user_rx_mine(conn)) {
+		/* The attaching writer reads (fds): wake it, whatever came. */
+		wake_up(&conn->rx_wait);
+		return;
+	}
 	while (vfio_user_rx_pending(conn) && !READ_ONCE(conn->dead) &&
-	       vfio_user_rx_mine(conn) &&
 	       mutex_trylock(&conn->recv_mutex)) {
 		ret = vfio_user_rx_some(conn, req, end);
 		mutex_unlock(&conn->recv_mutex);
@@ -1585,10 +1609,11 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
  * file and closed again within the read. The replies that carry fds
  * (VERSION, region info) are all asked for during the attach, by the
  * writer. A writer without an address space (a kernel thread) takes no
- * fds: the server is told max_msg_fds 0.
+ * fds, nor does one whose address space has no room for the buffer: the
+ * server is told max_msg_fds 0.
  *
  * Context: process context of the attaching writer.
- * Return: 0, or a negative errno from vm_mmap().
+ * Return: 0.
  */
 int vfio_user_conn_fds_begin(struct vfio_user_conn *conn)
 {
@@ -1598,8 +1623,13 @@ int vfio_user_conn_fds_begin(struct vfio_user_conn *conn)
 		return 0;
 	addr = vm_mmap(NULL, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, 0);
-	if (IS_ERR_VALUE(addr))
-		return (int)addr;
+	/* No buffer: no fds, as for a kernel thread. */
+	if (IS_ERR_VALUE(addr)) {
+		dev_warn(vfio_user_dev(conn->udev),
+			 "cannot map a buffer to receive fds (%ld): no shared memory from the server\n",
+			 (long)addr);
+		return 0;
+	}
 	conn->fd_buf = (void __user *)addr;
 	WRITE_ONCE(conn->fd_task, current);
 	return 0;
@@ -1644,12 +1674,21 @@ bool vfio_user_conn_takes_fds(struct vfio_user_conn *conn)
  * Setting up and tearing down
  */
 
-/* Takes the socket's callbacks: from now on the connection reads it. */
-static void vfio_user_conn_hook(struct vfio_user_conn *conn)
+/*
+ * Takes the socket's callbacks: from now on the connection reads it.
+ * -EBUSY if another connection (or anyone) has hooked it: a socket passed
+ * to two attaches at once, or a server that hands two devices the same
+ * twin socket.
+ */
+static int vfio_user_conn_hook(struct vfio_user_conn *conn)
 {
 	struct sock *sk = conn->sock->sk;
 
 	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_user_data) {
+		write_unlock_bh(&sk->sk_callback_lock);
+		return -EBUSY;
+	}
 	conn->saved_data_ready = sk->sk_data_ready;
 	conn->saved_state_change = sk->sk_state_change;
 	conn->saved_write_space = sk->sk_write_space;
@@ -1658,6 +1697,7 @@ static void vfio_user_conn_hook(struct vfio_user_conn *conn)
 	sk->sk_state_change = vfio_user_state_change;
 	sk->sk_write_space = vfio_user_write_space;
 	write_unlock_bh(&sk->sk_callback_lock);
+	return 0;
 }
 
 static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev,
@@ -1751,8 +1791,14 @@ static struct vfio_user_conn *vfio_user_conn_from_fd(struct vfio_user_device *ud
 		goto err_put;
 	}
 	conn->sock = sock_from_file(file);
+	ret = vfio_user_conn_hook(conn);
+	if (ret) {
+		dev_err(vfio_user_dev(udev), "%s is attached already\n", path);
+		xa_destroy(&conn->reqs);
+		kfree(conn);
+		goto err_put;
+	}
 	conn->sock_file = file;
-	vfio_user_conn_hook(conn);
 	return conn;
 
 err_put:
@@ -1813,7 +1859,8 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 		goto err_sock;
 	}
 
-	vfio_user_conn_hook(conn);
+	/* Our own socket: nobody else can have hooked it. */
+	WARN_ON_ONCE(vfio_user_conn_hook(conn));
 
 	return conn;
 
@@ -1865,7 +1912,14 @@ int vfio_user_conn_twin(struct vfio_user_conn *conn, struct file *file)
 	twin->max_payload = conn->max_payload;
 	twin->versioned = true;
 	twin->attach_deadline = 0;
-	vfio_user_conn_hook(twin);
+	if (vfio_user_conn_hook(twin)) {
+		xa_destroy(&twin->reqs);
+		kfree(twin);
+		fput(file);
+		vfio_user_conn_broken(conn,
+				      "the twin socket is another connection's");
+		return -EPROTO;
+	}
 
 	spin_lock(&conn->lock);
 	dead = conn->dead;

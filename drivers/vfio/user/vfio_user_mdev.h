@@ -117,7 +117,7 @@ enum vfio_user_state {
  * @reply_max: longest reply payload accepted; room the request keeps
  * @rx_files: where vfio_user_call() puts the files the server passed with
  *	its reply (the caller fputs them), or NULL: none expected
- * @rx_max_files: room in @rx_files; a reply with more is a violation
+ * @rx_max_files: room in @rx_files; a reply with more has them all dropped
  */
 struct vfio_user_call {
 	u16 command;
@@ -289,7 +289,7 @@ enum vfio_user_rx_state {
  *	aborting an attach holds another while it breaks it; the last frees
  *	the socket and the memory
  * @udev: the device; outlives the connection
- * @sock: connected AF_UNIX stream socket, released in vfio_user_conn_stop()
+ * @sock: connected AF_UNIX stream socket, released with the connection
  * @sock_file: the file of @sock when the server passed it (the twin
  *	socket), released with the connection; NULL for a socket we created
  * @twin: the connection on the server's twin socket, which carries the
@@ -434,7 +434,8 @@ struct vfio_user_area {
  *	each next is an offset in @caps, 0 ends the chain
  * @caps_len: length of @caps
  * @file: the shmem file (memfd, tmpfs) the server passed for the region,
- *	or NULL; its pages are what a consumer mmap of the region maps
+ *	or NULL; its pages are what a consumer mmap of the region maps.
+ *	Handed over to mmap.c when the connection is published
  * @file_offset: where the region starts in @file, page aligned
  * @file_write: the consumer may map it writable (the server's WRITE flag
  *	and an fd open for writing)

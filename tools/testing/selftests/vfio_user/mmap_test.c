@@ -401,6 +401,29 @@ TEST_F(mmap, no_fd_left_in_writer)
 	EXPECT_TRUE(info->flags & VFIO_REGION_INFO_FLAG_MMAP);
 }
 
+/*
+ * Under an open consumer, a server that does not back BAR4 with memory is
+ * another device shape: the re-attach is refused (EBUSY), rather than the
+ * consumer's mapping turning SIGBUS.
+ */
+TEST_F(mmap, reattach_without_memory_refused)
+{
+	struct vu_server plain;
+	uint64_t v = 3;
+
+	self->map = map_area(self->fd, self->bar4, AREA_SIZE,
+			     PROT_READ | PROT_WRITE, MAP_SHARED);
+	ASSERT_NE(MAP_FAILED, self->map);
+	ASSERT_TRUE(touch(&self->map[0], true, &v));
+	ASSERT_EQ(0, vu_server_start(&plain, SAMPLE, plain_args));
+	EXPECT_EQ(-EBUSY, vu_mdev_attach(self->uuid, &plain));
+	vu_server_stop(&plain);
+	/* The original server again: its memory, mapped again. */
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	ASSERT_TRUE(touch(&self->map[0], false, &v));
+	EXPECT_EQ(3, v);
+}
+
 /* A server that offers no fd: no MMAP flag, and mmap is refused. */
 TEST(no_fd_no_mmap)
 {
