@@ -22,34 +22,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tools/testing/selftests/vfio_user/qemu_lib.sh
 . "$here/qemu_lib.sh"
 
-KSFT_SKIP=4
+TAP_PREFIX=qemu_mmap
 NTESTS=5
-n=0 failed=0
+# shellcheck source=tools/testing/selftests/vfio_user/qemu_tap.sh
+. "$here/qemu_tap.sh"
 
-skip_all() {
-	echo "1..0 # SKIP $*"
-	exit $KSFT_SKIP
-}
-
-ok() { n=$((n + 1)); echo "ok $n qemu_mmap.$1${2:+ # $2}"; }
-not_ok() {
-	n=$((n + 1)) failed=$((failed + 1))
-	echo "not ok $n qemu_mmap.$1 # $2"
-}
-check() {
-	DETAIL=""
-	if "$2"; then
-		ok "$1" "$DETAIL"
-	else
-		not_ok "$1" "${DETAIL:-failed}; last qtest reply: ${QL_REPLY:0:60}"
-	fi
-}
-note() { echo "# $*"; }
-
-command -v qemu-system-x86_64 > /dev/null || skip_all "qemu-system-x86_64 not installed"
-[ "$(id -u)" = 0 ] || skip_all "must run as root"
-[ -d /sys/class/vfio_user/vfio_user ] || skip_all "vfio_user_mdev is not loaded"
-
+tap_require_qemu
 ql_init
 [ -x "$QL_SAMPLE" ] || skip_all "sample server not built ($QL_SAMPLE)"
 trap 'ql_cleanup; rm -rf "$QL_DIR"' EXIT

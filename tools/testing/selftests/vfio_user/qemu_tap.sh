@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# TAP for the QEMU tests (qemu_test.sh, qemu_mmap_test.sh), sourced after
+# qemu_lib.sh: TAP_PREFIX names the test group; n and failed count.
+
+KSFT_SKIP=4
+n=0 failed=0
+
+skip_all() {
+	echo "1..0 # SKIP $*"
+	exit $KSFT_SKIP
+}
+
+# ok NAME [DETAIL]; not_ok NAME DETAIL
+ok() { n=$((n + 1)); echo "ok $n $TAP_PREFIX.$1${2:+ # $2}"; }
+not_ok() {
+	n=$((n + 1)) failed=$((failed + 1))
+	echo "not ok $n $TAP_PREFIX.$1 # $2"
+}
+# check NAME FUNCTION: runs FUNCTION; its DETAIL goes to the TAP line.
+check() {
+	DETAIL=""
+	if "$2"; then
+		ok "$1" "$DETAIL"
+	else
+		not_ok "$1" "${DETAIL:-failed}; last qtest reply: ${QL_REPLY:0:60}"
+	fi
+}
+note() { echo "# $*"; }
+
+# The checks every QEMU test makes first.
+tap_require_qemu() {
+	command -v qemu-system-x86_64 > /dev/null || skip_all "qemu-system-x86_64 not installed"
+	[ "$(id -u)" = 0 ] || skip_all "must run as root"
+	[ -d /sys/class/vfio_user/vfio_user ] || skip_all "vfio_user_mdev is not loaded"
+}
