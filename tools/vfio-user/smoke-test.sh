@@ -3,12 +3,15 @@
 #
 # Smoke test of vfio-user-sample as a new user would run it: start it on a
 # socket, talk to it with a small independent client (Python, written from
-# the spec), check the log lines and the clean exit on SIGTERM.
+# the spec), check the log lines and the clean exit on SIGTERM. Then a
+# smaller client against minimal-server, the documentation's example: its two
+# registers, and an error reply for any other access.
 #
-#   smoke-test.sh path/to/vfio-user-sample
+#   smoke-test.sh path/to/vfio-user-sample [path/to/minimal-server]
 set -eu
 
-sample=${1:?usage: $0 path/to/vfio-user-sample}
+sample=${1:?usage: $0 path/to/vfio-user-sample [path/to/minimal-server]}
+minimal=${2:-$(dirname "$sample")/minimal-server}
 dir=$(mktemp -d /tmp/vus-smoke.XXXXXX)
 log=$dir/server.log
 pid=
@@ -17,6 +20,16 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+
+# wait_sock NAME SOCKET: until the server listens (5 s)
+wait_sock() {
+	i=0
+	while [ ! -S "$2" ]; do
+		i=$((i + 1))
+		[ $i -lt 100 ] || { echo "FAIL: $1: no socket"; cat "$log"; exit 1; }
+		sleep 0.05
+	done
+}
 
 "$sample" --help | grep -q "vendor 0x4e58 device 0x0001"
 
@@ -29,12 +42,7 @@ for dev in dma null dma-twin; do
 	# shellcheck disable=SC2086
 	"$sample" --socket "$sock" $opts 2>"$log" &
 	pid=$!
-	i=0
-	while [ ! -S "$sock" ]; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "FAIL: $dev: no socket"; cat "$log"; exit 1; }
-		sleep 0.05
-	done
+	wait_sock "$dev" "$sock"
 	python3 - "$sock" "$dev" <<'PY'
 import json, mmap, os, select, socket, struct, sys
 
@@ -195,4 +203,89 @@ PY
 	fi
 	cat "$log"
 done
+
+# minimal-server: VERSION, BAR0 offset 0 reads 0x12345678, offset 4 keeps
+# what was written, every other access gets an error reply (EINVAL from its
+# callback, or the library's for one past the BAR) and the server lives on
+# and serves a second client. It has no SIGTERM handler: killed by it.
+sock=$dir/minimal.sock
+"$minimal" "$sock" 2>"$log" &
+pid=$!
+wait_sock minimal-server "$sock"
+python3 - "$sock" <<'PY' || { echo "FAIL: minimal-server"; cat "$log"; exit 1; }
+import json, select, socket, struct, sys
+
+HDR = struct.Struct("<HHIII")
+next_id = [0]
+
+def recv_exact(n):
+    b = b""
+    while len(b) < n:
+        assert select.select([s], [], [], 5)[0], "no reply within 5 s"
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError("server closed the socket")
+        b += c
+    return b
+
+def cmd(c, payload=b""):
+    """Return (errno, payload) of the reply to command c."""
+    mid = next_id[0]; next_id[0] += 1
+    s.sendall(HDR.pack(mid, c, 16 + len(payload), 0, 0) + payload)
+    rid, rc, size, flags, err = HDR.unpack(recv_exact(16))
+    data = recv_exact(size - 16)
+    assert (rid, rc, flags & 0xf) == (mid, c, 1), (rid, mid, rc, c, flags)
+    return (err if flags & 0x20 else 0), data
+
+def rd(region, off, n):
+    return cmd(9, struct.pack("<QII", off, region, n))
+
+def wr(region, off, data):
+    return cmd(10, struct.pack("<QII", off, region, len(data)) + data)
+
+def rd32(off):
+    err, d = rd(0, off, 4)
+    assert err == 0 and len(d) == 20, (off, err, d)
+    return struct.unpack_from("<I", d, 16)[0]
+
+def connect():
+    global s
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    next_id[0] = 0
+    caps = json.dumps({"capabilities": {"max_msg_fds": 1}}).encode() + b"\0"
+    err, v = cmd(1, struct.pack("<HH", 0, 2) + caps)
+    assert err == 0 and struct.unpack_from("<HH", v) == (0, 2), (err, v)
+
+connect()
+err, d = rd(7, 0, 4)
+assert err == 0 and struct.unpack_from("<HH", d, 16) == (0x4e58, 0xff), d
+assert rd32(0) == 0x12345678, hex(rd32(0))
+for val in (0xdeadbeef, 41):
+    assert wr(0, 4, struct.pack("<I", val))[0] == 0
+    assert rd32(4) == val, (hex(rd32(4)), hex(val))
+assert wr(0, 0, struct.pack("<I", 7))[0] == 0   # offset 0 is read-only
+assert rd32(0) == 0x12345678
+for what, (err, _) in [("read at 8", rd(0, 8, 4)),
+                       ("write at 8", wr(0, 8, b"\1\0\0\0")),
+                       ("2-byte read at 0", rd(0, 0, 2)),
+                       ("8-byte read at 0", rd(0, 0, 8)),
+                       ("2-byte write at 4", wr(0, 4, b"\2\0")),
+                       ("read at 0xffc", rd(0, 0xffc, 4))]:
+    assert err == 22, (what, err)   # EINVAL
+err, _ = rd(0, 0x1000, 4)           # past the BAR: the library refuses
+assert err != 0, "read past BAR0 succeeded"
+assert rd32(4) == 41                # still serving, scratch untouched
+s.close()
+connect()                           # the run loop takes the next client
+assert (rd32(0), rd32(4)) == (0x12345678, 41)
+s.close()
+print("smoke: minimal-server ok")
+PY
+kill -0 "$pid" || { echo "FAIL: minimal-server exited"; cat "$log"; exit 1; }
+kill -TERM "$pid"
+rc=0
+{ wait "$pid"; } 2>/dev/null || rc=$?	# no "Terminated" from the shell
+pid=
+[ $rc = 143 ] || { echo "FAIL: minimal-server: exit status $rc"; cat "$log"; exit 1; }
 echo "smoke test passed"
