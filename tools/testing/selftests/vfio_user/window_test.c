@@ -423,7 +423,8 @@ TEST_F(window, close_unpins)
  * is revoked (the server, alive, faults from then on and its writes stop
  * arriving), and no page stays pinned; a new server's window works.
  */
-TEST_F(window, detach_revokes)
+/* Two waits for the server's touches: longer than 30 s on the debug kernel. */
+TEST_F_TIMEOUT(window, detach_revokes, 120)
 {
 	volatile uint64_t *word = (volatile uint64_t *)self->buf;
 	struct vu_server srv2 = { };
