@@ -945,11 +945,14 @@ static void vfio_user_rx_finish(struct vfio_user_conn *conn)
 		return;
 	}
 	conn->rx_req = NULL;
-	trace_vfio_user_recv(vfio_user_dev(conn->udev), req->msg_id,
-			     req->command, sizeof(conn->rx_hdr) + conn->rx_len,
-			     le32_to_cpu(conn->rx_hdr.flags),
-			     le32_to_cpu(conn->rx_hdr.error_no),
-			     ktime_get_ns() - req->queued_ns);
+	/* (the clock is read only when the event is on: a hot path) */
+	if (trace_vfio_user_recv_enabled())
+		trace_vfio_user_recv(vfio_user_dev(conn->udev), req->msg_id,
+				     req->command,
+				     sizeof(conn->rx_hdr) + conn->rx_len,
+				     le32_to_cpu(conn->rx_hdr.flags),
+				     le32_to_cpu(conn->rx_hdr.error_no),
+				     ktime_get_ns() - req->queued_ns);
 	vfio_user_stat_msg(conn->udev, false, req->command,
 			   sizeof(conn->rx_hdr) + conn->rx_len);
 	if (le32_to_cpu(conn->rx_hdr.flags) & VFIO_USER_F_ERROR)
@@ -1736,6 +1739,13 @@ static struct vfio_user_conn *vfio_user_conn_alloc(struct vfio_user_device *udev
 	return conn;
 }
 
+/* Frees a connection that never ran: no socket of its own, no work. */
+static void vfio_user_conn_free(struct vfio_user_conn *conn)
+{
+	xa_destroy(&conn->reqs);
+	kfree(conn);
+}
+
 /*
  * Whether a socket we were handed can carry a connection: a connected
  * AF_UNIX stream socket nobody else has hooked (a BPF sockmap, another
@@ -1794,8 +1804,7 @@ static struct vfio_user_conn *vfio_user_conn_from_fd(struct vfio_user_device *ud
 	ret = vfio_user_conn_hook(conn);
 	if (ret) {
 		dev_err(vfio_user_dev(udev), "%s is attached already\n", path);
-		xa_destroy(&conn->reqs);
-		kfree(conn);
+		vfio_user_conn_free(conn);
 		goto err_put;
 	}
 	conn->sock_file = file;
@@ -1867,8 +1876,7 @@ struct vfio_user_conn *vfio_user_conn_connect(struct vfio_user_device *udev,
 err_sock:
 	sock_release(conn->sock);
 err_free:
-	xa_destroy(&conn->reqs);
-	kfree(conn);
+	vfio_user_conn_free(conn);
 	return ERR_PTR(ret);
 }
 
@@ -1913,8 +1921,7 @@ int vfio_user_conn_twin(struct vfio_user_conn *conn, struct file *file)
 	twin->versioned = true;
 	twin->attach_deadline = 0;
 	if (vfio_user_conn_hook(twin)) {
-		xa_destroy(&twin->reqs);
-		kfree(twin);
+		vfio_user_conn_free(twin);
 		fput(file);
 		vfio_user_conn_broken(conn,
 				      "the twin socket is another connection's");
