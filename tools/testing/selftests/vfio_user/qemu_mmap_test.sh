@@ -127,11 +127,4 @@ if ql_qemu_alive; then
 fi
 while [ $n -lt $NTESTS ]; do not_ok skipped "QEMU did not start"; done
 
-if [ $failed -gt 0 ]; then
-	note "QEMU log ($QL_DIR/qemu.log), last lines:"
-	tail -n 30 "$QL_DIR/qemu.log" | sed 's/^/#   /'
-	note "server log, last lines:"
-	tail -n 15 "$QL_DIR/server.log" | sed 's/^/#   /'
-	exit 1
-fi
-exit 0
+tap_finish

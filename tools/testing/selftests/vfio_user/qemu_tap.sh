@@ -34,3 +34,15 @@ tap_require_qemu() {
 	[ "$(id -u)" = 0 ] || skip_all "must run as root"
 	[ -d /sys/class/vfio_user/vfio_user ] || skip_all "vfio_user_mdev is not loaded"
 }
+
+# The end: with failures, the last lines of QEMU's and the server's logs.
+tap_finish() {
+	if [ $failed -gt 0 ]; then
+		note "QEMU log ($QL_DIR/qemu.log), last lines:"
+		tail -n 30 "$QL_DIR/qemu.log" | sed 's/^/#   /'
+		note "server log, last lines:"
+		tail -n 15 "$QL_DIR/server.log" | sed 's/^/#   /'
+		exit 1
+	fi
+	exit 0
+}

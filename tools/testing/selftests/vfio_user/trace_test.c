@@ -107,6 +107,31 @@ static bool has_line(const char *trace, const char *const *want)
 
 #define HAS(trace, ...) has_line(trace, (const char *const[]){ __VA_ARGS__, NULL })
 
+/*
+ * The DMA sample copies 4 KiB by message DMA, IOVA -> IOVA + 4096, in
+ * 8 KiB of ours it maps; returns them (the caller unmaps them).
+ */
+static void *dma_copy_4k(struct __test_metadata *_metadata, int fd,
+			 int container)
+{
+	uint64_t regs[3] = { IOVA, IOVA + 4096, 4096 };
+	uint32_t one = 1;
+	unsigned int i;
+	void *buf;
+
+	buf = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (buf == MAP_FAILED)
+		return buf;
+	EXPECT_EQ(0, vu_dma_map(container, buf, IOVA, 8192,
+				VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE));
+	/* SRC 0x08, DST 0x10, LEN 0x18, then the doorbell 0x20 */
+	for (i = 0; i < 3; i++)
+		EXPECT_EQ(0, vu_region_write(fd, BAR0, 0x08 + 8 * i, &regs[i], 8));
+	EXPECT_EQ(0, vu_region_write(fd, BAR0, 0x20, &one, 4));
+	return buf;
+}
+
 static char trace[1 << 20];
 
 /* Register accesses: each message with its size as sent. */
@@ -158,8 +183,6 @@ TEST(dma)
 	char dir[256], uuid[VU_UUID_LEN + 1], want[64];
 	int container = -1, group = -1, fd, ret;
 	struct vu_server srv;
-	uint32_t one = 1;
-	uint64_t v;
 	void *buf;
 
 	if (access(VU_TYPE_DIR, F_OK))
@@ -175,18 +198,8 @@ TEST(dma)
 	ASSERT_EQ(0, vu_mdev_attach(uuid, &srv));
 	fd = vu_vfio_open(uuid, &container, &group);
 	ASSERT_LE(0, fd);
-	buf = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	buf = dma_copy_4k(_metadata, fd, container);
 	ASSERT_NE(MAP_FAILED, buf);
-	ASSERT_EQ(0, vu_dma_map(container, buf, IOVA, 8192,
-				VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE));
-	v = IOVA;
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x08, &v, 8));
-	v = IOVA + 4096;
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x10, &v, 8));
-	v = 4096;
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x18, &v, 8));
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x20, &one, 4));
 	vu_consumer_teardown(uuid, &fd, &group, &container);
 	vu_server_stop(&srv);
 	munmap(buf, 8192);
@@ -249,9 +262,9 @@ TEST(stats)
 	int container = -1, group = -1, fd, efd, i;
 	uint8_t irqbuf[sizeof(struct vfio_irq_set) + sizeof(int)];
 	struct vfio_irq_set *irq = (void *)irqbuf;
-	uint64_t scratch = 1, v;
+	uint64_t scratch = 1;
 	struct vu_server srv;
-	uint32_t magic, one = 1;
+	uint32_t magic;
 	void *buf;
 
 	if (access(VU_TYPE_DIR, F_OK))
@@ -300,18 +313,8 @@ TEST(stats)
 	EXPECT_EQ(1, stat_of(uuid, "irq_fds_sent"));
 	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.DEVICE_SET_IRQS"));
 
-	buf = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	buf = dma_copy_4k(_metadata, fd, container);
 	ASSERT_NE(MAP_FAILED, buf);
-	ASSERT_EQ(0, vu_dma_map(container, buf, IOVA, 8192,
-				VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE));
-	v = IOVA;
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x08, &v, 8));
-	v = IOVA + 4096;
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x10, &v, 8));
-	v = 4096;
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x18, &v, 8));
-	ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x20, &one, 4));
 	EXPECT_EQ(4096, stat_of(uuid, "dma_read_bytes"));
 	EXPECT_EQ(4096, stat_of(uuid, "dma_write_bytes"));
 	EXPECT_EQ(1, stat_of(uuid, "recv_msgs.DMA_READ"));
