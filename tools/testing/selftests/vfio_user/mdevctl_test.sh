@@ -16,7 +16,10 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../../../.." && pwd)
-sample=${VFIO_USER_SAMPLE:-$top/build/tools/vfio-user/vfio-user-sample}
+sample=$top/build/tools/vfio-user/vfio-user-sample
+# (a kselftest build or install has it beside the tests)
+[ -x "$here/vfio-user-sample" ] && sample=$here/vfio-user-sample
+sample=${VFIO_USER_SAMPLE:-$sample}
 confdir=/etc/mdevctl.d
 parent=vfio_user
 type=vfio_user-pci

@@ -47,6 +47,9 @@ ql_init() {
 	mkdir -p "$QL_DIR"
 	if [ -n "${VFIO_USER_TOOLS:-}" ]; then
 		QL_SAMPLE=$VFIO_USER_TOOLS/vfio-user-sample
+	elif [ -x "$lib/vfio-user-sample" ]; then
+		# kselftest build or install: beside the tests
+		QL_SAMPLE=$lib/vfio-user-sample
 	elif [ -x "$lib/../../tools/vfio-user/vfio-user-sample" ]; then
 		# installed copy in build/selftests/vfio_user/
 		QL_SAMPLE=$(cd "$lib/../../tools/vfio-user" && pwd)/vfio-user-sample

@@ -412,12 +412,16 @@ const char *vu_tool_path(const char *name, char *buf, size_t len)
 		snprintf(buf, len, "%s/%s", dir, name);
 		return buf;
 	}
-	/* build/selftests/vfio_user/X -> build/tools/vfio-user/NAME */
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n < 0)
 		return NULL;
 	self[n] = '\0';
 	*strrchr(self, '/') = '\0';
+	/* a kselftest build or install: beside the test */
+	snprintf(buf, len, "%s/%s", self, name);
+	if (!access(buf, X_OK))
+		return buf;
+	/* build/selftests/vfio_user/X -> build/tools/vfio-user/NAME */
 	snprintf(buf, len, "%s/../../tools/vfio-user/%s", self, name);
 	return buf;
 }

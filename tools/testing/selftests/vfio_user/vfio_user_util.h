@@ -105,7 +105,10 @@ struct vu_server {
 	const char *const *args;
 };
 
-/* Path of a program in the build tree (build/tools/vfio-user/NAME). */
+/*
+ * Path of a server program: $VFIO_USER_TOOLS/NAME, else NAME beside the
+ * test (kselftest layout), else the build tree's build/tools/vfio-user/NAME.
+ */
 const char *vu_tool_path(const char *name, char *buf, size_t len);
 int vu_server_start(struct vu_server *srv, const char *name,
 		    const char *const *args);
