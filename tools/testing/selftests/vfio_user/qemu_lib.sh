@@ -108,7 +108,14 @@ ql_mdev_exists() { [ -n "${QL_UUID:-}" ] && [ -e "$QL_MDEVS/$QL_UUID" ]; }
 # 00:04.0, stopped, qtest on a coprocess pipe, QMP on FIFOs; returns once
 # QMP is in command mode.
 ql_qemu_start() {
-	local -a args
+	local -a args backend=()
+	local iommufd=""
+	if [ "${VU_VFIO_BACKEND:-container}" = iommufd ]; then
+		# the device cdev on an iommufd context (QEMU >= 9.0)
+		# shellcheck disable=SC2054 # (commas are QEMU's)
+		backend=(-object iommufd,id=iommufd0)
+		iommufd=,iommufd=iommufd0
+	fi
 	rm -f "$QL_DIR/qmp.in" "$QL_DIR/qmp.out"
 	mkfifo "$QL_DIR/qmp.in" "$QL_DIR/qmp.out"
 	exec {QL_QMP_W}<> "$QL_DIR/qmp.in" {QL_QMP_R}<> "$QL_DIR/qmp.out"
@@ -117,7 +124,8 @@ ql_qemu_start() {
 	args=(-machine pc -nodefaults -display none -m 256M -S
 	      -qtest stdio -qtest-log /dev/null
 	      -chardev "pipe,id=qmp,path=$QL_DIR/qmp" -mon chardev=qmp,mode=control
-	      -device "vfio-pci,sysfsdev=$QL_MDEVS/$QL_UUID,id=vu0,addr=$QL_SLOT.0"
+	      "${backend[@]}"
+	      -device "vfio-pci,sysfsdev=$QL_MDEVS/$QL_UUID,id=vu0,addr=$QL_SLOT.0$iommufd"
 	      -trace 'vfio_msi*' -trace vfio_intx_enable -trace 'vfio_region_read'
 	      -trace 'vfio_region_write' -trace 'vfio_pci_write_config'
 	      -trace 'acpi_pci_unplug*' -trace acpi_pci_eject_slot

@@ -30,7 +30,8 @@ note() { echo "# $*"; }
 
 # The checks every QEMU test makes first.
 tap_require_qemu() {
-	command -v qemu-system-x86_64 > /dev/null || skip_all "qemu-system-x86_64 not installed"
+	local q=${QL_QEMU:-qemu-system-x86_64}
+	command -v "$q" > /dev/null || skip_all "$q not installed"
 	[ "$(id -u)" = 0 ] || skip_all "must run as root"
 	[ -d /sys/class/vfio_user/vfio_user ] || skip_all "vfio_user_mdev is not loaded"
 }

@@ -23,7 +23,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tools/testing/selftests/vfio_user/qemu_lib.sh
 . "$here/qemu_lib.sh"
 
-TAP_PREFIX=qemu
+TAP_PREFIX=${TAP_PREFIX:-qemu}
 NTESTS=12
 # shellcheck source=tools/testing/selftests/vfio_user/qemu_tap.sh
 . "$here/qemu_tap.sh"
@@ -36,7 +36,7 @@ trap 'ql_cleanup; rm -rf "$QL_DIR"' EXIT
 
 echo "TAP version 13"
 echo "1..$NTESTS"
-note "$(qemu-system-x86_64 --version | head -n 1); kernel $(uname -r); work dir $QL_DIR"
+note "$("$QL_QEMU" --version | head -n 1); VFIO ${VU_VFIO_BACKEND:-container}; kernel $(uname -r); work dir $QL_DIR"
 
 PAT_LEN=65536
 SRC=0x100000 DST=0x200000 MSI_ADDR=0x300000 MSI_DATA=0x4d534958

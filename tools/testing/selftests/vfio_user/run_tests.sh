@@ -26,8 +26,20 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # The programs that open the device as a consumer (not fuzz_test: what it
-# varies is the server's messages, whatever the consumer's backend).
-iommufd_tests="mdev_lifecycle_test client_test hostile_test killloop_test consumer_test signal_test window_test mmap_test twin_test"
+# varies is the server's messages, whatever the consumer's backend), and
+# QEMU 11 (QEMU 7.2 has no iommufd backend).
+iommufd_tests="mdev_lifecycle_test client_test hostile_test killloop_test consumer_test signal_test window_test mmap_test twin_test qemu11_test.sh"
+# Under iommufd, some programs run only the cases the backend changes (the
+# harness's -t/-f filters): pinning, vfio_dma_rw, the unmap callback, the
+# device cdev's open and close.
+declare -A iommufd_args=(
+	[hostile_test]="-f dma"
+	[client_test]="-t attach_and_detach -t device_region_irq_info -t bar_access
+		-t dma_copy_with_msix -t dma_copy_odd_sizes_and_offsets
+		-t dma_runs_off_the_mapping -t unmap_during_dma
+		-t server_exit_in_flight_fails_fast -t reattach_restarted_server
+		-t rmmod_refused_while_open -t remove_asks_consumer"
+)
 if [ $# -gt 0 ]; then
 	tests=("$@")
 else
@@ -35,9 +47,16 @@ else
 	mapfile -t -O ${#tests[@]} tests < <(cd "$here" && ls -1 -- *_test.sh 2>/dev/null)
 	if [ -c /dev/iommu ] && [ -d /sys/class/vfio-dev ]; then
 		for t in $iommufd_tests; do
-			[ -x "$O/$t" ] && tests+=("$t@iommufd")
+			[ -x "$O/$t" ] || [ -x "$here/$t" ] && tests+=("$t@iommufd")
 		done
 	fi
+	# VU_SKIP: programs (as listed, with @iommufd) the default run leaves out
+	for t in ${VU_SKIP:-}; do
+		for i in "${!tests[@]}"; do
+			[ "${tests[$i]}" = "$t" ] && unset "tests[$i]"
+		done
+	done
+	tests=("${tests[@]}")
 fi
 
 kmemleak=/sys/kernel/debug/kmemleak
@@ -47,6 +66,19 @@ if [ -n "$kmemleak" ]; then
 	echo scan > $kmemleak
 	echo clear > $kmemleak
 fi
+
+# indent: the programs' output as TAP comments; with VU_TIMESTAMPS=1 each
+# line carries the seconds since the program started (to find slow cases).
+indent() {
+	if [ "${VU_TIMESTAMPS:-0}" = 1 ]; then
+		local line start=$SECONDS
+		while IFS= read -r line; do
+			printf '# [%4d] %s\n' $((SECONDS - start)) "$line"
+		done
+	else
+		sed -e 's/^/# /'
+	fi
+}
 
 echo "TAP version 13"
 total=${#tests[@]}
@@ -58,11 +90,21 @@ for t in "${tests[@]}"; do
 	echo "# selftests: vfio_user: $t"
 	[ -w /dev/kmsg ] && echo "vfio_user selftest: starting $t" > /dev/kmsg
 	prog=$O/${t%@*}
-	case $t in *.sh) prog=$here/$t ;; esac	# scripts run from the source tree
-	backend=container
-	case $t in *@iommufd) backend=iommufd ;; esac
-	VU_VFIO_BACKEND=$backend "$prog" 2>&1 | sed -e 's/^/# /'
+	case $t in *.sh|*.sh@*) prog=$here/${t%@*} ;; esac	# scripts run from the source tree
+	backend=container args=()
+	case $t in
+	*@iommufd)
+		backend=iommufd
+		# shellcheck disable=SC2206 # (word splitting wanted)
+		args=(${iommufd_args[${t%@*}]:-})
+		;;
+	esac
+	t0=$SECONDS
+	stdbuf=()
+	[ "${VU_TIMESTAMPS:-0}" = 1 ] && stdbuf=(stdbuf -oL)
+	VU_VFIO_BACKEND=$backend "${stdbuf[@]}" "$prog" "${args[@]}" 2>&1 | indent
 	rc=${PIPESTATUS[0]}
+	echo "# selftests: vfio_user: $t: $((SECONDS - t0)) s"
 	[ -w /dev/kmsg ] && echo "vfio_user selftest: $t exit $rc" > /dev/kmsg
 	case $rc in
 	0) echo "ok $n selftests: vfio_user: $t" ;;
