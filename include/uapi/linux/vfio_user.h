@@ -282,4 +282,113 @@ struct vfio_user_dma_access {
 	__u8 data[];
 };
 
+/*
+ * DEVICE_FEATURE flags: bits 0-15 the feature index, then the operation,
+ * as in VFIO's struct vfio_device_feature.
+ */
+#define VFIO_USER_DEVICE_FEATURE_MASK		0xffff
+#define VFIO_USER_DEVICE_FEATURE_GET		(1 << 16)
+#define VFIO_USER_DEVICE_FEATURE_SET		(1 << 17)
+#define VFIO_USER_DEVICE_FEATURE_PROBE		(1 << 18)
+
+/*
+ * Feature indexes (VFIO's numbers). MIG_DATA_SIZE is not in the spec's
+ * list; the server library answers it, other servers may refuse it.
+ */
+#define VFIO_USER_DEVICE_FEATURE_MIGRATION		1
+#define VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE	2
+#define VFIO_USER_DEVICE_FEATURE_DMA_LOGGING_START	6
+#define VFIO_USER_DEVICE_FEATURE_DMA_LOGGING_STOP	7
+#define VFIO_USER_DEVICE_FEATURE_DMA_LOGGING_REPORT	8
+#define VFIO_USER_DEVICE_FEATURE_MIG_DATA_SIZE		9
+
+/* VFIO_USER_DEVICE_FEATURE_MIGRATION flags */
+#define VFIO_USER_MIGRATION_STOP_COPY		(1 << 0)
+#define VFIO_USER_MIGRATION_P2P			(1 << 1)
+#define VFIO_USER_MIGRATION_PRE_COPY		(1 << 2)
+
+/**
+ * enum vfio_user_device_state - migration states on the wire
+ * @VFIO_USER_DEVICE_STATE_ERROR: failed, left only by DEVICE_RESET
+ * @VFIO_USER_DEVICE_STATE_STOP: no DMA, no interrupts, no state change
+ * @VFIO_USER_DEVICE_STATE_RUNNING: running normally
+ * @VFIO_USER_DEVICE_STATE_STOP_COPY: stopped, state read with MIG_DATA_READ
+ * @VFIO_USER_DEVICE_STATE_RESUMING: stopped, state written with
+ *	MIG_DATA_WRITE
+ * @VFIO_USER_DEVICE_STATE_RUNNING_P2P: running, but initiating no DMA
+ *	(with VFIO_USER_MIGRATION_P2P)
+ * @VFIO_USER_DEVICE_STATE_PRE_COPY: running, state read with
+ *	MIG_DATA_READ (with VFIO_USER_MIGRATION_PRE_COPY)
+ * @VFIO_USER_DEVICE_STATE_PRE_COPY_P2P: PRE_COPY, initiating no DMA
+ *	(with both)
+ *
+ * The numbers of VFIO's enum vfio_device_mig_state, defined here because
+ * older kernel headers lack 6 and 7.
+ */
+enum vfio_user_device_state {
+	VFIO_USER_DEVICE_STATE_ERROR		= 0,
+	VFIO_USER_DEVICE_STATE_STOP		= 1,
+	VFIO_USER_DEVICE_STATE_RUNNING		= 2,
+	VFIO_USER_DEVICE_STATE_STOP_COPY	= 3,
+	VFIO_USER_DEVICE_STATE_RESUMING		= 4,
+	VFIO_USER_DEVICE_STATE_RUNNING_P2P	= 5,
+	VFIO_USER_DEVICE_STATE_PRE_COPY		= 6,
+	VFIO_USER_DEVICE_STATE_PRE_COPY_P2P	= 7,
+};
+
+/**
+ * struct vfio_user_device_feature - DEVICE_FEATURE payload
+ * @argsz: request: the largest reply payload the client takes; reply:
+ *	the size of the reply payload
+ * @flags: VFIO_USER_DEVICE_FEATURE_* operation | feature index
+ * @data: feature data (SET request, GET reply); a SET or PROBE reply
+ *	repeats the request
+ */
+struct vfio_user_device_feature {
+	__le32 argsz;
+	__le32 flags;
+	__u8 data[];
+};
+
+/**
+ * struct vfio_user_device_feature_migration - GET MIGRATION data
+ * @flags: VFIO_USER_MIGRATION_*; STOP_COPY is always set
+ */
+struct vfio_user_device_feature_migration {
+	__le64 flags;
+};
+
+/**
+ * struct vfio_user_device_feature_mig_state - MIG_DEVICE_STATE data
+ * @device_state: &enum vfio_user_device_state: the state to go to (SET)
+ *	or the current one (GET)
+ * @data_fd: unused in vfio-user (0)
+ */
+struct vfio_user_device_feature_mig_state {
+	__le32 device_state;
+	__le32 data_fd;
+};
+
+/**
+ * struct vfio_user_device_feature_mig_data_size - GET MIG_DATA_SIZE data
+ * @stop_copy_length: bytes a STOP_COPY session would still stream now
+ */
+struct vfio_user_device_feature_mig_data_size {
+	__le64 stop_copy_length;
+};
+
+/**
+ * struct vfio_user_mig_data - MIG_DATA_READ / MIG_DATA_WRITE payload
+ * @argsz: request: the largest reply payload (READ: 8 + @size); READ
+ *	reply: 8 + the bytes returned
+ * @size: request: bytes to read or written; READ reply: bytes returned,
+ *	fewer than asked at the end of the data
+ * @data: MIG_DATA_WRITE request and MIG_DATA_READ reply: @size bytes
+ */
+struct vfio_user_mig_data {
+	__le32 argsz;
+	__le32 size;
+	__u8 data[];
+};
+
 #endif /* _UAPI_LINUX_VFIO_USER_H */

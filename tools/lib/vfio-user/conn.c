@@ -4,8 +4,8 @@
  * attaching a client socket, the event loop (vus_dev__process(),
  * vus_dev__run()) that reads client messages in stream order and answers
  * each, and the teardown when a client goes away (both sockets, when the
- * twin socket was negotiated). Calls handlers.c, dma.c, irq.c, msg.c,
- * util.c.
+ * twin socket was negotiated). Calls handlers.c, migration.c, dma.c, irq.c,
+ * msg.c, util.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,6 +47,7 @@ void vus_dev__disconnect(struct vus_dev *dev)
 	vus_queue_drop_all(dev);
 	vus_dma_drop_all(dev);
 	vus_irq_drop_all(dev);
+	vus_mig_disconnect(dev);
 	dev->negotiated = false;
 	dev->conn_dead = false;
 	memset(&dev->peer, 0, sizeof(dev->peer));
@@ -168,6 +169,10 @@ static const char *const vus_cmd_names[] = {
 	[VFIO_USER_DMA_READ] = "DMA_READ",
 	[VFIO_USER_DMA_WRITE] = "DMA_WRITE",
 	[VFIO_USER_DEVICE_RESET] = "DEVICE_RESET",
+	[VFIO_USER_REGION_WRITE_MULTI] = "REGION_WRITE_MULTI",
+	[VFIO_USER_DEVICE_FEATURE] = "DEVICE_FEATURE",
+	[VFIO_USER_MIG_DATA_READ] = "MIG_DATA_READ",
+	[VFIO_USER_MIG_DATA_WRITE] = "MIG_DATA_WRITE",
 };
 
 static const char *vus_cmd_name(unsigned int cmd)

@@ -24,6 +24,7 @@ struct vus_dev *vus_dev__new(const struct vus_dev_opts *uopts)
 	dev->epfd = dev->listen_fd = dev->queue_efd = -1;
 	dev->conn.fd = dev->twin.fd = -1;
 	dev->queue_tail = &dev->queue_head;
+	dev->mig.state = VUS_MIG_RUNNING;
 
 	err = VUS_OPTS_COPY(&dev->opts, uopts, vus_dev_opts);
 	if (err)
@@ -74,6 +75,7 @@ void vus_dev__delete(struct vus_dev *dev)
 	free(dev->conn.rx.buf);
 	free(dev->twin.rx.buf);
 	vus_pci_free(dev);
+	vus_mig_free(dev);
 	if (dev->listen_fd >= 0)
 		close(dev->listen_fd);
 	if (dev->listen_path) {

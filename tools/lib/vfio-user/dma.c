@@ -198,6 +198,8 @@ void *vus_dev__dma_ptr(struct vus_dev *dev, uint64_t iova, size_t len,
 		return vus_err_ptr(-EINVAL);
 	if (!vus_conn_ready(dev))
 		return vus_err_ptr(-ENOTCONN);
+	if (!vus_dev_running(dev))
+		return vus_err_ptr(-EBUSY);
 	r = vus_dma_find(dev, iova);
 	if (!r)
 		return vus_err_ptr(-EFAULT);
@@ -462,6 +464,8 @@ static int vus_dma_xfer(struct vus_dev *dev, uint64_t iova, void *buf,
 		return -EINVAL;
 	if (!vus_conn_ready(dev))
 		return -ENOTCONN;
+	if (!vus_dev_running(dev))
+		return -EBUSY;		/* migration: stopped or quiesced */
 	err = vus_dma_check(dev, iova, len, prot);
 	if (err)
 		return err;

@@ -5,7 +5,9 @@
  * every field before use — the payload size against what the command
  * needs, every index, count and offset against the device — and fills a
  * &struct vus_reply. A bad command gets an error reply and the connection
- * stays. Calls version.c, dma.c, region.c, pci.c, irq.c, util.c.
+ * stays. Calls version.c, migration.c (DEVICE_FEATURE, MIG_DATA_READ/WRITE,
+ * and the migration side of DEVICE_RESET), dma.c, region.c, pci.c, irq.c,
+ * util.c.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -403,6 +405,7 @@ static int vus_handle_reset(struct vus_dev *dev, struct vus_msg *m,
 	if (m->size != HDR)
 		return -EINVAL;
 	vus_pci_reset(dev);
+	vus_mig_reset(dev);
 	if (dev->ops.reset)
 		return dev->ops.reset(dev, dev->priv);
 	return 0;
@@ -451,11 +454,14 @@ int vus_dispatch(struct vus_dev *dev, struct vus_msg *m, struct vus_reply *r)
 	case VFIO_USER_DMA_READ:
 	case VFIO_USER_DMA_WRITE:
 		return -EINVAL;		/* server-to-client only */
+	case VFIO_USER_DEVICE_FEATURE:
+		return vus_mig_handle_feature(dev, m, r);
+	case VFIO_USER_MIG_DATA_READ:
+		return vus_mig_handle_data_read(dev, m, r);
+	case VFIO_USER_MIG_DATA_WRITE:
+		return vus_mig_handle_data_write(dev, m);
 	case VFIO_USER_DEVICE_GET_REGION_IO_FDS:
 	case VFIO_USER_REGION_WRITE_MULTI:
-	case VFIO_USER_DEVICE_FEATURE:
-	case VFIO_USER_MIG_DATA_READ:
-	case VFIO_USER_MIG_DATA_WRITE:
 		return -EOPNOTSUPP;	/* not negotiated / not offered */
 	default:
 		return -ENOSYS;

@@ -67,12 +67,16 @@ static struct vus_irq_vec *vus_vec(struct vus_dev *dev, unsigned int index,
 	return &dev->irqs[index].vec[vector];
 }
 
+/*
+ * Deliver vector @v, or leave it pending while it is masked or the device
+ * is not running for migration (vus_irq_fire_held() delivers those).
+ */
 static int vus_fire(struct vus_dev *dev, unsigned int index,
 		    struct vus_irq_vec *v)
 {
 	uint64_t one = 1;
 
-	if (v->masked) {
+	if (v->masked || !vus_dev_running(dev)) {
 		v->pending = true;
 		return 1;
 	}
@@ -96,6 +100,8 @@ int vus_dev__trigger_irq(struct vus_dev *dev, unsigned int index,
 
 	if (!v)
 		return vus_err(-EINVAL);
+	if (!vus_dev_running(dev))
+		return vus_err(-EBUSY);
 	return vus_err(vus_fire(dev, index, v));
 }
 
@@ -179,5 +185,23 @@ void vus_irq_drop_all(struct vus_dev *dev)
 			vus_irq_set_fd(dev, i, j, VFIO_IRQ_SET_ACTION_MASK, -1);
 			vus_irq_set_fd(dev, i, j, VFIO_IRQ_SET_ACTION_UNMASK, -1);
 		}
+	}
+}
+
+/*
+ * The device runs again (migration): deliver what the client's SET_IRQS
+ * fired meanwhile on unmasked vectors.
+ */
+void vus_irq_fire_held(struct vus_dev *dev)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < VUS_MAX_IRQ_INDEXES; i++) {
+		struct vus_irq *irq = &dev->irqs[i];
+
+		for (j = 0; j < irq->count; j++)
+			if (irq->vec[j].pending && !irq->vec[j].masked &&
+			    irq->vec[j].trigger_fd >= 0)
+				vus_fire(dev, i, &irq->vec[j]);
 	}
 }

@@ -3,7 +3,8 @@
  * libvfio-user-server: device regions (layer 3). Their description,
  * library-backed memory, and the access path a REGION_READ/WRITE takes:
  * PCI config space and MSI-X table (pci.c), the device's callback, or the
- * region's memory. Calls pci.c and util.c.
+ * region's memory; writes to the last two are refused while the device is
+ * stopped for migration. Calls pci.c and util.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -149,6 +150,9 @@ int vus_region_access(struct vus_dev *dev, unsigned int index, uint64_t off,
 		return vus_pci_config_access(dev, off, buf, count, is_write);
 	if (vus_pci_msix_access(dev, index, off, buf, count, is_write))
 		return 0;
+	/* a device stopped for migration keeps its state (VFIO STOP) */
+	if (is_write && vus_dev_stopped(dev))
+		return -EBUSY;
 	if (reg->access)
 		return reg->access(dev, reg->priv, off, buf, count, is_write);
 	if (is_write)

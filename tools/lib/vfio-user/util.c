@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * libvfio-user-server: helpers every other file uses (layer 0): the
- * message callback, opts structs, range checks. Calls nothing else of the
- * library.
+ * message callback, opts structs, range checks, CRC-32. Calls nothing else
+ * of the library.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -54,4 +55,32 @@ int vus_opts_copy(void *dst, size_t dst_sz, size_t known_end, const void *src)
 bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size)
 {
 	return off <= size && count <= size - off;
+}
+
+/* CRC-32 (IEEE 802.3, reflected, polynomial 0xedb88320), as zlib's crc32() */
+static uint32_t vus_crc_table[256];
+static pthread_once_t vus_crc_once = PTHREAD_ONCE_INIT;
+
+static void vus_crc_init(void)
+{
+	uint32_t i, k, c;
+
+	for (i = 0; i < 256; i++) {
+		c = i;
+		for (k = 0; k < 8; k++)
+			c = c & 1 ? 0xedb88320U ^ (c >> 1) : c >> 1;
+		vus_crc_table[i] = c;
+	}
+}
+
+/* Continue CRC @crc (0 to start) over @len bytes of @buf. */
+uint32_t vus_crc32(uint32_t crc, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	pthread_once(&vus_crc_once, vus_crc_init);
+	crc = ~crc;
+	while (len--)
+		crc = vus_crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
 }

@@ -123,7 +123,10 @@ struct vus_dev;
  * @disconnect: the client went away (or was dropped for a protocol
  *	violation); its DMA regions and eventfds are already forgotten.
  * @reset: DEVICE_RESET; the library has already reset the PCI config
- *	header it manages. Return 0 or -errno (sent to the client).
+ *	header it manages and, with migration set up, ended any migration
+ *	session and put the migration state to RUNNING, whatever it was
+ *	(ERROR included): the device must be running again afterwards.
+ *	Return 0 or -errno (sent to the client).
  * @dma_map: the client added a DMA region. @vaddr is the server mapping
  *	when the client passed an fd and the library could map it, NULL
  *	otherwise (the region is then reached with DMA_READ/DMA_WRITE
@@ -135,7 +138,9 @@ struct vus_dev;
  *	@count) of IRQ index @index; @enabled tells whether they now have
  *	one. Lets a device see e.g. that MSI-X was enabled.
  * @config_write: a client write to the PCI config space, after the
- *	library applied it to its copy (see vus_dev__setup_pci()).
+ *	library applied it to its copy (see vus_dev__setup_pci()). Also
+ *	called while the device is stopped for migration: it must not
+ *	change the device's state then.
  *
  * @dev is the device, @priv is &vus_dev_opts.priv.
  */
@@ -329,10 +334,15 @@ VUS_API int vus_dev__set_irq_count(struct vus_dev *dev, unsigned int index,
  *
  * Writes 1 to the trigger eventfd the client gave. A masked vector is
  * left pending and fires on unmask. INTx is automasked: after it fires
- * the client must unmask it (SET_IRQS ACTION_UNMASK).
+ * the client must unmask it (SET_IRQS ACTION_UNMASK). While the device is
+ * not running for migration (vus_dev__running() false) the device must
+ * raise none; the library refuses them, and holds back what the client's
+ * own SET_IRQS would fire (an unmask of a pending vector, a trigger)
+ * until the device runs again.
  *
  * Return: 0 fired; 1 masked, left pending; -ENOENT no eventfd assigned;
- * -EINVAL bad index or vector; other -errno from write().
+ * -EINVAL bad index or vector; -EBUSY not running (migration); other
+ * -errno from write().
  */
 VUS_API int vus_dev__trigger_irq(struct vus_dev *dev, unsigned int index,
 				 unsigned int vector);
@@ -613,7 +623,8 @@ VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
  * reply to that access is sent, or from the application's own context.
  *
  * Return: 0; -EFAULT range not mapped or not readable, or a mapping
- * vanished under the copy; -ENOTCONN no client; -EIO the client replied
+ * vanished under the copy; -ENOTCONN no client; -EBUSY the device is not
+ * running (migration: see vus_dev__running()); -EIO the client replied
  * with an error; -EPROTO bad reply, or a client command in its place with
  * strict_dma_reply (client dropped); -ETIMEDOUT (client dropped).
  */
@@ -658,8 +669,12 @@ VUS_API int vus_dev__dma_write(struct vus_dev *dev, uint64_t iova,
  * so by default the process dies. Copy with vus_dma_memcpy(), or handle
  * SIGBUS yourself.
  *
+ * While the device is not running for migration it must not access
+ * client memory through pointers it got earlier either.
+ *
  * Return: the pointer, or NULL with errno set: EINVAL bad @len or @prot;
- * ENOTCONN no client; EFAULT the range is not inside one DMA region;
+ * ENOTCONN no client; EBUSY the device is not running (migration);
+ * EFAULT the range is not inside one DMA region;
  * EACCES the region lacks a right @prot asks for; EOPNOTSUPP the region is
  * not mapped into this process (no fd, or the mmap failed).
  */
@@ -728,6 +743,271 @@ VUS_API int vus_dev__dma_stats(const struct vus_dev *dev,
  * @dev: device
  */
 VUS_API unsigned int vus_dev__nr_dma_regions(const struct vus_dev *dev);
+
+/* ---- migration ---------------------------------------------------------- */
+
+/*
+ * Live migration (vfio-user DEVICE_FEATURE, MIG_DATA_READ, MIG_DATA_WRITE;
+ * VFIO migration v2). A device that calls vus_dev__setup_migration() gets
+ * the whole protocol from the library:
+ *
+ * - GET MIGRATION answers STOP_COPY | P2P, plus PRE_COPY when the device
+ *   opts in; GET/SET/PROBE MIG_DEVICE_STATE runs the VFIO state machine:
+ *   a SET walks the shortest path of single arcs to the target (as the
+ *   kernel's vfio_mig_get_next_state() does), calling
+ *   &vus_mig_ops.transition once per arc; a target that no path reaches
+ *   (ERROR, STOP_COPY -> PRE_COPY, PRE_COPY without the opt-in, anything
+ *   from ERROR) gets EINVAL before any arc is taken. GET MIG_DATA_SIZE
+ *   (feature 9, beyond the spec's list) says how many bytes a STOP_COPY
+ *   would stream now.
+ * - Entering STOP_COPY the library asks the device for its state
+ *   (&vus_mig_ops.save, final) and keeps the stream; entering PRE_COPY it
+ *   asks for a first round (save, not final); MIG_DATA_READ serves the
+ *   stream in pieces of at most max_data_xfer_size, a short reply ending
+ *   it. In RESUMING, MIG_DATA_WRITE appends to a buffer (at most
+ *   &vus_mig_opts.max_stream bytes); RESUMING -> STOP checks the whole
+ *   stream (framing, lengths, CRC, device IDs and version) and only then
+ *   hands it to &vus_mig_ops.load. A stream the library refuses leaves
+ *   the device in RESUMING, untouched (more data may follow); a load the
+ *   device refuses puts it in ERROR.
+ * - DEVICE_RESET returns to RUNNING from any state. A client that goes
+ *   away ends the session: PRE_COPY -> RUNNING, PRE_COPY_P2P ->
+ *   RUNNING_P2P, STOP_COPY -> STOP (through the callback), RESUMING ->
+ *   ERROR; STOP and the others stay.
+ *
+ * States, as the device model sees them:
+ *
+ *   running  (RUNNING, PRE_COPY): everything allowed.
+ *   quiesced (RUNNING_P2P, PRE_COPY_P2P): region accesses are served as
+ *	when running, but the device initiates nothing: no DMA, no
+ *	interrupt. It may latch work (a doorbell) and start it when running.
+ *   stopped  (STOP, STOP_COPY, RESUMING, ERROR): the device must not
+ *	change its state. The library refuses client writes to the device's
+ *	regions (EBUSY error reply; reads are still served and must have no
+ *	side effect) and serves config space, the MSI-X table, SET_IRQS,
+ *	DMA_MAP/UNMAP and DEVICE_RESET as always, as VFIO requires.
+ *
+ * While not running, vus_dev__dma_read(), vus_dev__dma_write(),
+ * vus_dev__dma_ptr() and vus_dev__trigger_irq() fail with EBUSY, and
+ * interrupts the client's own SET_IRQS would fire are held until the
+ * device runs again. What the library cannot stop is the device's own
+ * activity (threads, timers, pointers from vus_dev__dma_ptr()) and a
+ * client writing through an mmap of a region: the first is the device's
+ * contract (stop it in ->transition, or check vus_dev__running()), the
+ * second the client's (VFIO: the user must not touch a stopped device).
+ *
+ * The stream is a sequence of frames: one per pre-copy round, then one
+ * final frame. Each frame is a 32-byte header (little endian: u32 magic
+ * "VUSM", u16 format 1, u16 flags (bit 0: final), u16 PCI vendor ID,
+ * u16 device ID (0 for a non-PCI device), u32 device version, u32 length
+ * of the library section, u32 CRC-32 (IEEE, zlib's crc32()) of header,
+ * with this field 0, and both sections, u64 length of the device
+ * section), then the library section (final frames only: the PCI config
+ * space, the MSI-X table and which vectors are pending), then the device
+ * section: what &vus_mig_ops.save put, in the device's own versioned
+ * format.
+ */
+
+/**
+ * enum vus_mig_state - migration states (the wire numbers)
+ * @VUS_MIG_ERROR: failed; left only by DEVICE_RESET
+ * @VUS_MIG_STOP: stopped
+ * @VUS_MIG_RUNNING: running (also without migration set up)
+ * @VUS_MIG_STOP_COPY: stopped, the state is being read
+ * @VUS_MIG_RESUMING: stopped, a state is being written
+ * @VUS_MIG_RUNNING_P2P: quiesced
+ * @VUS_MIG_PRE_COPY: running, a first state is being read
+ * @VUS_MIG_PRE_COPY_P2P: quiesced, a first state is being read
+ */
+enum vus_mig_state {
+	VUS_MIG_ERROR = 0,
+	VUS_MIG_STOP = 1,
+	VUS_MIG_RUNNING = 2,
+	VUS_MIG_STOP_COPY = 3,
+	VUS_MIG_RESUMING = 4,
+	VUS_MIG_RUNNING_P2P = 5,
+	VUS_MIG_PRE_COPY = 6,
+	VUS_MIG_PRE_COPY_P2P = 7,
+};
+
+/*
+ * struct vus_mig_stream - the device's part of the migration stream: an
+ * append-only writer in &vus_mig_ops.save, a bounds-checked reader in
+ * &vus_mig_ops.load. Owned by the library, valid during the callback only.
+ */
+struct vus_mig_stream;
+
+/**
+ * struct vus_mig_ops - migration callbacks
+ * @transition: one arc of the state machine, @from -> @to (optional).
+ *	While it runs, vus_dev__mig_state() is still @from, so the device
+ *	may finish outstanding DMA and interrupts on an arc out of a running
+ *	state. Entering a quiesced or stopped state it must stop initiating
+ *	work before returning (the library does not wait for threads of the
+ *	device's own); entering a running state it may resume. Return 0, or
+ *	-errno: the arc is not taken, the SET fails with that errno and the
+ *	state stays @from.
+ * @save: append the device's state to @out with vus_mig_stream__put*()
+ *	(required). @final is true for the STOP_COPY frame (the device is
+ *	stopped: the whole state), false for a pre-copy round (the device
+ *	runs: what can be sent ahead). Also called to measure the stream for
+ *	MIG_DATA_SIZE, in any state (vus_mig_stream__measuring() says so):
+ *	it must not change the device. Return 0 or -errno (the SET fails;
+ *	the device goes back to the state it came from, or to ERROR when no
+ *	arc leads back).
+ * @load: read one frame's device section from @in with
+ *	vus_mig_stream__get*() (required): @version is the device version
+ *	the source saved it with (1 ... &vus_mig_opts.version), @final as
+ *	for @save. Called at RESUMING -> STOP, frame by frame in stream
+ *	order, after the library checked the whole stream and restored its
+ *	own section. Check everything: a short read fails with -EINVAL, and
+ *	bytes left unread fail the load. Return 0 or -errno: the SET fails
+ *	and the device goes to ERROR (it may be half loaded).
+ *
+ * @dev is the device, @priv is &vus_dev_opts.priv.
+ */
+struct vus_mig_ops {
+	int (*transition)(struct vus_dev *dev, void *priv,
+			  enum vus_mig_state from, enum vus_mig_state to);
+	int (*save)(struct vus_dev *dev, void *priv, struct vus_mig_stream *out,
+		    bool final);
+	int (*load)(struct vus_dev *dev, void *priv, struct vus_mig_stream *in,
+		    uint32_t version, bool final);
+};
+
+/**
+ * struct vus_mig_opts - options of vus_dev__setup_migration()
+ * @sz: sizeof(struct vus_mig_opts); use VUS_OPTS()
+ * @ops: callbacks; the library keeps the pointer
+ * @version: version of the device section's format, written into every
+ *	frame; streams of versions 1 ... @version are loaded. 0: 1
+ * @pre_copy: offer PRE_COPY (and PRE_COPY_P2P)
+ * @max_stream: most bytes a client may write in one RESUMING session
+ *	(EFBIG beyond); 0: 1 GiB
+ */
+struct vus_mig_opts {
+	size_t sz;
+	const struct vus_mig_ops *ops;
+	uint32_t version;
+	bool pre_copy;
+	uint64_t max_stream;
+	size_t :0;
+};
+#define vus_mig_opts__last_field max_stream
+
+/**
+ * vus_dev__setup_migration() - make @dev migratable
+ * @dev: device
+ * @opts: callbacks and options
+ *
+ * Call once, before a client connects. Without it the device answers
+ * DEVICE_FEATURE, MIG_DATA_READ and MIG_DATA_WRITE with EOPNOTSUPP.
+ *
+ * Return: 0; -EINVAL no save or load callback, bad opts; -EBUSY already
+ * set up.
+ */
+VUS_API int vus_dev__setup_migration(struct vus_dev *dev,
+				     const struct vus_mig_opts *opts);
+
+/** vus_dev__mig_state() - the migration state (RUNNING without migration) */
+VUS_API enum vus_mig_state vus_dev__mig_state(const struct vus_dev *dev);
+
+/**
+ * vus_dev__running() - whether the device may DMA and raise interrupts
+ * @dev: device
+ *
+ * Return: true in RUNNING and PRE_COPY (and always without migration).
+ */
+VUS_API bool vus_dev__running(const struct vus_dev *dev);
+
+/**
+ * vus_dev__stopped() - whether the device must keep its state as it is
+ * @dev: device
+ *
+ * Return: true in STOP, STOP_COPY, RESUMING and ERROR.
+ */
+VUS_API bool vus_dev__stopped(const struct vus_dev *dev);
+
+/**
+ * vus_mig_stream__put() - append bytes to the device section
+ * @s: stream given to &vus_mig_ops.save
+ * @buf: bytes
+ * @len: length
+ *
+ * Return: 0; -EINVAL not a save stream; -ENOMEM.
+ */
+VUS_API int vus_mig_stream__put(struct vus_mig_stream *s, const void *buf,
+				size_t len);
+
+/** vus_mig_stream__put_u32() - append @v, little endian */
+VUS_API int vus_mig_stream__put_u32(struct vus_mig_stream *s, uint32_t v);
+
+/** vus_mig_stream__put_u64() - append @v, little endian */
+VUS_API int vus_mig_stream__put_u64(struct vus_mig_stream *s, uint64_t v);
+
+/**
+ * vus_mig_stream__put_region() - append the memory of a library-backed
+ * region
+ * @s: stream given to &vus_mig_ops.save
+ * @index: region added without an access callback
+ *
+ * Sparse: only the non-zero pages, found without touching the holes of
+ * the region's memory (a large BAR nobody wrote costs nothing). Encoded
+ * as u32 index, u32 0, u64 size, u64 number of extents, then per extent
+ * u64 offset, u64 length and the bytes, in ascending order.
+ *
+ * Return: 0; -EINVAL not a save stream, or no such region or not backed
+ * by the library; -ENOMEM.
+ */
+VUS_API int vus_mig_stream__put_region(struct vus_mig_stream *s,
+				       unsigned int index);
+
+/**
+ * vus_mig_stream__measuring() - whether @s only counts bytes
+ * @s: stream given to &vus_mig_ops.save
+ *
+ * True when the library measures the stream (MIG_DATA_SIZE): puts are
+ * counted, nothing is copied. The device must put exactly what it would
+ * otherwise.
+ */
+VUS_API bool vus_mig_stream__measuring(const struct vus_mig_stream *s);
+
+/**
+ * vus_mig_stream__get() - take bytes from the device section
+ * @s: stream given to &vus_mig_ops.load
+ * @buf: destination
+ * @len: bytes wanted
+ *
+ * Return: 0; -EINVAL fewer than @len bytes left (nothing taken) or not a
+ * load stream.
+ */
+VUS_API int vus_mig_stream__get(struct vus_mig_stream *s, void *buf,
+				size_t len);
+
+/** vus_mig_stream__get_u32() - take a little-endian u32 (see __get()) */
+VUS_API int vus_mig_stream__get_u32(struct vus_mig_stream *s, uint32_t *v);
+
+/** vus_mig_stream__get_u64() - take a little-endian u64 (see __get()) */
+VUS_API int vus_mig_stream__get_u64(struct vus_mig_stream *s, uint64_t *v);
+
+/**
+ * vus_mig_stream__get_region() - restore a region put by
+ * vus_mig_stream__put_region()
+ * @s: stream given to &vus_mig_ops.load
+ * @index: the region, which must be the one saved there
+ *
+ * Checks the whole record first (index, size equal to this region's,
+ * extents in order, inside the region, within the stream); then the
+ * region's memory becomes the saved one, zero outside the extents.
+ *
+ * Return: 0; -EINVAL bad record (the region is untouched) or not a load
+ * stream or no such library-backed region.
+ */
+VUS_API int vus_mig_stream__get_region(struct vus_mig_stream *s,
+				       unsigned int index);
+
+/** vus_mig_stream__remaining() - bytes of the device section not yet taken */
+VUS_API size_t vus_mig_stream__remaining(const struct vus_mig_stream *s);
 
 #ifdef __cplusplus
 }

@@ -10,13 +10,15 @@
  *   6  conn.c      listen/accept/attach, the event loop, disconnect
  *   5  handlers.c  vus_dispatch() and the client-command handlers
  *   4  version.c   VERSION negotiation
+ *      migration.c migration state machine, stream, DEVICE_FEATURE and
+ *                  MIG_DATA_READ/WRITE
  *   3  dma.c       DMA region table; server DMA (DMA_READ/DMA_WRITE)
  *      region.c    device regions and the REGION_READ/WRITE access path
  *   2  pci.c       PCI config space, BARs, capabilities, MSI-X table
  *   1  msg.c       message framing and fd passing, receive buffer, queue,
  *                  the twin socket
  *      irq.c       IRQ vectors and their eventfds
- *   0  util.c      print callback, opts structs, range checks
+ *   0  util.c      print callback, opts structs, range checks, CRC-32
  *      sigbus.c    copies that turn a SIGBUS into -EFAULT
  *
  * The prototypes below are grouped by file, lowest layer first.
@@ -208,6 +210,57 @@ struct vus_pci {
 	uint8_t msix_cap;
 };
 
+/*
+ * struct vus_mig_buf - a growing byte buffer (the migration stream of a
+ * saving or resuming session); @data is malloc'd, freed by vus_mig_buf_free().
+ */
+struct vus_mig_buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+};
+
+/*
+ * struct vus_mig - migration state of a device (migration.c). @state is
+ * VUS_MIG_RUNNING without migration (@enabled false) as well. @out holds
+ * the stream of a saving session (PRE_COPY*, STOP_COPY), @out_pos what
+ * MIG_DATA_READ has served of it; @in what MIG_DATA_WRITE brought in
+ * RESUMING. Both are dropped when their session ends.
+ */
+struct vus_mig {
+	bool enabled;
+	struct vus_mig_ops ops;
+	uint32_t version;
+	bool pre_copy;
+	uint64_t max_stream;
+	enum vus_mig_state state;
+	struct vus_mig_buf out;
+	size_t out_pos;
+	struct vus_mig_buf in;
+};
+
+/*
+ * One frame of the migration stream: this header (little endian on the
+ * wire), the library section (@lib_len bytes; final frames only), the
+ * device section (@dev_len bytes). @crc is the CRC-32 of header (with
+ * @crc 0) and both sections. Documented in vfio-user-server.h.
+ */
+struct vus_mig_hdr {
+	uint32_t magic;
+	uint16_t format;
+	uint16_t flags;
+	uint16_t vendor_id;
+	uint16_t device_id;
+	uint32_t dev_version;
+	uint32_t lib_len;
+	uint32_t crc;
+	uint64_t dev_len;
+};
+
+#define VUS_MIG_MAGIC		0x4d535556	/* "VUSM" */
+#define VUS_MIG_FORMAT		1
+#define VUS_MIG_F_FINAL		0x1
+
 struct vus_dev {
 	struct vus_dev_opts opts;
 	struct vus_dev_ops ops;
@@ -245,6 +298,8 @@ struct vus_dev {
 	unsigned int nr_dma;
 	bool dma_mmap_warned;		/* a failed mmap was logged */
 	struct vus_dma_stats dma_stats;	/* (sz unused) */
+
+	struct vus_mig mig;
 };
 
 /*
@@ -288,8 +343,35 @@ static inline bool vus_conn_ready(const struct vus_dev *dev)
 	return vus_conn_ok(dev) && dev->negotiated;
 }
 
+/*
+ * Migration state classes (see vfio-user-server.h): running devices may
+ * DMA and raise interrupts; stopped ones keep their state, and the library
+ * refuses client writes to their regions. Quiesced ones are neither.
+ */
+static inline bool vus_mig_state_running(enum vus_mig_state s)
+{
+	return s == VUS_MIG_RUNNING || s == VUS_MIG_PRE_COPY;
+}
+
+static inline bool vus_mig_state_stopped(enum vus_mig_state s)
+{
+	return s == VUS_MIG_STOP || s == VUS_MIG_STOP_COPY ||
+	       s == VUS_MIG_RESUMING || s == VUS_MIG_ERROR;
+}
+
+static inline bool vus_dev_running(const struct vus_dev *dev)
+{
+	return !dev->mig.enabled || vus_mig_state_running(dev->mig.state);
+}
+
+static inline bool vus_dev_stopped(const struct vus_dev *dev)
+{
+	return dev->mig.enabled && vus_mig_state_stopped(dev->mig.state);
+}
+
 /* util.c */
 VUS_HIDDEN bool vus_range_ok(uint64_t off, uint64_t count, uint64_t size);
+VUS_HIDDEN uint32_t vus_crc32(uint32_t crc, const void *buf, size_t len);
 
 /* sigbus.c */
 VUS_HIDDEN int vus_sigbus_init(void);
@@ -305,6 +387,7 @@ VUS_HIDDEN void vus_irq_client_trigger(struct vus_dev *dev, unsigned int index,
 VUS_HIDDEN void vus_irq_set_fd(struct vus_dev *dev, unsigned int index,
 			       unsigned int vector, uint32_t action, int fd);
 VUS_HIDDEN void vus_irq_drop_all(struct vus_dev *dev);
+VUS_HIDDEN void vus_irq_fire_held(struct vus_dev *dev);
 
 /*
  * msg.c. Any send or receive error marks the connection dead
@@ -362,6 +445,18 @@ VUS_HIDDEN void vus_dma_drop_all(struct vus_dev *dev);
 /* version.c */
 VUS_HIDDEN int vus_handle_version(struct vus_dev *dev, struct vus_msg *m,
 				  struct vus_reply *r);
+
+/* migration.c */
+VUS_HIDDEN int vus_mig_handle_feature(struct vus_dev *dev, struct vus_msg *m,
+				      struct vus_reply *r);
+VUS_HIDDEN int vus_mig_handle_data_read(struct vus_dev *dev,
+					struct vus_msg *m,
+					struct vus_reply *r);
+VUS_HIDDEN int vus_mig_handle_data_write(struct vus_dev *dev,
+					 struct vus_msg *m);
+VUS_HIDDEN void vus_mig_reset(struct vus_dev *dev);
+VUS_HIDDEN void vus_mig_disconnect(struct vus_dev *dev);
+VUS_HIDDEN void vus_mig_free(struct vus_dev *dev);
 
 /* handlers.c */
 VUS_HIDDEN int vus_dispatch(struct vus_dev *dev, struct vus_msg *m,
