@@ -4,7 +4,8 @@
  * A scratch and a ping register, a register whose accesses take a
  * configurable time, an interrupt-raising register, a large BAR and a
  * (optionally mmap-able) sparse BAR, whose memory BAR0 shows as the server
- * sees it (BAR4_OFFSET, BAR4_DATA).
+ * sees it (BAR4_OFFSET, BAR4_DATA). Migration carries the registers and
+ * the memory of BAR2 and BAR4 (what a client wrote of them, sparse).
  */
 #define _GNU_SOURCE
 #include <endian.h>
@@ -91,9 +92,12 @@ static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
 	uint64_t acc;
 	uint32_t v;
 
-	memcpy(&acc, n->regs + NULL_REG_ACCESSES, 8);
-	acc = htole64(le64toh(acc) + 1);
-	memcpy(n->regs + NULL_REG_ACCESSES, &acc, 8);
+	/* stopped for migration, a read must change nothing (VFIO STOP) */
+	if (!vus_dev__stopped(dev)) {
+		memcpy(&acc, n->regs + NULL_REG_ACCESSES, 8);
+		acc = htole64(le64toh(acc) + 1);
+		memcpy(n->regs + NULL_REG_ACCESSES, &acc, 8);
+	}
 
 	if ((count != 4 && count != 8) || (off & (count - 1)) ||
 	    off + count > NULL_REG_END) {
@@ -140,6 +144,62 @@ static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
 	return 0;
 }
 
+/*
+ * Migration stream, version 1: u32 register bytes (NULL_REG_END), the
+ * registers, then BAR4's and BAR2's memory as the library encodes a
+ * region (sparse). The destination must have been started with the same
+ * --bar-size; the load checks every field before it takes any.
+ */
+#define NULL_MIG_VERSION	1
+
+static int null_save(struct vus_dev *dev, void *priv,
+		     struct vus_mig_stream *out, bool final)
+{
+	struct null_dev *n = priv;
+	int err;
+
+	err = vus_mig_stream__put_u32(out, NULL_REG_END);
+	if (!err)
+		err = vus_mig_stream__put(out, n->regs, NULL_REG_END);
+	if (!err)
+		err = vus_mig_stream__put_region(out, VFIO_PCI_BAR4_REGION_INDEX);
+	if (!err)
+		err = vus_mig_stream__put_region(out, VFIO_PCI_BAR2_REGION_INDEX);
+	return err;
+}
+
+static int null_load(struct vus_dev *dev, void *priv,
+		     struct vus_mig_stream *in, uint32_t version, bool final)
+{
+	struct null_dev *n = priv, t;
+	uint32_t regs_len;
+	uint64_t off;
+	int err;
+
+	if (version != NULL_MIG_VERSION || !final)
+		return -EINVAL;
+	err = vus_mig_stream__get_u32(in, &regs_len);
+	if (!err && regs_len != NULL_REG_END)
+		err = -EINVAL;
+	if (!err)
+		err = vus_mig_stream__get(in, t.regs, NULL_REG_END);
+	if (err)
+		return err;
+	memcpy(&off, t.regs + NULL_REG_BAR4_OFFSET, 8);
+	if (get32(&t, NULL_REG_MAGIC) != NULL_MAGIC ||
+	    get32(&t, NULL_REG_VERSION) != 1 ||
+	    (le64toh(off) & ~(uint64_t)(NULL_BAR4_SIZE - 8)))
+		return -EINVAL;
+	/* each region record is checked whole before the region changes */
+	err = vus_mig_stream__get_region(in, VFIO_PCI_BAR4_REGION_INDEX);
+	if (!err)
+		err = vus_mig_stream__get_region(in, VFIO_PCI_BAR2_REGION_INDEX);
+	if (err)
+		return err;
+	*n = t;
+	return 0;
+}
+
 static const struct vus_sparse_area null_sparse[] = {
 	{ .offset = 0, .size = 16 * 1024 },
 	{ .offset = 32 * 1024, .size = 16 * 1024 },
@@ -180,6 +240,9 @@ struct sample_backend sample_null_backend = {
 	.device_id = SAMPLE_NULL_DEVICE_ID,
 	.setup = null_setup,
 	.reset = null_reset,
+	.mig_version = NULL_MIG_VERSION,
+	.save = null_save,
+	.load = null_load,
 	.priv = &null_state,
 	.help =
 "  Registers only. BAR0 (4 KiB), little endian, 4- or 8-byte aligned:\n"
@@ -190,12 +253,15 @@ struct sample_backend sample_null_backend = {
 "    0x14 u32 RW LATENCY_US every access to SLOW takes this long\n"
 "    0x18 u32 RW SLOW       scratch register answered after LATENCY_US\n"
 "    0x1c u32 WO IRQ        raise MSI-X vector <value> (else MSI/INTx)\n"
-"    0x20 u64 RO ACCESSES   BAR0 accesses so far\n"
+"    0x20 u64 RO ACCESSES   BAR0 accesses so far (not counted while stopped\n"
+"                           for migration)\n"
 "    0x28 u64 RW BAR4_OFFSET offset in BAR4 (masked to 8-byte aligned, < 64K)\n"
 "    0x30 u64 RW BAR4_DATA  the 8 bytes of BAR4's memory at BAR4_OFFSET, as\n"
 "                           the server reads and writes them\n"
 "  BAR2: large 64-bit prefetchable memory BAR (--bar-size, default 256 MiB,\n"
 "  sparse memory). BAR4: 64 KiB memory; with --mmap it is mmap-able with\n"
 "  a sparse-mmap capability: [0, 16K) and [32K, 48K).\n"
-"  MSI-X: 4 vectors, table at BAR0+0x800, PBA at BAR0+0xc00. INTx: pin A.\n",
+"  MSI-X: 4 vectors, table at BAR0+0x800, PBA at BAR0+0xc00. INTx: pin A.\n"
+"  Migration: the registers and what was written of BAR2 and BAR4 (start\n"
+"  the destination with the same --bar-size).\n",
 };

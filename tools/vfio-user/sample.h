@@ -49,7 +49,16 @@
 					 * uses the twin socket, 0: it
 					 * does not (or no client) */
 					/* 0x64 reserved, reads 0 */
-#define DMA_REG_END		0x68
+#define DMA_REG_PROGRESS	0x68	/* u64 RO bytes of the current (or
+					 * last) copy done */
+#define DMA_REG_STEP		0x70	/* u32 RW bytes per step of a
+					 * background copy; 0: 64 KiB, at
+					 * most 16 MiB */
+#define DMA_REG_STEPS		0x74	/* u32 RW steps a background copy
+					 * may still take, counted down;
+					 * 0xffffffff (reset value): no
+					 * limit */
+#define DMA_REG_END		0x78
 
 #define DMA_MAGIC		0x31414d44
 #define DMA_STATUS_IDLE		0
@@ -59,9 +68,15 @@
 #define DMA_IRQ_CTRL_ENABLE	(1U << 0)
 
 /* DOORBELL values: 2 and 3 move data one way only (benchmarks) */
+#define DMA_DOORBELL_COPY	1	/* (any other value) copy SRC to DST */
 #define DMA_DOORBELL_READ	2	/* read SRC, LEN; data dropped */
 #define DMA_DOORBELL_WRITE	3	/* write LEN bytes of SCRATCH's low
 					 * byte to DST */
+#define DMA_DOORBELL_ASYNC	4	/* copy in the background: STEP
+					 * bytes at a time between messages,
+					 * while running and STEPS > 0 */
+#define DMA_STEPS_UNLIMITED	0xffffffffU
+#define DMA_STEP_DEFAULT	(64U << 10)
 
 /*
  * --device null: BAR0 registers (4 KiB BAR, little endian, 4- or 8-byte
@@ -107,8 +122,14 @@ struct sample_opts {
  * @device_id: PCI device ID
  * @setup: describe the device on @dev (after vus_dev__setup_pci());
  *	return 0 or -errno
- * @ops: callbacks passed to vus_dev__new(); connect/disconnect are
- *	wrapped by the main program for logging
+ * @reset: DEVICE_RESET (the main program's &vus_dev_ops.reset calls it)
+ * @mig_version: version of the back end's migration format
+ * @save: &vus_mig_ops.save (the main program sets up migration with it,
+ *	@load and a logging transition callback)
+ * @load: &vus_mig_ops.load
+ * @work: one step of work in the background, called by the main loop
+ *	after each batch of messages; return > 0 to be called again at once
+ *	(the loop then does not sleep), 0 when idle until the next message
  * @priv: the back end's state, passed as callback priv
  */
 struct sample_backend {
@@ -119,6 +140,12 @@ struct sample_backend {
 	int (*setup)(struct vus_dev *dev, const struct sample_opts *o,
 		     void *priv);
 	void (*reset)(void *priv);
+	uint32_t mig_version;
+	int (*save)(struct vus_dev *dev, void *priv, struct vus_mig_stream *out,
+		    bool final);
+	int (*load)(struct vus_dev *dev, void *priv, struct vus_mig_stream *in,
+		    uint32_t version, bool final);
+	int (*work)(struct vus_dev *dev, void *priv);
 	void *priv;
 };
 

@@ -6,7 +6,8 @@
  *
  * Serves one client at a time on a UNIX socket, accepts the next one when
  * it goes away, logs one line per client connect and disconnect to stderr,
- * and exits cleanly (removing the socket) on SIGTERM or SIGINT.
+ * and exits cleanly (removing the socket) on SIGTERM or SIGINT. Both
+ * devices are migratable (vfio-user migration) unless --no-migration.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +26,7 @@
 
 /* getopt values of long options without a short one */
 #define OPT_STRICT_DMA_REPLY	0x100
+#define OPT_NO_MIGRATION	0x101
 
 static struct sample_backend *const backends[] = {
 	&sample_dma_backend,
@@ -96,6 +98,58 @@ static const struct vus_dev_ops sample_ops = {
 	.reset = on_reset,
 };
 
+static const char *const mig_state_names[] = {
+	"ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING", "RUNNING_P2P",
+	"PRE_COPY", "PRE_COPY_P2P",
+};
+
+static const char *mig_state_name(enum vus_mig_state s)
+{
+	return (unsigned int)s < sizeof(mig_state_names) / sizeof(mig_state_names[0]) ?
+	       mig_state_names[s] : "?";
+}
+
+/*
+ * The back ends need no transition callback: they ask vus_dev__running()
+ * before any DMA or interrupt, and their background work (the DMA engine's
+ * steps) runs from the main loop only while the device runs.
+ */
+static int on_transition(struct vus_dev *dev, void *priv,
+			 enum vus_mig_state from, enum vus_mig_state to)
+{
+	if (sample_verbose)
+		sample_log("migration: %s -> %s", mig_state_name(from),
+			   mig_state_name(to));
+	return 0;
+}
+
+static int on_save(struct vus_dev *dev, void *priv, struct vus_mig_stream *out,
+		   bool final)
+{
+	int err = backend->save(dev, priv, out, final);
+
+	if (sample_verbose && !vus_mig_stream__measuring(out))
+		sample_log("migration: state saved: %s",
+			   err ? strerror(-err) : "ok");
+	return err;
+}
+
+static int on_load(struct vus_dev *dev, void *priv, struct vus_mig_stream *in,
+		   uint32_t version, bool final)
+{
+	int err = backend->load(dev, priv, in, version, final);
+
+	sample_log("migration: state of version %u loaded: %s", version,
+		   err ? strerror(-err) : "ok");
+	return err;
+}
+
+static const struct vus_mig_ops sample_mig_ops = {
+	.transition = on_transition,
+	.save = on_save,
+	.load = on_load,
+};
+
 static void usage(FILE *f)
 {
 	unsigned int i;
@@ -128,7 +182,10 @@ static void usage(FILE *f)
 "                        there drops the client, as in libvfio-user;\n"
 "                        default: it is queued. No effect on DMA over\n"
 "                        the twin socket\n"
-"  -v, --verbose         log library messages and every DMA/IRQ\n"
+"      --no-migration    do not offer migration (DEVICE_FEATURE and\n"
+"                        MIG_DATA_* get EOPNOTSUPP)\n"
+"  -v, --verbose         log library messages, every DMA/IRQ and every\n"
+"                        migration state change\n"
 "  -h, --help            this text\n"
 "\n"
 "PCI IDs (test IDs, not assigned by the PCI-SIG): vendor 0x%04x,\n"
@@ -172,6 +229,7 @@ int main(int argc, char **argv)
 		{ "max-xfer", required_argument, NULL, 'x' },
 		{ "twin-socket", no_argument, NULL, 't' },
 		{ "strict-dma-reply", no_argument, NULL, OPT_STRICT_DMA_REPLY },
+		{ "no-migration", no_argument, NULL, OPT_NO_MIGRATION },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ },
@@ -179,7 +237,8 @@ int main(int argc, char **argv)
 	struct sample_opts o = { .bar_size = 256ULL << 20 };
 	const char *device = "dma";
 	uint64_t max_xfer = 0;
-	bool twin = false, strict = false;
+	bool twin = false, strict = false, migration = true;
+	int busy = 0;
 	struct vus_dev *dev;
 	struct pollfd pfd[2];
 	sigset_t mask;
@@ -214,6 +273,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_STRICT_DMA_REPLY:
 			strict = true;
+			break;
+		case OPT_NO_MIGRATION:
+			migration = false;
 			break;
 		case 'v':
 			o.verbose = true;
@@ -261,6 +323,8 @@ int main(int argc, char **argv)
 			 .subsys_vendor_id = backend->vendor_id,
 			 .subsys_id = backend->device_id,
 			 .class_code = SAMPLE_CLASS_CODE, .irq_pin = 1);
+		VUS_OPTS(vus_mig_opts, mopts, .ops = &sample_mig_ops,
+			 .version = backend->mig_version);
 
 		dev = vus_dev__new(&dopts);
 		if (!dev) {
@@ -270,6 +334,8 @@ int main(int argc, char **argv)
 		err = vus_dev__setup_pci(dev, &popts);
 		if (!err)
 			err = backend->setup(dev, &o, backend->priv);
+		if (!err && migration)
+			err = vus_dev__setup_migration(dev, &mopts);
 	}
 	if (err) {
 		fprintf(stderr, "device setup: %s\n", strerror(-err));
@@ -286,7 +352,8 @@ int main(int argc, char **argv)
 	pfd[0].fd = vus_dev__fd(dev);
 	pfd[0].events = POLLIN;
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
+		/* background work pending: look at the sockets, do not sleep */
+		if (poll(pfd, 2, busy ? 0 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			perror("poll");
@@ -307,6 +374,7 @@ int main(int argc, char **argv)
 				goto out;
 			}
 		}
+		busy = backend->work ? backend->work(dev, backend->priv) : 0;
 	}
 	ret = 0;
 out:
