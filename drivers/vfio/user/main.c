@@ -123,7 +123,7 @@ static int vfio_user_probe(struct mdev_device *mdev)
 	ret = vfio_register_emulated_iommu_dev(&udev->vdev);
 	if (ret)
 		goto err_stats;
-	ret = sysfs_create_group(&mdev->dev.kobj, &vfio_user_dev_group);
+	ret = sysfs_create_groups(&mdev->dev.kobj, vfio_user_dev_groups);
 	if (ret)
 		goto err_unregister;
 	return 0;
@@ -151,7 +151,7 @@ static void vfio_user_remove(struct mdev_device *mdev)
 
 	/* An attach in progress ends before anything waits for it. */
 	vfio_user_abort_attach(udev, true);
-	sysfs_remove_group(&mdev->dev.kobj, &vfio_user_dev_group);
+	sysfs_remove_groups(&mdev->dev.kobj, vfio_user_dev_groups);
 	vfio_unregister_group_dev(&udev->vdev);
 	vfio_user_detach(udev, true);
 	vfio_user_stats_remove(udev);
@@ -161,7 +161,7 @@ static void vfio_user_remove(struct mdev_device *mdev)
 static ssize_t vfio_user_show_description(struct mdev_type *mtype, char *buf)
 {
 	return sysfs_emit(buf,
-			  "PCI device emulated by a vfio-user server; attach it through vfio_user/socket\n");
+			  "PCI device emulated by a vfio-user server; attach it through its socket attribute\n");
 }
 
 static struct mdev_driver vfio_user_driver = {

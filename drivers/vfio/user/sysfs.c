@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * vfio_user_mdev - the per-device sysfs group vfio_user/.
+ * vfio_user_mdev - the per-device sysfs attributes, at the top level of
+ * the mdev's directory and again in the group vfio_user/ (an alias: the
+ * same attributes, for definitions written before they moved up):
  *
  *   socket      write a server's socket path to attach (or re-attach),
  *               an empty line to detach; reads the attached path
@@ -260,11 +262,30 @@ static struct attribute *vfio_user_dev_attrs[] = {
 };
 
 /*
- * Created by probe and removed by remove itself, after it has aborted an
- * attach in progress: removing the group waits for a socket write to
- * return, which an aborted attach does at once.
+ * Top level, where mdevctl and libvirt look for an mdev's attributes (a
+ * name of theirs is a path below /sys/bus/mdev/devices/UUID); none of
+ * the names is one of the mdev core's (remove, mdev_type, iommu_group,
+ * driver, subsystem, power, uevent, vfio-dev).
  */
-const struct attribute_group vfio_user_dev_group = {
+static const struct attribute_group vfio_user_dev_top_group = {
+	.attrs = vfio_user_dev_attrs,
+};
+
+/* The same files under vfio_user/, as mdevctl definitions name them. */
+static const struct attribute_group vfio_user_dev_alias_group = {
 	.name = VFIO_USER_NAME,
 	.attrs = vfio_user_dev_attrs,
+};
+
+/*
+ * Created by probe and removed by remove itself, after it has aborted an
+ * attach in progress: removing a group waits for a socket write to
+ * return, through either name, which an aborted attach does at once.
+ * Not the driver's dev_groups: the driver core removes those before it
+ * calls remove, so a removal would wait for the attach instead.
+ */
+const struct attribute_group *vfio_user_dev_groups[] = {
+	&vfio_user_dev_top_group,
+	&vfio_user_dev_alias_group,
+	NULL,
 };

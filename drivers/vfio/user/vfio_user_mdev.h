@@ -735,6 +735,6 @@ void vfio_user_irqs_release(struct vfio_user_device *udev);
 void vfio_user_irqs_free(struct vfio_user_device *udev);
 
 /* sysfs.c */
-extern const struct attribute_group vfio_user_dev_group;
+extern const struct attribute_group *vfio_user_dev_groups[];
 
 #endif /* _VFIO_USER_MDEV_H */

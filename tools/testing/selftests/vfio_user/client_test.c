@@ -240,6 +240,30 @@ TEST_F(client, attach_and_detach)
 	expect_state(_metadata, self->uuid, "ready");
 }
 
+/*
+ * mdevctl and libvirt write the top-level name: an attach through it is
+ * seen under vfio_user/ (the alias), a detach through the alias at the
+ * top level.
+ */
+TEST_F(client, attach_through_top_level_name)
+{
+	char path[256], buf[160];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/socket", self->uuid);
+	ASSERT_EQ(0, vu_sysfs_write(path, self->srv.socket));
+	expect_state(_metadata, self->uuid, "ready");
+	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "socket", buf, sizeof(buf)));
+	EXPECT_STREQ(self->srv.socket, buf);
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "socket", "\n"));
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/state", self->uuid);
+	ASSERT_EQ(0, vu_sysfs_read(path, buf, sizeof(buf)));
+	EXPECT_STREQ("detached", buf);
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/socket", self->uuid);
+	ASSERT_EQ(0, vu_sysfs_read(path, buf, sizeof(buf)));
+	EXPECT_STREQ("", buf);
+}
+
 TEST_F(client, attach_bad_paths)
 {
 	char dir[] = "/tmp/vu-dirXXXXXX", file[64], link[64], buf[160];

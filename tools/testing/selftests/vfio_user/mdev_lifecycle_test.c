@@ -161,6 +161,91 @@ TEST_F(mdev, remove_twice)
 	EXPECT_EQ(-ENOENT, vu_mdev_remove(uuid));
 }
 
+/* The per-device attributes, top level and under vfio_user/ (the alias). */
+static const char * const dev_attrs[] = {
+	"state", "socket", "timeout_ms", "dma_window", "dma_window_chunk",
+	"dma_window_pinned", "mmap_pages",
+};
+
+static int top_read(const char *uuid, const char *attr, char *buf, size_t len)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/%s", uuid, attr);
+	return vu_sysfs_read(path, buf, len);
+}
+
+static int top_write(const char *uuid, const char *attr, const char *val)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/%s", uuid, attr);
+	return vu_sysfs_write(path, val);
+}
+
+/*
+ * Every attribute is at the top level of the device (where mdevctl and
+ * libvirt name it) and under vfio_user/: one file, two names, same mode;
+ * a write through either name is read back through the other. The mdev
+ * core's own entries are still there.
+ */
+TEST_F(mdev, attributes_top_level_and_alias)
+{
+	static const char * const core[] = {
+		"remove", "mdev_type", "iommu_group", "driver", "uevent",
+	};
+	const char *uuid = new_uuid(self);
+	char top[160], alias[160], path[256];
+	struct stat st_top, st_alias;
+	unsigned int i;
+
+	ASSERT_EQ(0, vu_mdev_create(uuid));
+	for (i = 0; i < ARRAY_SIZE(dev_attrs); i++) {
+		snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/%s", uuid,
+			 dev_attrs[i]);
+		ASSERT_EQ(0, stat(path, &st_top)) TH_LOG("%s", path);
+		snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/vfio_user/%s",
+			 uuid, dev_attrs[i]);
+		ASSERT_EQ(0, stat(path, &st_alias)) TH_LOG("%s", path);
+		EXPECT_TRUE(S_ISREG(st_top.st_mode));
+		EXPECT_EQ(st_alias.st_mode, st_top.st_mode)
+			TH_LOG("%s: mode %o, alias %o", dev_attrs[i],
+			       st_top.st_mode, st_alias.st_mode);
+		ASSERT_EQ(0, top_read(uuid, dev_attrs[i], top, sizeof(top)));
+		ASSERT_EQ(0, vu_mdev_attr_read(uuid, dev_attrs[i], alias,
+					       sizeof(alias)));
+		EXPECT_STREQ(alias, top) TH_LOG("%s", dev_attrs[i]);
+	}
+	for (i = 0; i < ARRAY_SIZE(core); i++) {
+		snprintf(path, sizeof(path), VU_MDEV_DIR "/%s/%s", uuid,
+			 core[i]);
+		EXPECT_EQ(0, access(path, F_OK)) TH_LOG("%s", path);
+	}
+
+	/* Written at the top level, read through the alias, and back. */
+	ASSERT_EQ(0, top_write(uuid, "timeout_ms", "1234"));
+	ASSERT_EQ(0, vu_mdev_attr_read(uuid, "timeout_ms", alias, sizeof(alias)));
+	EXPECT_STREQ("1234", alias);
+	ASSERT_EQ(0, vu_mdev_attr_write(uuid, "timeout_ms", "4321"));
+	ASSERT_EQ(0, top_read(uuid, "timeout_ms", top, sizeof(top)));
+	EXPECT_STREQ("4321", top);
+	ASSERT_EQ(0, top_write(uuid, "dma_window", "4M"));
+	ASSERT_EQ(0, vu_mdev_attr_read(uuid, "dma_window", alias, sizeof(alias)));
+	EXPECT_STREQ("4194304", alias);
+	ASSERT_EQ(0, vu_mdev_attr_write(uuid, "dma_window_chunk", "2M"));
+	ASSERT_EQ(0, top_read(uuid, "dma_window_chunk", top, sizeof(top)));
+	EXPECT_STREQ("2097152", top);
+	/* Both names check the same way. */
+	EXPECT_EQ(-EINVAL, top_write(uuid, "timeout_ms", "0"));
+	EXPECT_EQ(-EINVAL, vu_mdev_attr_write(uuid, "timeout_ms", "0"));
+	EXPECT_EQ(-ENOENT, top_write(uuid, "socket", "/tmp/vu-no-such.sock"));
+	ASSERT_EQ(0, vu_mdev_attr_read(uuid, "state", alias, sizeof(alias)));
+	EXPECT_STREQ("detached", alias);
+
+	ASSERT_EQ(0, vu_mdev_remove(uuid));
+	EXPECT_FALSE(vu_mdev_exists(uuid));
+}
+
 /* Opening a device with no server behind it fails at once, never blocks. */
 TEST_F(mdev, open_before_attach_fails_fast)
 {

@@ -1,10 +1,12 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-only
 #
-# mdevctl manages a vfio_user-pci device: define, modify (the vfio_user/socket
-# attribute), start (the device is created and attached: state "ready"),
-# list, stop, undefine; and a start whose server is absent fails and leaves
-# no device behind. Prints TAP; exits 0 pass, 4 skip (not root, no mdevctl),
+# mdevctl manages a vfio_user-pci device: define, modify (the timeout_ms and
+# socket attributes, by their top-level names, timeout_ms first), start (the
+# device is created, timeout_ms set, then attached: state "ready"), list,
+# stop, undefine; a definition naming the old vfio_user/socket (the alias)
+# still starts; and a start whose server is absent fails and leaves no
+# device behind. Prints TAP; exits 0 pass, 4 skip (not root, no mdevctl),
 # 1 fail. Runs as root with vfio_user_mdev loaded (tools/testing/vm/vm-run).
 #
 # mdevctl keeps its definitions in /etc/mdevctl.d, which has no
@@ -44,11 +46,12 @@ work=$(mktemp -d /tmp/mdevctl_test.XXXXXX)
 sock=$work/server.sock
 uuid=$(cat /proc/sys/kernel/random/uuid)
 uuid2=$(cat /proc/sys/kernel/random/uuid)
+uuid3=$(cat /proc/sys/kernel/random/uuid)
 srv_pid=
 
 cleanup() {
 	local u
-	for u in "$uuid" "$uuid2"; do
+	for u in "$uuid" "$uuid2" "$uuid3"; do
 		[ -e "/sys/bus/mdev/devices/$u" ] && echo 1 > "/sys/bus/mdev/devices/$u/remove"
 	done
 	if [ -n "$srv_pid" ]; then
@@ -86,12 +89,18 @@ wait_for() {
 
 defined() { mdevctl list --defined | grep -q "^$1 $parent $type manual"; }
 active() { mdevctl list | grep -q "^$1 $parent $type"; }
-state_is() { [ "$(cat "/sys/bus/mdev/devices/$1/vfio_user/state" 2>&1)" = "$2" ]; }
-socket_is() { [ "$(cat "/sys/bus/mdev/devices/$1/vfio_user/socket" 2>&1)" = "$2" ]; }
+attr_is() { [ "$(cat "/sys/bus/mdev/devices/$1/$2" 2>&1)" = "$3" ]; }
+state_is() { attr_is "$1" state "$2"; }
+socket_is() { attr_is "$1" socket "$2"; }
 gone() { [ ! -e "/sys/bus/mdev/devices/$1" ]; }
 not() { ! "$@"; }
 defined_not_started() { defined "$1" && gone "$1"; }
-ready_on() { state_is "$1" ready && socket_is "$1" "$2"; }
+ready_on() { state_is "$1" ready && socket_is "$1" "$2" && attr_is "$1" timeout_ms 7000; }
+ready_both_names() {
+	state_is "$1" ready && attr_is "$1" vfio_user/state ready &&
+		socket_is "$1" "$2" && attr_is "$1" vfio_user/socket "$2"
+}
+stop_and_undefine() { mdevctl stop -u "$1" && gone "$1" && mdevctl undefine -u "$1"; }
 stopped_still_defined() { gone "$1" && defined "$1"; }
 gone_and_undefine() { gone "$1" && mdevctl undefine -u "$1"; }
 
@@ -100,29 +109,40 @@ gone_and_undefine() { gone "$1" && mdevctl undefine -u "$1"; }
 [ -x "$sample" ] || { echo "1..0 # no sample server $sample (make tools)"; exit 1; }
 
 echo "TAP version 13"
-echo "1..14"
+echo "1..18"
 
 "$sample" --socket "$sock" > "$work/server.log" 2>&1 &
 srv_pid=$!
 check "sample server listens" wait_for 10 test -S "$sock"
 
 check "define" mdevctl define -u "$uuid" -p "$parent" -t "$type"
-check "modify --addattr=vfio_user/socket" \
-	mdevctl modify -u "$uuid" --addattr=vfio_user/socket --value="$sock"
+# mdevctl writes the attributes in their order: timeout_ms before socket.
+check "modify --addattr=timeout_ms" \
+	mdevctl modify -u "$uuid" --addattr=timeout_ms --value=7000
+check "modify --addattr=socket" \
+	mdevctl modify -u "$uuid" --addattr=socket --value="$sock"
 check "list --defined shows the device, not started" defined_not_started "$uuid"
-check "the definition holds the attribute" \
-	grep -q "\"vfio_user/socket\": \"$sock\"" "$confdir/$parent/$uuid"
+check "the definition holds the attributes in order" \
+	grep -qz "\"timeout_ms\": \"7000\".*\"socket\": \"$sock\"" "$confdir/$parent/$uuid"
 check "start" mdevctl start -u "$uuid"
-check "started device is ready on the socket" ready_on "$uuid" "$sock"
+check "started device is ready on the socket, timeout_ms set" ready_on "$uuid" "$sock"
 check "list shows the active device" active "$uuid"
 check "stop" mdevctl stop -u "$uuid"
 check "stopped device is gone, still defined" stopped_still_defined "$uuid"
 check "undefine" mdevctl undefine -u "$uuid"
 check "undefined device is not listed" not defined "$uuid"
 
+# Definitions written before the attributes moved up name vfio_user/socket:
+# the alias keeps them working.
+mdevctl define -u "$uuid3" -p "$parent" -t "$type" > /dev/null 2>&1
+mdevctl modify -u "$uuid3" --addattr=vfio_user/socket --value="$sock" > /dev/null 2>&1
+check "start of a definition naming vfio_user/socket (the alias)" mdevctl start -u "$uuid3"
+check "it is ready, through both names" ready_both_names "$uuid3" "$sock"
+check "stop and undefine it" stop_and_undefine "$uuid3"
+
 # A definition whose server is absent: start fails, no device is left.
 mdevctl define -u "$uuid2" -p "$parent" -t "$type" > /dev/null 2>&1
-mdevctl modify -u "$uuid2" --addattr=vfio_user/socket --value="$work/absent.sock" > /dev/null 2>&1
+mdevctl modify -u "$uuid2" --addattr=socket --value="$work/absent.sock" > /dev/null 2>&1
 check "start with an absent server fails" not mdevctl start -u "$uuid2"
 check "failed start leaves no device" gone_and_undefine "$uuid2"
 
