@@ -389,6 +389,7 @@ static int dma_load(struct vus_dev *dev, void *priv, struct vus_mig_stream *in,
 	if (reg32(&n, DMA_REG_MAGIC) != DMA_MAGIC ||
 	    reg32(&n, DMA_REG_VERSION) != 1 ||
 	    reg32(&n, DMA_REG_STATUS) > DMA_STATUS_ERROR || active > 1 ||
+	    (!active && reg32(&n, DMA_REG_STATUS) == DMA_STATUS_BUSY) ||
 	    (active && (reg32(&n, DMA_REG_STATUS) != DMA_STATUS_BUSY ||
 			n.mode < DMA_DOORBELL_COPY ||
 			n.mode > DMA_DOORBELL_WRITE ||

@@ -72,6 +72,7 @@ class Client:
 
     def __init__(self, path, max_xfer=1024, mem=None, iova=0):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(10)       # a stuck server fails the test
         self.s.connect(path)
         self.id = 0
         self.mem, self.iova = mem, iova
@@ -388,6 +389,22 @@ def test_dma():
           "stopped after 12 KiB carried over and finished (%d bytes)"
           % len(stream))
     bad_streams(dst, stream, "dma")
+    # no copy in flight, yet STATUS busy: refused
+    bad = bytearray(stream)
+    pos, h = frames(stream)[-1]
+    dev = pos + 32 + h[6]
+    regs_len = struct.unpack_from("<I", bad, dev)[0]
+    assert struct.unpack_from("<I", bad, dev + 4 + 0x24)[0] == 1   # BUSY
+    assert struct.unpack_from("<I", bad, dev + 4 + regs_len)[0] == 1
+    struct.pack_into("<I", bad, dev + 4 + regs_len, 0)            # !active
+    fix_crc(bad, pos)
+    dst.reset()
+    dst.set_state(RESUMING)
+    dst.write_stream(bytes(bad), 4096)
+    refused(EINVAL, dst.set_state, STOP)
+    assert dst.state() == ERROR
+    dst.reset()
+    print("migration: dma: an idle engine with STATUS busy refused")
     src.close()
     dst.close()
 

@@ -405,6 +405,7 @@ static int vus_handle_reset(struct vus_dev *dev, struct vus_msg *m,
 	if (m->size != HDR)
 		return -EINVAL;
 	vus_pci_reset(dev);
+	vus_irq_clear_pending(dev);
 	vus_mig_reset(dev);
 	if (dev->ops.reset)
 		return dev->ops.reset(dev, dev->priv);

@@ -205,3 +205,16 @@ void vus_irq_fire_held(struct vus_dev *dev)
 				vus_fire(dev, i, &irq->vec[j]);
 	}
 }
+
+/*
+ * DEVICE_RESET: forget every held interrupt, so one raised while the
+ * device was stopped does not fire after the reset.
+ */
+void vus_irq_clear_pending(struct vus_dev *dev)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < VUS_MAX_IRQ_INDEXES; i++)
+		for (j = 0; j < dev->irqs[i].count; j++)
+			dev->irqs[i].vec[j].pending = false;
+}

@@ -161,7 +161,8 @@ struct vus_dev_ops {
 /**
  * struct vus_dev_opts - options of vus_dev__new()
  * @sz: sizeof(struct vus_dev_opts); use VUS_OPTS()
- * @ops: callbacks (may be NULL); the library keeps the pointer
+ * @ops: callbacks (may be NULL); the library copies *@ops, so it
+ *	need not outlive the call
  * @priv: passed to every callback, see also vus_dev__priv()
  * @max_data_xfer_size: largest REGION_READ/WRITE count we accept,
  *	advertised in VERSION; 0: 1 MiB. At most 64 MiB.
@@ -846,7 +847,8 @@ struct vus_mig_stream;
  *	work before returning (the library does not wait for threads of the
  *	device's own); entering a running state it may resume. Return 0, or
  *	-errno: the arc is not taken, the SET fails with that errno and the
- *	state stays @from.
+ *	state stays @from. Except RESUMING -> STOP: the state is already
+ *	loaded then, so a refusal puts the device in ERROR instead.
  * @save: append the device's state to @out with vus_mig_stream__put*()
  *	(required). @final is true for the STOP_COPY frame (the device is
  *	stopped: the whole state), false for a pre-copy round (the device
@@ -878,7 +880,8 @@ struct vus_mig_ops {
 /**
  * struct vus_mig_opts - options of vus_dev__setup_migration()
  * @sz: sizeof(struct vus_mig_opts); use VUS_OPTS()
- * @ops: callbacks; the library keeps the pointer
+ * @ops: callbacks; the library copies *@ops, so it need not outlive
+ *	the call
  * @version: version of the device section's format, written into every
  *	frame; streams of versions 1 ... @version are loaded. 0: 1
  * @pre_copy: offer PRE_COPY (and PRE_COPY_P2P)

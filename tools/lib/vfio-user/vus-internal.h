@@ -388,6 +388,7 @@ VUS_HIDDEN void vus_irq_set_fd(struct vus_dev *dev, unsigned int index,
 			       unsigned int vector, uint32_t action, int fd);
 VUS_HIDDEN void vus_irq_drop_all(struct vus_dev *dev);
 VUS_HIDDEN void vus_irq_fire_held(struct vus_dev *dev);
+VUS_HIDDEN void vus_irq_clear_pending(struct vus_dev *dev);
 
 /*
  * msg.c. Any send or receive error marks the connection dead

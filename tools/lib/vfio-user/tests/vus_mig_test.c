@@ -1229,6 +1229,38 @@ TEST_F(mig, stopped_device_keeps_still)
 	close(efd);
 }
 
+/* an interrupt held while stopped does not outlive DEVICE_RESET */
+TEST_F(mig, reset_drops_held_irq)
+{
+	struct side *s = &self->src;
+	struct cl *cl = &s->cl;
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, set_irq_efd(cl, VFIO_PCI_MSIX_IRQ_INDEX, 2, efd));
+	ASSERT_EQ(0, set_state(cl, STOP));
+	/* masked and stopped: the trigger is held */
+	ASSERT_EQ(0, irq_action(cl, VFIO_IRQ_SET_ACTION_MASK,
+				VFIO_PCI_MSIX_IRQ_INDEX, 2));
+	ASSERT_EQ(0, irq_action(cl, VFIO_IRQ_SET_ACTION_TRIGGER,
+				VFIO_PCI_MSIX_IRQ_INDEX, 2));
+	EXPECT_FALSE(efd_fired(efd));
+	ASSERT_EQ(0, reset(cl));
+	EXPECT_EQ(RUNNING, get_state(cl));
+	ASSERT_EQ(0, irq_action(cl, VFIO_IRQ_SET_ACTION_UNMASK,
+				VFIO_PCI_MSIX_IRQ_INDEX, 2));
+	EXPECT_FALSE(efd_fired(efd));
+	/* nor on the next stop and run */
+	ASSERT_EQ(0, set_state(cl, STOP));
+	ASSERT_EQ(0, set_state(cl, RUNNING));
+	EXPECT_FALSE(efd_fired(efd));
+	/* a fresh trigger still fires */
+	ASSERT_EQ(0, irq_action(cl, VFIO_IRQ_SET_ACTION_TRIGGER,
+				VFIO_PCI_MSIX_IRQ_INDEX, 2));
+	EXPECT_TRUE(efd_fired(efd));
+	close(efd);
+}
+
 /* ---- save on one instance, load into the other --------------------------- */
 
 /* Give the source a state worth migrating; MSI-X vector 1 (@efd) pending. */
