@@ -198,7 +198,12 @@ TEST_F_TIMEOUT(fuzz, mutator, 36000)
 		       seed, sent, mutated, conns, attaches, attach_fail, ops,
 		       errs, dt, max_dt);
 	EXPECT_LE(count, sent);
-	EXPECT_LT(100, mutated);
+	/*
+	 * One message in 64 on average (78 of 5000, sd 9): at least half of
+	 * that, whatever VU_FUZZ_MESSAGES says.
+	 */
+	EXPECT_LE(sent / 128, mutated);
+	EXPECT_LT(0, mutated);
 	/* a call waits for at most one reply, an attach for one per step */
 	EXPECT_GT(FUZZ_TIMEOUT_MS / 1000.0 + SLACK_S + 1.0, max_dt);
 

@@ -37,6 +37,7 @@ declare -A iommufd_args=(
 	[client_test]="-t attach_and_detach -t device_region_irq_info -t bar_access
 		-t dma_copy_with_msix -t dma_copy_odd_sizes_and_offsets
 		-t dma_runs_off_the_mapping -t unmap_during_dma
+		-t unmap_under_paused_copy
 		-t server_exit_in_flight_fails_fast -t reattach_restarted_server
 		-t rmmod_refused_while_open -t remove_asks_consumer"
 )
