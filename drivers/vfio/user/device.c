@@ -26,11 +26,18 @@
 #include "vfio_user_mdev.h"
 #include "trace.h"
 
-/*
- * Consumer side: every op starts here. Returns the live connection with
- * conn_sem held for reading, or an errno with nothing held.
+/**
+ * vfio_user_get_conn() - the live connection, for a consumer call
+ * @udev: the device
+ * @connp: the connection
+ *
+ * Every consumer op starts here; vfio_user_put_conn() ends it.
+ *
+ * Context: process context; sleeps killably for an attach publishing.
+ * Return: 0 with conn_sem held for reading, or -EINTR, -ENOTCONN (no
+ * server), -EIO (connection broken) with nothing held.
  */
-static int vfio_user_get_conn(struct vfio_user_device *udev,
+int vfio_user_get_conn(struct vfio_user_device *udev,
 			      struct vfio_user_conn **connp)
 {
 	if (down_read_killable(&udev->conn_sem))
@@ -47,7 +54,11 @@ static int vfio_user_get_conn(struct vfio_user_device *udev,
 	return 0;
 }
 
-static void vfio_user_put_conn(struct vfio_user_device *udev)
+/**
+ * vfio_user_put_conn() - end what vfio_user_get_conn() began
+ * @udev: the device
+ */
+void vfio_user_put_conn(struct vfio_user_device *udev)
 {
 	up_read(&udev->conn_sem);
 }
@@ -328,17 +339,42 @@ static long vfio_user_ioctl_irq_info(struct vfio_user_device *udev,
 	return copy_to_user((void __user *)arg, &info, minsz) ? -EFAULT : 0;
 }
 
-static long vfio_user_ioctl_reset(struct vfio_user_device *udev,
-				  struct vfio_user_conn *conn)
+/*
+ * VFIO_DEVICE_RESET: the migration FSM back to RUNNING first (QEMU resets
+ * a device to leave ERROR), a server left stopped running again, then
+ * DEVICE_RESET when the server offers reset. With the server gone, a
+ * reset that left ERROR succeeds: the device is merely broken, as when a
+ * server dies outside a migration (QEMU aborts when a reset fails).
+ */
+static long vfio_user_ioctl_reset(struct vfio_user_device *udev)
 {
 	struct vfio_user_call call = { .command = VFIO_USER_DEVICE_RESET };
+	struct vfio_user_conn *conn;
+	bool mig = udev->vdev.migration_flags;
+	bool was = mig && vfio_user_mig_reset(udev);
 	int ret;
 
-	if (!(udev->info_flags & VFIO_DEVICE_FLAGS_RESET))
-		return -EINVAL;
-	ret = vfio_user_call(conn, &call);
+	ret = vfio_user_get_conn(udev, &conn);
+	if (ret) {
+		if (!was || ret == -EINTR)
+			return ret;
+		dev_warn(vfio_user_dev(udev),
+			 "reset out of a migration with no server (%d): state RUNNING, device broken\n",
+			 ret);
+		return 0;
+	}
+	if (!mig && !(udev->info_flags & VFIO_DEVICE_FLAGS_RESET)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (mig)
+		ret = vfio_user_mig_resume(udev, conn);
+	if (!ret && (udev->info_flags & VFIO_DEVICE_FLAGS_RESET))
+		ret = vfio_user_call(conn, &call);
 	/* What the consumer maps faults in again, after the reset. */
 	vfio_user_mmap_zap(udev);
+out:
+	vfio_user_put_conn(udev);
 	return ret < 0 ? ret : 0;
 }
 
@@ -365,6 +401,8 @@ static long vfio_user_ioctl(struct vfio_device *vdev, unsigned int cmd,
 
 	if (cmd == VFIO_DEVICE_GET_REGION_INFO)
 		return vfio_user_ioctl_region_info(udev, arg);
+	if (cmd == VFIO_DEVICE_RESET)
+		return vfio_user_ioctl_reset(udev);
 
 	ret = vfio_user_get_conn(udev, &conn);
 	if (ret)
@@ -378,9 +416,6 @@ static long vfio_user_ioctl(struct vfio_device *vdev, unsigned int cmd,
 		break;
 	case VFIO_DEVICE_SET_IRQS:
 		ret = vfio_user_set_irqs(udev, arg);
-		break;
-	case VFIO_DEVICE_RESET:
-		ret = vfio_user_ioctl_reset(udev, conn);
 		break;
 	default:
 		ret = -ENOTTY;
@@ -413,6 +448,7 @@ static int vfio_user_init_dev(struct vfio_device *vdev)
 	init_rwsem(&udev->dma_sem);
 	mutex_init(&udev->window_mutex);
 	INIT_WORK(&udev->window_work, vfio_user_window_work);
+	vfio_user_mig_init(udev);
 	udev->state = VFIO_USER_DETACHED;
 	udev->timeout_ms = VFIO_USER_DEF_TIMEOUT_MS;
 	udev->dma_window = VFIO_USER_DEF_DMA_WINDOW;
@@ -436,6 +472,7 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
 	vfio_user_stats_free(udev);
 	vfio_user_free_regions(udev->regions, udev->num_regions);
 	vfio_user_irqs_free(udev);
+	vfio_user_mig_exit(udev);
 	mutex_destroy(&udev->window_mutex);
 	mutex_destroy(&udev->irq_lock);
 	mutex_destroy(&udev->attach_mutex);
@@ -445,17 +482,30 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
  * vfio_user_open_device() - vfio_device_ops.open_device
  * @vdev: the VFIO device
  *
- * Context: process context, the VFIO core's dev_set lock held. Never waits
- * on a server; waits at most for an attach to publish its connection.
+ * Context: process context, the VFIO core's dev_set lock held. Waits on
+ * the server only when it was left outside RUNNING (a migrated source):
+ * at most three requests, each bounded by timeout_ms.
  * Return: 0 when a server is attached; -ENOTCONN when none is attached;
- * -EIO when the attached server broke the connection.
+ * -EIO when the attached server broke the connection; the server's errno
+ * when it stays stopped.
  */
 static int vfio_user_open_device(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
-	int ret = 0;
+	struct vfio_user_conn *conn;
+	int ret;
+
+	/* A server the last consumer left stopped (migrated away) runs. */
+	ret = vfio_user_get_conn(udev, &conn);
+	if (!ret) {
+		ret = vfio_user_mig_resume(udev, conn);
+		vfio_user_put_conn(udev);
+		if (ret)
+			return ret;
+	}
 
 	down_write(&udev->conn_sem);
+	ret = 0;
 	if (!udev->conn)
 		ret = -ENOTCONN;
 	else if (vfio_user_conn_dead(udev->conn, NULL, 0))
@@ -492,6 +542,8 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 
+	/* (a session's data fd ends; the server stays where it is) */
+	vfio_user_mig_reset(udev);
 	vfio_user_mmap_open(udev, false);
 	down_write(&udev->dma_sem);
 	udev->dma_enabled = false;
@@ -668,6 +720,12 @@ static int vfio_user_publish(struct vfio_user_device *udev,
 		dev_err(vfio_user_dev(udev),
 			"server has another device shape than the open one\n");
 		ret = -EBUSY;
+	} else if (udev->open &&
+		   info->mig_flags != udev->vdev.migration_flags) {
+		dev_err(vfio_user_dev(udev),
+			"server offers other migration (flags %#x) than the open device's (%#x)\n",
+			info->mig_flags, udev->vdev.migration_flags);
+		ret = -EBUSY;
 	} else if (irq_gen != vfio_user_irqs_gen(udev)) {
 		/* Closed, or its eventfds changed, while we replayed them. */
 		dev_err(vfio_user_dev(udev),
@@ -685,6 +743,7 @@ static int vfio_user_publish(struct vfio_user_device *udev,
 		swap(udev->regions, info->regions);
 		swap(udev->num_regions, info->num_regions);
 		udev->info_flags = info->flags;
+		vfio_user_mig_publish(udev, info);
 		spin_lock(&udev->state_lock);
 		udev->conn = conn;
 		udev->attaching = NULL;
@@ -726,6 +785,12 @@ static int vfio_user_attach_conn(struct vfio_user_device *udev,
 	ret = vfio_user_dma_announce(conn);
 	if (ret)
 		return ret;
+	ret = vfio_user_mig_query(conn, info);
+	if (ret) {
+		dev_err(vfio_user_dev(udev),
+			"cannot ask the server about migration: %d\n", ret);
+		return ret;
+	}
 
 	down_read(&udev->conn_sem);
 	open = udev->open;

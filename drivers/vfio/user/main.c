@@ -116,6 +116,8 @@ static int vfio_user_probe(struct mdev_device *mdev)
 
 	udev->mdev = mdev;
 	dev_set_drvdata(&mdev->dev, udev);
+	/* (flags 0, no migration, until a server offers it) */
+	udev->vdev.mig_ops = &vfio_user_mig_ops;
 
 	ret = vfio_user_stats_add(udev);
 	if (ret)

@@ -502,6 +502,29 @@ struct vfio_user_stats {
 	u64 latency[VFIO_USER_LATENCY_BUCKETS];
 };
 
+struct vfio_user_mig_file;
+
+/**
+ * struct vfio_user_mig - the consumer's migration FSM (migration.c)
+ * @lock: protects the members but @srv_state and @size_hint; held across
+ *	one bounded request at a time
+ * @state: &enum vfio_device_mig_state, the consumer's view
+ * @srv_flags: VFIO_USER_MIGRATION_* the server offers (at publish)
+ * @srv_state: the server's state as last known (READ_ONCE/WRITE_ONCE)
+ * @conn: the connection a session outside RUNNING runs on (a reference)
+ * @file: the data fd of the session in STOP_COPY or RESUMING, or NULL
+ * @size_hint: bytes of the last complete STOP_COPY stream
+ */
+struct vfio_user_mig {
+	struct mutex lock;	/* the FSM */
+	enum vfio_device_mig_state state;
+	u32 srv_flags;
+	u32 srv_state;
+	struct vfio_user_conn *conn;
+	struct vfio_user_mig_file *file;
+	u64 size_hint;
+};
+
 /**
  * struct vfio_user_device - one mediated device
  * @vdev: the VFIO device; its refcount owns this struct
@@ -555,6 +578,7 @@ struct vfio_user_stats {
  * @mmap: the consumer's mappings of server memory (mmap.c)
  * @stats: per-CPU counters (stats.c)
  * @debugfs: the device's debugfs directory, or an error/NULL
+ * @mig: migration (migration.c)
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -594,6 +618,7 @@ struct vfio_user_device {
 	struct vfio_user_mmap *mmap;
 	struct vfio_user_stats __percpu *stats;
 	struct dentry *debugfs;
+	struct vfio_user_mig mig;
 };
 
 static inline struct vfio_user_device *
@@ -613,6 +638,9 @@ extern struct workqueue_struct *vfio_user_wq;
 extern const struct vfio_device_ops vfio_user_dev_ops;
 int vfio_user_attach(struct vfio_user_device *udev, const char *path);
 int vfio_user_detach(struct vfio_user_device *udev, bool remove);
+int vfio_user_get_conn(struct vfio_user_device *udev,
+		       struct vfio_user_conn **connp);
+void vfio_user_put_conn(struct vfio_user_device *udev);
 void vfio_user_abort_attach(struct vfio_user_device *udev, bool remove);
 
 /* transport.c */
@@ -654,12 +682,18 @@ int vfio_user_negotiate(struct vfio_user_conn *conn);
  * @num_regions: entries in @regions
  * @regions: region info and validated capability chains
  * @irqs: IRQ info per VFIO PCI index
+ * @mig_flags: VFIO_MIGRATION_* the device offers with this server, or 0
+ * @mig_srv_flags: VFIO_USER_MIGRATION_* the server offers
+ * @mig_srv_state: the server's migration state at attach
  */
 struct vfio_user_info {
 	u32 flags;
 	u32 num_regions;
 	struct vfio_user_region *regions;
 	struct vfio_user_irq irqs[VFIO_PCI_NUM_IRQS];
+	u32 mig_flags;
+	u32 mig_srv_flags;
+	u32 mig_srv_state;
 };
 
 void vfio_user_free_regions(struct vfio_user_region *regions, u32 n);
@@ -733,6 +767,18 @@ int vfio_user_irqs_take(struct vfio_user_device *udev,
 			struct vfio_user_irq *irqs);
 void vfio_user_irqs_release(struct vfio_user_device *udev);
 void vfio_user_irqs_free(struct vfio_user_device *udev);
+
+/* migration.c */
+extern const struct vfio_migration_ops vfio_user_mig_ops;
+int vfio_user_mig_query(struct vfio_user_conn *conn,
+			struct vfio_user_info *info);
+void vfio_user_mig_publish(struct vfio_user_device *udev,
+			   struct vfio_user_info *info);
+bool vfio_user_mig_reset(struct vfio_user_device *udev);
+int vfio_user_mig_resume(struct vfio_user_device *udev,
+			 struct vfio_user_conn *conn);
+void vfio_user_mig_init(struct vfio_user_device *udev);
+void vfio_user_mig_exit(struct vfio_user_device *udev);
 
 /* sysfs.c */
 extern const struct attribute_group *vfio_user_dev_groups[];

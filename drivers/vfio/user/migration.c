@@ -1,0 +1,820 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vfio_user_mdev - VFIO migration v2, spoken as vfio-user migration.
+ *
+ * The consumer's migration FSM (struct vfio_user_mig) lives here; every arc
+ * the VFIO core hands us becomes at most one DEVICE_FEATURE SET of
+ * MIG_DEVICE_STATE. The device offers STOP_COPY and P2P when its server
+ * offers STOP_COPY; RUNNING_P2P is the server's STOP when the server has no
+ * P2P of its own (vfio-user servers may stop all DMA there, as VFIO
+ * allows). The data fd of a session reads with MIG_DATA_READ and writes
+ * with MIG_DATA_WRITE, in chunks of max_data_xfer_size.
+ *
+ * Locking: mig.lock (the FSM) -> mig_file.lock (the data fd) -> conn_sem
+ * (read, one request at a time). Every wait under them is one request,
+ * bounded by timeout_ms. A server that dies, is detached or replaced while
+ * a session is open leaves the FSM in ERROR, noticed by the next call;
+ * VFIO_DEVICE_RESET brings it back to RUNNING.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vfio.h>
+
+#include "vfio_user_mdev.h"
+
+static unsigned long long vfio_user_mig_max_bytes = 1ULL << 30;
+module_param_named(mig_max_bytes, vfio_user_mig_max_bytes, ullong, 0644);
+MODULE_PARM_DESC(mig_max_bytes,
+		 "Most bytes of device state one STOP_COPY session reads from a server before it fails with EFBIG (default 1 GiB)");
+
+/* get_data_size when the server does not say: 1 MiB */
+#define VFIO_USER_MIG_DEF_SIZE		SZ_1M
+
+static const char *const vfio_user_mig_names[] = {
+	[VFIO_DEVICE_STATE_ERROR] = "ERROR",
+	[VFIO_DEVICE_STATE_STOP] = "STOP",
+	[VFIO_DEVICE_STATE_RUNNING] = "RUNNING",
+	[VFIO_DEVICE_STATE_STOP_COPY] = "STOP_COPY",
+	[VFIO_DEVICE_STATE_RESUMING] = "RESUMING",
+	[VFIO_DEVICE_STATE_RUNNING_P2P] = "RUNNING_P2P",
+	[VFIO_USER_DEVICE_STATE_PRE_COPY] = "PRE_COPY",
+	[VFIO_USER_DEVICE_STATE_PRE_COPY_P2P] = "PRE_COPY_P2P",
+};
+
+static const char *vfio_user_mig_name(u32 state)
+{
+	return state < ARRAY_SIZE(vfio_user_mig_names) ?
+	       vfio_user_mig_names[state] : "?";
+}
+
+/*
+ * DEVICE_FEATURE messages
+ */
+
+struct vfio_user_feature_msg {
+	struct vfio_user_device_feature f;
+	__le64 data[2];
+};
+
+/*
+ * One DEVICE_FEATURE: @flags the operation and feature, @in (@in_len
+ * bytes, a SET's data), the data of a GET's reply in @out (@out_len bytes,
+ * all of which the reply must carry).
+ */
+static int vfio_user_feature(struct vfio_user_conn *conn, u32 flags,
+			     const void *in, size_t in_len, void *out,
+			     size_t out_len)
+{
+	struct vfio_user_feature_msg msg = { }, rep = { };
+	struct vfio_user_call call = {
+		.command = VFIO_USER_DEVICE_FEATURE,
+		.payload = &msg,
+		.len = sizeof(msg.f) + in_len,
+		.reply = &rep,
+		.reply_min = out ? sizeof(rep.f) + out_len : 0,
+		.reply_max = sizeof(rep),
+	};
+	int ret;
+
+	msg.f.argsz = cpu_to_le32(sizeof(msg.f) + max(in_len, out_len));
+	msg.f.flags = cpu_to_le32(flags);
+	if (in_len)
+		memcpy(msg.data, in, in_len);
+	ret = vfio_user_call(conn, &call);
+	if (ret < 0)
+		return ret;
+	if (out)
+		memcpy(out, rep.data, out_len);
+	return 0;
+}
+
+static int vfio_user_mig_srv_get(struct vfio_user_conn *conn, u32 *state)
+{
+	struct vfio_user_device_feature_mig_state st;
+	int ret;
+
+	ret = vfio_user_feature(conn, VFIO_USER_DEVICE_FEATURE_GET |
+				VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE,
+				NULL, 0, &st, sizeof(st));
+	if (ret)
+		return ret;
+	*state = le32_to_cpu(st.device_state);
+	if (*state > VFIO_USER_DEVICE_STATE_PRE_COPY_P2P) {
+		vfio_user_conn_broken(conn, "server reports migration state %u",
+				      *state);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int vfio_user_mig_srv_set(struct vfio_user_device *udev,
+				 struct vfio_user_conn *conn, u32 state)
+{
+	struct vfio_user_device_feature_mig_state st = {
+		.device_state = cpu_to_le32(state),
+	};
+	int ret;
+
+	ret = vfio_user_feature(conn, VFIO_USER_DEVICE_FEATURE_SET |
+				VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE,
+				&st, sizeof(st), NULL, 0);
+	if (!ret)
+		WRITE_ONCE(udev->mig.srv_state, state);
+	return ret;
+}
+
+/**
+ * vfio_user_mig_query() - what migration a new server offers
+ * @conn: the connection being attached, negotiated
+ * @info: where the answer goes (@mig_flags, @mig_srv_flags,
+ *	@mig_srv_state)
+ *
+ * DEVICE_FEATURE GET MIGRATION: any error reply, or no STOP_COPY, means
+ * no migration (libvfio-user answers EINVAL without callbacks). A server
+ * that offers it is asked its state.
+ *
+ * Context: process context, attaching; bounded by the attach's deadline.
+ * Return: 0, or -errno when the connection failed (not for a refusal).
+ */
+int vfio_user_mig_query(struct vfio_user_conn *conn,
+			struct vfio_user_info *info)
+{
+	struct vfio_user_device_feature_migration m;
+	u64 flags;
+	int ret;
+
+	info->mig_flags = 0;
+	info->mig_srv_flags = 0;
+	info->mig_srv_state = VFIO_USER_DEVICE_STATE_RUNNING;
+	ret = vfio_user_feature(conn, VFIO_USER_DEVICE_FEATURE_GET |
+				VFIO_USER_DEVICE_FEATURE_MIGRATION,
+				NULL, 0, &m, sizeof(m));
+	if (ret)
+		return vfio_user_conn_dead(conn, NULL, 0) ? ret : 0;
+	flags = le64_to_cpu(m.flags);
+	if (!(flags & VFIO_USER_MIGRATION_STOP_COPY))
+		return 0;
+	ret = vfio_user_mig_srv_get(conn, &info->mig_srv_state);
+	if (ret) {
+		if (vfio_user_conn_dead(conn, NULL, 0))
+			return ret;
+		dev_warn(vfio_user_dev(conn->udev),
+			 "server offers migration but does not tell its state (%d): not offered\n",
+			 ret);
+		return 0;
+	}
+	info->mig_srv_flags = flags;
+	info->mig_flags = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P;
+	return 0;
+}
+
+/*
+ * The data fd
+ */
+
+/**
+ * struct vfio_user_mig_file - the data fd of one migration session
+ * @filp: the anon file; the device holds a reference until it disables it
+ * @lock: serialises reads and writes against each other and the disable
+ * @udev: the device; used only while !@disabled
+ * @conn: the session's connection (a reference), NULL once disabled
+ * @disabled: the session ended: every call fails with -ENODEV
+ * @saving: a STOP_COPY session (read), else RESUMING (write)
+ * @eof: the server ended its data
+ * @bytes: bytes moved so far
+ */
+struct vfio_user_mig_file {
+	struct file *filp;
+	struct mutex lock;	/* reads, writes, disable */
+	struct vfio_user_device *udev;
+	struct vfio_user_conn *conn;
+	bool disabled;
+	bool saving;
+	bool eof;
+	u64 bytes;
+};
+
+/*
+ * The session's connection with conn_sem held for reading, or an errno:
+ * -ENODEV (session over), -EIO (server lost, detached or replaced).
+ */
+static int vfio_user_mig_file_conn(struct vfio_user_mig_file *migf,
+				   struct vfio_user_conn **connp)
+{
+	int ret;
+
+	if (migf->disabled)
+		return -ENODEV;
+	ret = vfio_user_get_conn(migf->udev, connp);
+	if (ret)
+		return ret == -ENOTCONN ? -EIO : ret;
+	if (*connp != migf->conn) {
+		vfio_user_put_conn(migf->udev);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* One MIG_DATA_READ of at most @len bytes into @ubuf: bytes read, or -errno. */
+static ssize_t vfio_user_mig_read_chunk(struct vfio_user_mig_file *migf,
+					char __user *ubuf, size_t len)
+{
+	struct vfio_user_device *udev = migf->udev;
+	struct vfio_user_mig_data d, *rep;
+	struct vfio_user_call call = {
+		.command = VFIO_USER_MIG_DATA_READ,
+		.payload = &d,
+		.len = sizeof(d),
+		.reply_min = sizeof(d),
+	};
+	struct vfio_user_conn *conn;
+	struct vfio_user_req *req;
+	u32 n, m;
+	int ret;
+
+	ret = vfio_user_mig_file_conn(migf, &conn);
+	if (ret)
+		return ret;
+	if (migf->bytes >= READ_ONCE(vfio_user_mig_max_bytes)) {
+		vfio_user_put_conn(udev);
+		dev_err(vfio_user_dev(udev),
+			"migration: the server's device state goes on past %llu bytes (mig_max_bytes); read fails\n",
+			migf->bytes);
+		return -EFBIG;
+	}
+	n = min_t(size_t, len, conn->caps.max_xfer);
+	d.argsz = cpu_to_le32(sizeof(d) + n);
+	d.size = cpu_to_le32(n);
+	call.reply_max = sizeof(d) + n;
+	req = vfio_user_req_alloc(&call);
+	if (!req) {
+		vfio_user_put_conn(udev);
+		return -ENOMEM;
+	}
+	ret = vfio_user_req_run(conn, req);
+	if (ret >= 0) {
+		rep = req->reply;
+		m = le32_to_cpu(rep->size);
+		/* (libvfio-user pads its reply to what was asked) */
+		if (m > n || ret < sizeof(*rep) + m) {
+			vfio_user_conn_broken(conn,
+					      "MIG_DATA_READ reply of %u bytes for %u in %d bytes",
+					      m, n, ret);
+			ret = -EIO;
+		}
+	}
+	vfio_user_put_conn(udev);
+	if (ret < 0)
+		goto out;
+	if (copy_to_user(ubuf, rep->data, m)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	migf->bytes += m;
+	if (m < n) {
+		migf->eof = true;
+		WRITE_ONCE(udev->mig.size_hint, migf->bytes);
+	}
+	ret = m;
+out:
+	vfio_user_req_put(req);
+	return ret;
+}
+
+static ssize_t vfio_user_mig_read(struct file *filp, char __user *buf,
+				  size_t len, loff_t *pos)
+{
+	struct vfio_user_mig_file *migf = filp->private_data;
+	ssize_t ret = 0, done = 0;
+
+	if (pos)
+		return -ESPIPE;
+	if (mutex_lock_killable(&migf->lock))
+		return -EINTR;
+	while (done < len && !migf->eof) {
+		ret = vfio_user_mig_read_chunk(migf, buf + done, len - done);
+		if (ret <= 0)
+			break;
+		done += ret;
+	}
+	if (migf->disabled)
+		ret = -ENODEV;
+	mutex_unlock(&migf->lock);
+	return done ? done : ret;
+}
+
+/* One MIG_DATA_WRITE of at most @len bytes from @ubuf: bytes written. */
+static ssize_t vfio_user_mig_write_chunk(struct vfio_user_mig_file *migf,
+					 const char __user *ubuf, size_t len)
+{
+	struct vfio_user_device *udev = migf->udev;
+	struct vfio_user_mig_data d;
+	struct vfio_user_call call = {
+		.command = VFIO_USER_MIG_DATA_WRITE,
+		.payload = &d,
+		.len = sizeof(d),
+		.reply_max = sizeof(d),
+	};
+	struct vfio_user_conn *conn;
+	struct vfio_user_req *req;
+	u32 n;
+	int ret;
+
+	ret = vfio_user_mig_file_conn(migf, &conn);
+	if (ret)
+		return ret;
+	n = min_t(size_t, len, conn->caps.max_xfer);
+	d.argsz = cpu_to_le32(sizeof(d) + n);
+	d.size = cpu_to_le32(n);
+	call.data_len = n;
+	req = vfio_user_req_alloc(&call);
+	if (!req) {
+		ret = -ENOMEM;
+		goto out_put;
+	}
+	if (copy_from_user(vfio_user_req_data(req), ubuf, n))
+		ret = -EFAULT;
+	else
+		ret = vfio_user_req_run(conn, req);
+	vfio_user_req_put(req);
+	if (ret >= 0) {
+		migf->bytes += n;
+		ret = n;
+	}
+out_put:
+	vfio_user_put_conn(udev);
+	return ret;
+}
+
+static ssize_t vfio_user_mig_write(struct file *filp, const char __user *buf,
+				   size_t len, loff_t *pos)
+{
+	struct vfio_user_mig_file *migf = filp->private_data;
+	ssize_t ret = 0, done = 0;
+
+	if (pos)
+		return -ESPIPE;
+	if (mutex_lock_killable(&migf->lock))
+		return -EINTR;
+	while (done < len) {
+		ret = vfio_user_mig_write_chunk(migf, buf + done, len - done);
+		if (ret <= 0)
+			break;
+		done += ret;
+	}
+	mutex_unlock(&migf->lock);
+	return done ? done : ret;
+}
+
+static int vfio_user_mig_release(struct inode *inode, struct file *filp)
+{
+	struct vfio_user_mig_file *migf = filp->private_data;
+
+	/* the device dropped its reference at disable: the session is over */
+	WARN_ON_ONCE(migf->conn);
+	mutex_destroy(&migf->lock);
+	kfree(migf);
+	return 0;
+}
+
+static const struct file_operations vfio_user_mig_save_fops = {
+	.owner		= THIS_MODULE,
+	.read		= vfio_user_mig_read,
+	.release	= vfio_user_mig_release,
+};
+
+static const struct file_operations vfio_user_mig_resume_fops = {
+	.owner		= THIS_MODULE,
+	.write		= vfio_user_mig_write,
+	.release	= vfio_user_mig_release,
+};
+
+static struct vfio_user_mig_file *
+vfio_user_mig_file_new(struct vfio_user_device *udev,
+		       struct vfio_user_conn *conn, bool saving)
+{
+	struct vfio_user_mig_file *migf;
+	struct file *filp;
+
+	migf = kzalloc(sizeof(*migf), GFP_KERNEL);
+	if (!migf)
+		return ERR_PTR(-ENOMEM);
+	mutex_init(&migf->lock);
+	migf->udev = udev;
+	migf->saving = saving;
+	filp = anon_inode_getfile("vfio_user_mig", saving ?
+				  &vfio_user_mig_save_fops :
+				  &vfio_user_mig_resume_fops,
+				  migf, saving ? O_RDONLY : O_WRONLY);
+	if (IS_ERR(filp)) {
+		mutex_destroy(&migf->lock);
+		kfree(migf);
+		return ERR_CAST(filp);
+	}
+	stream_open(filp->f_inode, filp);
+	kref_get(&conn->ref);
+	migf->conn = conn;
+	migf->filp = filp;
+	return migf;
+}
+
+/* Ends the session's data fd: waits for a read or write in flight. */
+static void vfio_user_mig_file_disable(struct vfio_user_device *udev)
+{
+	struct vfio_user_mig_file *migf = udev->mig.file;
+	struct vfio_user_conn *conn;
+
+	lockdep_assert_held(&udev->mig.lock);
+	if (!migf)
+		return;
+	mutex_lock(&migf->lock);
+	migf->disabled = true;
+	conn = migf->conn;
+	migf->conn = NULL;
+	mutex_unlock(&migf->lock);
+	vfio_user_conn_put(conn);
+	udev->mig.file = NULL;
+	fput(migf->filp);
+}
+
+/*
+ * The FSM
+ */
+
+/* The server's state for one of ours: RUNNING_P2P is STOP without P2P. */
+static u32 vfio_user_mig_wire(struct vfio_user_device *udev,
+			      enum vfio_device_mig_state state)
+{
+	if (state == VFIO_DEVICE_STATE_RUNNING_P2P &&
+	    !(udev->mig.srv_flags & VFIO_USER_MIGRATION_P2P))
+		return VFIO_USER_DEVICE_STATE_STOP;
+	return state;
+}
+
+/* The FSM goes to ERROR: session over, with the cause in the log. */
+static void vfio_user_mig_fail(struct vfio_user_device *udev, int err,
+			       const char *fmt, ...)
+{
+	struct vfio_user_mig *mig = &udev->mig;
+	struct va_format vaf;
+	va_list args;
+
+	lockdep_assert_held(&mig->lock);
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	dev_err(vfio_user_dev(udev), "migration: %pV in %s (%d); device state ERROR until reset\n",
+		&vaf, vfio_user_mig_name(mig->state), err);
+	va_end(args);
+	vfio_user_mig_file_disable(udev);
+	mig->state = VFIO_DEVICE_STATE_ERROR;
+	if (mig->conn) {
+		vfio_user_conn_put(mig->conn);
+		mig->conn = NULL;
+	}
+}
+
+/*
+ * Outside RUNNING the FSM belongs to the connection it started on: that
+ * connection dead, or another one published, puts it in ERROR.
+ */
+static void vfio_user_mig_check(struct vfio_user_device *udev)
+{
+	struct vfio_user_mig *mig = &udev->mig;
+	char reason[VFIO_USER_REASON_LEN];
+	struct vfio_user_conn *cur;
+
+	if (!mig->conn)
+		return;
+	spin_lock(&udev->state_lock);
+	cur = udev->conn;
+	spin_unlock(&udev->state_lock);
+	if (vfio_user_conn_dead(mig->conn, reason, sizeof(reason)))
+		vfio_user_mig_fail(udev, -EIO, "server lost: %s", reason);
+	else if (cur != mig->conn)
+		vfio_user_mig_fail(udev, -EIO, "server %s",
+				   cur ? "replaced" : "detached");
+}
+
+/* One arc of the core's FSM: the new data fd, NULL, or an ERR_PTR. */
+static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
+				       enum vfio_device_mig_state next)
+{
+	struct vfio_user_mig *mig = &udev->mig;
+	enum vfio_device_mig_state cur = mig->state;
+	struct vfio_user_mig_file *migf = NULL;
+	struct vfio_user_conn *conn;
+	u32 from = vfio_user_mig_wire(udev, cur);
+	u32 to = vfio_user_mig_wire(udev, next);
+	u32 now;
+	int ret;
+
+	/* Leaving a session: its data fd ends first. */
+	if (cur == VFIO_DEVICE_STATE_STOP_COPY ||
+	    cur == VFIO_DEVICE_STATE_RESUMING)
+		vfio_user_mig_file_disable(udev);
+
+	ret = vfio_user_get_conn(udev, &conn);
+	if (ret) {
+		vfio_user_mig_fail(udev, ret, "no server for %s -> %s",
+				   vfio_user_mig_name(cur),
+				   vfio_user_mig_name(next));
+		return ERR_PTR(ret == -ENOTCONN ? -EIO : ret);
+	}
+	if (from != to) {
+		ret = vfio_user_mig_srv_set(udev, conn, to);
+		if (ret && !vfio_user_conn_dead(conn, NULL, 0) &&
+		    ret != -EINTR && !vfio_user_mig_srv_get(conn, &now) &&
+		    now == from) {
+			/* Refused, nothing changed: the consumer may recover. */
+			vfio_user_put_conn(udev);
+			dev_warn(vfio_user_dev(udev),
+				 "migration: server refused %s -> %s (%d)\n",
+				 vfio_user_mig_name(from),
+				 vfio_user_mig_name(to), ret);
+			return ERR_PTR(ret);
+		}
+		if (ret) {
+			vfio_user_put_conn(udev);
+			vfio_user_mig_fail(udev, ret, "%s -> %s failed",
+					   vfio_user_mig_name(cur),
+					   vfio_user_mig_name(next));
+			return ERR_PTR(ret);
+		}
+	}
+	if (next == VFIO_DEVICE_STATE_STOP_COPY ||
+	    next == VFIO_DEVICE_STATE_RESUMING) {
+		migf = vfio_user_mig_file_new(udev, conn,
+					      next == VFIO_DEVICE_STATE_STOP_COPY);
+		if (IS_ERR(migf)) {
+			vfio_user_put_conn(udev);
+			vfio_user_mig_fail(udev, PTR_ERR(migf),
+					   "no data fd for %s",
+					   vfio_user_mig_name(next));
+			return ERR_CAST(migf);
+		}
+		mig->file = migf;
+	}
+	if (!mig->conn && next != VFIO_DEVICE_STATE_RUNNING) {
+		kref_get(&conn->ref);
+		mig->conn = conn;
+	}
+	vfio_user_put_conn(udev);
+	mig->state = next;
+	if (next == VFIO_DEVICE_STATE_RUNNING && mig->conn) {
+		vfio_user_conn_put(mig->conn);
+		mig->conn = NULL;
+	}
+	return migf ? get_file(migf->filp) : NULL;
+}
+
+/**
+ * vfio_user_mig_set_state() - vfio_migration_ops.migration_set_state
+ * @vdev: the VFIO device
+ * @new_state: the state the consumer asks for
+ *
+ * Walks the core's FSM one arc at a time; arcs the core refuses (ERROR,
+ * PRE_COPY, ...) fail with -EINVAL before anything reaches the server.
+ *
+ * Context: process context; each arc waits on the server at most
+ * timeout_ms.
+ * Return: the data fd's file when @new_state starts a session, NULL, or
+ * an ERR_PTR: -EINVAL, -ENOTTY (no migration), -EIO (server lost: the
+ * state is ERROR), -EINTR, or the server's errno (nothing changed).
+ */
+static struct file *
+vfio_user_mig_set_state(struct vfio_device *vdev,
+			enum vfio_device_mig_state new_state)
+{
+	struct vfio_user_device *udev = to_vfio_user_device(vdev);
+	struct vfio_user_mig *mig = &udev->mig;
+	enum vfio_device_mig_state next;
+	struct file *res = NULL;
+	int ret;
+
+	if (!vdev->migration_flags)
+		return ERR_PTR(-ENOTTY);
+	if (mutex_lock_killable(&mig->lock))
+		return ERR_PTR(-EINTR);
+	vfio_user_mig_check(udev);
+	while (mig->state != new_state) {
+		/* (the core WARNs for ERROR as the current state) */
+		if (mig->state == VFIO_DEVICE_STATE_ERROR) {
+			res = ERR_PTR(-EINVAL);
+			break;
+		}
+		ret = vfio_mig_get_next_state(vdev, mig->state, new_state,
+					      &next);
+		if (ret) {
+			res = ERR_PTR(ret);
+			break;
+		}
+		res = vfio_user_mig_step(udev, next);
+		if (IS_ERR(res))
+			break;
+		if (WARN_ON(res && next != new_state)) {
+			fput(res);
+			res = ERR_PTR(-EINVAL);
+			break;
+		}
+	}
+	mutex_unlock(&mig->lock);
+	return res;
+}
+
+/**
+ * vfio_user_mig_get_state() - vfio_migration_ops.migration_get_state
+ * @vdev: the VFIO device
+ * @state: the current state
+ *
+ * Context: process context; never waits on the server.
+ * Return: 0, -ENOTTY (no migration) or -EINTR.
+ */
+static int vfio_user_mig_get_state(struct vfio_device *vdev,
+				   enum vfio_device_mig_state *state)
+{
+	struct vfio_user_device *udev = to_vfio_user_device(vdev);
+
+	if (!vdev->migration_flags)
+		return -ENOTTY;
+	if (mutex_lock_killable(&udev->mig.lock))
+		return -EINTR;
+	vfio_user_mig_check(udev);
+	*state = udev->mig.state;
+	mutex_unlock(&udev->mig.lock);
+	return 0;
+}
+
+#ifdef VFIO_DEVICE_FEATURE_MIG_DATA_SIZE
+/**
+ * vfio_user_mig_get_data_size() - migration_get_data_size
+ * @vdev: the VFIO device
+ * @stop_copy_length: bytes a STOP_COPY session would stream now
+ *
+ * The server's DEVICE_FEATURE GET MIG_DATA_SIZE where it answers one,
+ * else the size of the last stream read, else 1 MiB; never 0 (QEMU sizes
+ * its buffer by it).
+ *
+ * Context: process context; waits on the server at most timeout_ms.
+ * Return: 0, -ENOTTY (no migration), -ENOTCONN, -EIO or -EINTR.
+ */
+static int vfio_user_mig_get_data_size(struct vfio_device *vdev,
+				       unsigned long *stop_copy_length)
+{
+	struct vfio_user_device *udev = to_vfio_user_device(vdev);
+	struct vfio_user_device_feature_mig_data_size ds;
+	struct vfio_user_conn *conn;
+	u64 size;
+	int ret;
+
+	if (!vdev->migration_flags)
+		return -ENOTTY;
+	ret = vfio_user_get_conn(udev, &conn);
+	if (ret)
+		return ret;
+	ret = vfio_user_feature(conn, VFIO_USER_DEVICE_FEATURE_GET |
+				VFIO_USER_DEVICE_FEATURE_MIG_DATA_SIZE,
+				NULL, 0, &ds, sizeof(ds));
+	if (!ret)
+		size = le64_to_cpu(ds.stop_copy_length);
+	else if (vfio_user_conn_dead(conn, NULL, 0) || ret == -EINTR)
+		size = 0;
+	else
+		size = READ_ONCE(udev->mig.size_hint) ?: VFIO_USER_MIG_DEF_SIZE;
+	vfio_user_put_conn(udev);
+	if (!size)
+		return ret;
+	*stop_copy_length = max_t(u64, size, PAGE_SIZE);
+	return 0;
+}
+#endif
+
+const struct vfio_migration_ops vfio_user_mig_ops = {
+	.migration_set_state	= vfio_user_mig_set_state,
+	.migration_get_state	= vfio_user_mig_get_state,
+#ifdef VFIO_DEVICE_FEATURE_MIG_DATA_SIZE
+	.migration_get_data_size = vfio_user_mig_get_data_size,
+#endif
+};
+
+/*
+ * Device lifecycle
+ */
+
+/**
+ * vfio_user_mig_reset() - the consumer's FSM back to RUNNING
+ * @udev: the device
+ *
+ * For VFIO_DEVICE_RESET and close_device: ends a session, forgets its
+ * connection. The server is not told here (see vfio_user_mig_resume()).
+ *
+ * Context: process context.
+ * Return: whether the FSM was elsewhere than RUNNING.
+ */
+bool vfio_user_mig_reset(struct vfio_user_device *udev)
+{
+	struct vfio_user_mig *mig = &udev->mig;
+	bool was;
+
+	mutex_lock(&mig->lock);
+	was = mig->state != VFIO_DEVICE_STATE_RUNNING;
+	vfio_user_mig_file_disable(udev);
+	mig->state = VFIO_DEVICE_STATE_RUNNING;
+	if (mig->conn) {
+		vfio_user_conn_put(mig->conn);
+		mig->conn = NULL;
+	}
+	mutex_unlock(&mig->lock);
+	return was;
+}
+
+/**
+ * vfio_user_mig_resume() - a server left stopped back to RUNNING
+ * @udev: the device
+ * @conn: its live connection, conn_sem held for reading
+ *
+ * A server stays where the last consumer left it (a migrated source
+ * stays stopped); the next open, or a reset, runs it again. ERROR is left
+ * by DEVICE_RESET (the spec), then SET RUNNING for servers whose reset
+ * keeps the migration state (libvfio-user).
+ *
+ * Context: process context; at most three requests, each bounded.
+ * Return: 0 or a negative errno.
+ */
+int vfio_user_mig_resume(struct vfio_user_device *udev,
+			 struct vfio_user_conn *conn)
+{
+	struct vfio_user_call reset = { .command = VFIO_USER_DEVICE_RESET };
+	u32 state;
+	int ret;
+
+	if (!udev->vdev.migration_flags ||
+	    READ_ONCE(udev->mig.srv_state) == VFIO_USER_DEVICE_STATE_RUNNING)
+		return 0;
+	ret = vfio_user_mig_srv_get(conn, &state);
+	if (ret)
+		return ret;
+	if (state == VFIO_USER_DEVICE_STATE_ERROR) {
+		ret = vfio_user_call(conn, &reset);
+		if (ret < 0)
+			return ret;
+		ret = vfio_user_mig_srv_get(conn, &state);
+		if (ret)
+			return ret;
+	}
+	if (state != VFIO_USER_DEVICE_STATE_RUNNING)
+		ret = vfio_user_mig_srv_set(udev, conn,
+					    VFIO_USER_DEVICE_STATE_RUNNING);
+	else
+		WRITE_ONCE(udev->mig.srv_state, state);
+	if (ret)
+		dev_err(vfio_user_dev(udev),
+			"migration: the server stays in %s: SET RUNNING failed (%d)\n",
+			vfio_user_mig_name(state), ret);
+	return ret;
+}
+
+/**
+ * vfio_user_mig_publish() - a new server's migration offer becomes ours
+ * @udev: the device, conn_sem held for writing
+ * @info: what vfio_user_mig_query() found
+ *
+ * Context: process context, attaching; no consumer has the device open
+ * (one that has must find the same flags: vfio_user_same_shape()).
+ */
+void vfio_user_mig_publish(struct vfio_user_device *udev,
+			   struct vfio_user_info *info)
+{
+	lockdep_assert_held_write(&udev->conn_sem);
+	udev->mig.srv_flags = info->mig_srv_flags;
+	WRITE_ONCE(udev->mig.srv_state, info->mig_srv_state);
+	if (!udev->open)
+		udev->vdev.migration_flags = info->mig_flags;
+}
+
+/**
+ * vfio_user_mig_init() - set up the FSM of a new device
+ * @udev: the device
+ */
+void vfio_user_mig_init(struct vfio_user_device *udev)
+{
+	mutex_init(&udev->mig.lock);
+	udev->mig.state = VFIO_DEVICE_STATE_RUNNING;
+	udev->mig.srv_state = VFIO_USER_DEVICE_STATE_RUNNING;
+}
+
+/**
+ * vfio_user_mig_exit() - undo vfio_user_mig_init()
+ * @udev: the device, closed
+ */
+void vfio_user_mig_exit(struct vfio_user_device *udev)
+{
+	WARN_ON_ONCE(udev->mig.file || udev->mig.conn);
+	mutex_destroy(&udev->mig.lock);
+}
