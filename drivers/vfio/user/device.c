@@ -38,7 +38,7 @@
  * server), -EIO (connection broken) with nothing held.
  */
 int vfio_user_get_conn(struct vfio_user_device *udev,
-			      struct vfio_user_conn **connp)
+		       struct vfio_user_conn **connp)
 {
 	if (down_read_killable(&udev->conn_sem))
 		return -EINTR;

@@ -199,6 +199,11 @@ static int __init vfio_user_init(void)
 	BUILD_BUG_ON(sizeof(struct vfio_user_irq_set) != 20);
 	BUILD_BUG_ON(sizeof(struct vfio_user_region_access) != 16);
 	BUILD_BUG_ON(sizeof(struct vfio_user_dma_access) != 16);
+	BUILD_BUG_ON(sizeof(struct vfio_user_device_feature) != 8);
+	BUILD_BUG_ON(sizeof(struct vfio_user_device_feature_migration) != 8);
+	BUILD_BUG_ON(sizeof(struct vfio_user_device_feature_mig_state) != 8);
+	BUILD_BUG_ON(sizeof(struct vfio_user_device_feature_mig_data_size) != 8);
+	BUILD_BUG_ON(sizeof(struct vfio_user_mig_data) != 8);
 
 	if (!max_devices) {
 		pr_err("max_devices must be at least 1\n");
