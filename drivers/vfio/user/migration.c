@@ -740,9 +740,10 @@ bool vfio_user_mig_reset(struct vfio_user_device *udev)
  * @conn: its live connection, conn_sem held for reading
  *
  * A server stays where the last consumer left it (a migrated source
- * stays stopped); the next open, or a reset, runs it again. ERROR is left
- * by DEVICE_RESET (the spec), then SET RUNNING for servers whose reset
- * keeps the migration state (libvfio-user).
+ * stays stopped); the next open, or a reset, runs it again. ERROR and an
+ * unfinished session are left by DEVICE_RESET (the spec: reset returns to
+ * RUNNING), then SET RUNNING for servers whose reset keeps the migration
+ * state (libvfio-user).
  *
  * Context: process context; at most three requests, each bounded.
  * Return: 0 or a negative errno.
@@ -760,9 +761,16 @@ int vfio_user_mig_resume(struct vfio_user_device *udev,
 	ret = vfio_user_mig_srv_get(conn, &state);
 	if (ret)
 		return ret;
-	if (state == VFIO_USER_DEVICE_STATE_ERROR) {
+	/*
+	 * Out of ERROR, and out of a session whose way to RUNNING could fail
+	 * (RESUMING -> STOP loads what was written): DEVICE_RESET ends it.
+	 * Its error is not final: a server may refuse it while stopped.
+	 */
+	if (state != VFIO_USER_DEVICE_STATE_RUNNING &&
+	    state != VFIO_USER_DEVICE_STATE_STOP &&
+	    state != VFIO_USER_DEVICE_STATE_RUNNING_P2P) {
 		ret = vfio_user_call(conn, &reset);
-		if (ret < 0)
+		if (ret < 0 && vfio_user_conn_dead(conn, NULL, 0))
 			return ret;
 		ret = vfio_user_mig_srv_get(conn, &state);
 		if (ret)
