@@ -349,23 +349,22 @@ static long vfio_user_ioctl_irq_info(struct vfio_user_device *udev,
 static long vfio_user_ioctl_reset(struct vfio_user_device *udev)
 {
 	struct vfio_user_call call = { .command = VFIO_USER_DEVICE_RESET };
+	bool mig = udev->vdev.migration_flags, left_mig = false;
 	struct vfio_user_conn *conn;
-	bool mig = udev->vdev.migration_flags;
-	bool was = mig && vfio_user_mig_reset(udev);
 	int ret;
 
-	ret = vfio_user_get_conn(udev, &conn);
-	if (ret) {
-		if (!was || ret == -EINTR)
-			return ret;
-		dev_warn(vfio_user_dev(udev),
-			 "reset out of a migration with no server (%d): state RUNNING, device broken\n",
-			 ret);
-		return 0;
+	/* The whole reset under mig.lock: no arc in between. */
+	if (mig) {
+		if (mutex_lock_killable(&udev->mig.lock))
+			return -EINTR;
+		left_mig = vfio_user_mig_reset_locked(udev);
 	}
+	ret = vfio_user_get_conn(udev, &conn);
+	if (ret)
+		goto out_unlock;
 	if (!mig && !(udev->info_flags & VFIO_DEVICE_FLAGS_RESET)) {
 		ret = -EINVAL;
-		goto out;
+		goto out_put;
 	}
 	if (mig)
 		ret = vfio_user_mig_resume(udev, conn);
@@ -373,8 +372,19 @@ static long vfio_user_ioctl_reset(struct vfio_user_device *udev)
 		ret = vfio_user_call(conn, &call);
 	/* What the consumer maps faults in again, after the reset. */
 	vfio_user_mmap_zap(udev);
-out:
+	if (ret < 0 && vfio_user_conn_dead(conn, NULL, 0))
+		ret = -EIO;
+out_put:
 	vfio_user_put_conn(udev);
+out_unlock:
+	if (left_mig && (ret == -EIO || ret == -ENOTCONN)) {
+		dev_warn(vfio_user_dev(udev),
+			 "reset out of a migration with no server (%d): state RUNNING, device broken\n",
+			 ret);
+		ret = 0;
+	}
+	if (mig)
+		mutex_unlock(&udev->mig.lock);
 	return ret < 0 ? ret : 0;
 }
 
@@ -484,7 +494,7 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
  *
  * Context: process context, the VFIO core's dev_set lock held. Waits on
  * the server only when it was left outside RUNNING (a migrated source):
- * at most three requests, each bounded by timeout_ms.
+ * at most four requests, each bounded by timeout_ms.
  * Return: 0 when a server is attached; -ENOTCONN when none is attached;
  * -EIO when the attached server broke the connection; the server's errno
  * when it stays stopped.
@@ -542,7 +552,7 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 {
 	struct vfio_user_device *udev = to_vfio_user_device(vdev);
 
-	/* (a session's data fd ends; the server stays where it is) */
+	/* A session's data fd ends; the server stays where it is. */
 	vfio_user_mig_reset(udev);
 	vfio_user_mmap_open(udev, false);
 	down_write(&udev->dma_sem);
@@ -723,7 +733,7 @@ static int vfio_user_publish(struct vfio_user_device *udev,
 	} else if (udev->open &&
 		   info->mig_flags != udev->vdev.migration_flags) {
 		dev_err(vfio_user_dev(udev),
-			"server offers other migration (flags %#x) than the open device's (%#x)\n",
+			"server's migration flags %#x differ from the open device's %#x\n",
 			info->mig_flags, udev->vdev.migration_flags);
 		ret = -EBUSY;
 	} else if (irq_gen != vfio_user_irqs_gen(udev)) {
@@ -791,6 +801,9 @@ static int vfio_user_attach_conn(struct vfio_user_device *udev,
 			"cannot ask the server about migration: %d\n", ret);
 		return ret;
 	}
+	ret = vfio_user_mig_attach(udev, conn, info);
+	if (ret)
+		return ret;
 
 	down_read(&udev->conn_sem);
 	open = udev->open;

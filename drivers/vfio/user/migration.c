@@ -21,7 +21,10 @@
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/kref.h>
 #include <linux/module.h>
+#include <linux/sched/signal.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
@@ -124,8 +127,9 @@ static int vfio_user_mig_srv_set(struct vfio_user_device *udev,
 	ret = vfio_user_feature(conn, VFIO_USER_DEVICE_FEATURE_SET |
 				VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE,
 				&st, sizeof(st), NULL, 0);
-	if (!ret)
-		WRITE_ONCE(udev->mig.srv_state, state);
+	/* after a failure the server's state is unknown: asked again */
+	WRITE_ONCE(udev->mig.srv_state,
+		   ret ? VFIO_USER_DEVICE_STATE_ERROR : state);
 	return ret;
 }
 
@@ -184,6 +188,8 @@ int vfio_user_mig_query(struct vfio_user_conn *conn,
  * @lock: serialises reads and writes against each other and the disable
  * @udev: the device; used only while !@disabled
  * @conn: the session's connection (a reference), NULL once disabled
+ * @disabling: a disable waits for @lock: a read or write in flight stops
+ *	after its current request
  * @disabled: the session ended: every call fails with -ENODEV
  * @saving: a STOP_COPY session (read), else RESUMING (write)
  * @eof: the server ended its data
@@ -194,6 +200,7 @@ struct vfio_user_mig_file {
 	struct mutex lock;	/* reads, writes, disable */
 	struct vfio_user_device *udev;
 	struct vfio_user_conn *conn;
+	bool disabling;
 	bool disabled;
 	bool saving;
 	bool eof;
@@ -235,20 +242,25 @@ static ssize_t vfio_user_mig_read_chunk(struct vfio_user_mig_file *migf,
 	};
 	struct vfio_user_conn *conn;
 	struct vfio_user_req *req;
+	u64 room;
 	u32 n, m;
 	int ret;
 
 	ret = vfio_user_mig_file_conn(migf, &conn);
 	if (ret)
 		return ret;
-	if (migf->bytes >= READ_ONCE(vfio_user_mig_max_bytes)) {
+	if (migf->bytes > READ_ONCE(vfio_user_mig_max_bytes)) {
 		vfio_user_put_conn(udev);
-		dev_err(vfio_user_dev(udev),
-			"migration: the server's device state goes on past %llu bytes (mig_max_bytes); read fails\n",
-			migf->bytes);
+		dev_err_ratelimited(vfio_user_dev(udev),
+				    "migration: the server's device state goes on past %llu bytes (mig_max_bytes); read fails\n",
+				    migf->bytes);
 		return -EFBIG;
 	}
 	n = min_t(size_t, len, conn->caps.max_xfer);
+	/* at most one byte past the bound: a stream of exactly it ends */
+	room = READ_ONCE(vfio_user_mig_max_bytes) - migf->bytes;
+	if (room < n)
+		n = room + 1;
 	d.argsz = cpu_to_le32(sizeof(d) + n);
 	d.size = cpu_to_le32(n);
 	call.reply_max = sizeof(d) + n;
@@ -272,6 +284,14 @@ static ssize_t vfio_user_mig_read_chunk(struct vfio_user_mig_file *migf,
 	vfio_user_put_conn(udev);
 	if (ret < 0)
 		goto out;
+	if (migf->bytes + m > READ_ONCE(vfio_user_mig_max_bytes)) {
+		migf->bytes += m;
+		dev_err_ratelimited(vfio_user_dev(udev),
+				    "migration: the server's device state goes on past %llu bytes (mig_max_bytes); read fails\n",
+				    READ_ONCE(vfio_user_mig_max_bytes));
+		ret = -EFBIG;
+		goto out;
+	}
 	if (copy_to_user(ubuf, rep->data, m)) {
 		ret = -EFAULT;
 		goto out;
@@ -297,7 +317,7 @@ static ssize_t vfio_user_mig_read(struct file *filp, char __user *buf,
 		return -ESPIPE;
 	if (mutex_lock_killable(&migf->lock))
 		return -EINTR;
-	while (done < len && !migf->eof) {
+	while (done < len && !migf->eof && !READ_ONCE(migf->disabling)) {
 		ret = vfio_user_mig_read_chunk(migf, buf + done, len - done);
 		if (ret <= 0)
 			break;
@@ -326,29 +346,31 @@ static ssize_t vfio_user_mig_write_chunk(struct vfio_user_mig_file *migf,
 	u32 n;
 	int ret;
 
-	ret = vfio_user_mig_file_conn(migf, &conn);
-	if (ret)
-		return ret;
-	n = min_t(size_t, len, conn->caps.max_xfer);
+	if (migf->disabled)
+		return -ENODEV;
+	/* (the session's reference keeps the caps; copied outside conn_sem) */
+	n = min_t(size_t, len, migf->conn->caps.max_xfer);
 	d.argsz = cpu_to_le32(sizeof(d) + n);
 	d.size = cpu_to_le32(n);
 	call.data_len = n;
 	req = vfio_user_req_alloc(&call);
-	if (!req) {
-		ret = -ENOMEM;
-		goto out_put;
-	}
-	if (copy_from_user(vfio_user_req_data(req), ubuf, n))
+	if (!req)
+		return -ENOMEM;
+	if (copy_from_user(vfio_user_req_data(req), ubuf, n)) {
 		ret = -EFAULT;
-	else
-		ret = vfio_user_req_run(conn, req);
-	vfio_user_req_put(req);
+		goto out;
+	}
+	ret = vfio_user_mig_file_conn(migf, &conn);
+	if (ret)
+		goto out;
+	ret = vfio_user_req_run(conn, req);
+	vfio_user_put_conn(udev);
 	if (ret >= 0) {
 		migf->bytes += n;
 		ret = n;
 	}
-out_put:
-	vfio_user_put_conn(udev);
+out:
+	vfio_user_req_put(req);
 	return ret;
 }
 
@@ -362,12 +384,14 @@ static ssize_t vfio_user_mig_write(struct file *filp, const char __user *buf,
 		return -ESPIPE;
 	if (mutex_lock_killable(&migf->lock))
 		return -EINTR;
-	while (done < len) {
+	while (done < len && !READ_ONCE(migf->disabling)) {
 		ret = vfio_user_mig_write_chunk(migf, buf + done, len - done);
 		if (ret <= 0)
 			break;
 		done += ret;
 	}
+	if (migf->disabled)
+		ret = -ENODEV;
 	mutex_unlock(&migf->lock);
 	return done ? done : ret;
 }
@@ -433,6 +457,7 @@ static void vfio_user_mig_file_disable(struct vfio_user_device *udev)
 	lockdep_assert_held(&udev->mig.lock);
 	if (!migf)
 		return;
+	WRITE_ONCE(migf->disabling, true);
 	mutex_lock(&migf->lock);
 	migf->disabled = true;
 	conn = migf->conn;
@@ -515,29 +540,35 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 	u32 now;
 	int ret;
 
-	/* Leaving a session: its data fd ends first. */
-	if (cur == VFIO_DEVICE_STATE_STOP_COPY ||
-	    cur == VFIO_DEVICE_STATE_RESUMING)
-		vfio_user_mig_file_disable(udev);
-
 	ret = vfio_user_get_conn(udev, &conn);
+	if (ret == -EINTR)
+		return ERR_PTR(ret);
 	if (ret) {
 		vfio_user_mig_fail(udev, ret, "no server for %s -> %s",
 				   vfio_user_mig_name(cur),
 				   vfio_user_mig_name(next));
-		return ERR_PTR(ret == -ENOTCONN ? -EIO : ret);
+		return ERR_PTR(-EIO);
+	}
+	if (mig->conn && conn != mig->conn) {
+		vfio_user_put_conn(udev);
+		vfio_user_mig_fail(udev, -EIO, "server replaced");
+		return ERR_PTR(-EIO);
 	}
 	if (from != to) {
 		ret = vfio_user_mig_srv_set(udev, conn, to);
 		if (ret && !vfio_user_conn_dead(conn, NULL, 0) &&
-		    ret != -EINTR && !vfio_user_mig_srv_get(conn, &now) &&
-		    now == from) {
-			/* Refused, nothing changed: the consumer may recover. */
+		    !fatal_signal_pending(current) &&
+		    !vfio_user_mig_srv_get(conn, &now) && now == from) {
+			/*
+			 * Refused, the server where it was: the consumer may
+			 * go on or back; a session keeps its data fd.
+			 */
+			WRITE_ONCE(udev->mig.srv_state, from);
 			vfio_user_put_conn(udev);
-			dev_warn(vfio_user_dev(udev),
-				 "migration: server refused %s -> %s (%d)\n",
-				 vfio_user_mig_name(from),
-				 vfio_user_mig_name(to), ret);
+			dev_warn_ratelimited(vfio_user_dev(udev),
+					     "migration: server refused %s -> %s (%d)\n",
+					     vfio_user_mig_name(from),
+					     vfio_user_mig_name(to), ret);
 			return ERR_PTR(ret);
 		}
 		if (ret) {
@@ -548,6 +579,10 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 			return ERR_PTR(ret);
 		}
 	}
+	/* Leaving a session: its data fd ends. */
+	if (cur == VFIO_DEVICE_STATE_STOP_COPY ||
+	    cur == VFIO_DEVICE_STATE_RESUMING)
+		vfio_user_mig_file_disable(udev);
 	if (next == VFIO_DEVICE_STATE_STOP_COPY ||
 	    next == VFIO_DEVICE_STATE_RESUMING) {
 		migf = vfio_user_mig_file_new(udev, conn,
@@ -586,7 +621,8 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
  * timeout_ms.
  * Return: the data fd's file when @new_state starts a session, NULL, or
  * an ERR_PTR: -EINVAL, -ENOTTY (no migration), -EIO (server lost: the
- * state is ERROR), -EINTR, or the server's errno (nothing changed).
+ * state is ERROR), -EINTR, or the server's errno (the arcs before the
+ * refused one taken, the state where they led).
  */
 static struct file *
 vfio_user_mig_set_state(struct vfio_device *vdev,
@@ -633,7 +669,8 @@ vfio_user_mig_set_state(struct vfio_device *vdev,
  * @vdev: the VFIO device
  * @state: the current state
  *
- * Context: process context; never waits on the server.
+ * Context: process context; sends nothing to the server, may wait for an
+ * arc or a data fd request in flight (each bounded).
  * Return: 0, -ENOTTY (no migration) or -EINTR.
  */
 static int vfio_user_mig_get_state(struct vfio_device *vdev,
@@ -681,15 +718,15 @@ static int vfio_user_mig_get_data_size(struct vfio_device *vdev,
 	ret = vfio_user_feature(conn, VFIO_USER_DEVICE_FEATURE_GET |
 				VFIO_USER_DEVICE_FEATURE_MIG_DATA_SIZE,
 				NULL, 0, &ds, sizeof(ds));
-	if (!ret)
-		size = le64_to_cpu(ds.stop_copy_length);
-	else if (vfio_user_conn_dead(conn, NULL, 0) || ret == -EINTR)
-		size = 0;
-	else
-		size = READ_ONCE(udev->mig.size_hint) ?: VFIO_USER_MIG_DEF_SIZE;
-	vfio_user_put_conn(udev);
-	if (!size)
+	if (ret && (vfio_user_conn_dead(conn, NULL, 0) ||
+		    fatal_signal_pending(current))) {
+		vfio_user_put_conn(udev);
 		return ret;
+	}
+	vfio_user_put_conn(udev);
+	size = ret ? 0 : le64_to_cpu(ds.stop_copy_length);
+	if (!size)
+		size = READ_ONCE(udev->mig.size_hint) ?: VFIO_USER_MIG_DEF_SIZE;
 	*stop_copy_length = max_t(u64, size, PAGE_SIZE);
 	return 0;
 }
@@ -708,59 +745,48 @@ const struct vfio_migration_ops vfio_user_mig_ops = {
  */
 
 /**
- * vfio_user_mig_reset() - the consumer's FSM back to RUNNING
- * @udev: the device
+ * vfio_user_mig_reset_locked() - the consumer's FSM back to RUNNING
+ * @udev: the device, mig.lock held
  *
  * For VFIO_DEVICE_RESET and close_device: ends a session, forgets its
  * connection. The server is not told here (see vfio_user_mig_resume()).
  *
- * Context: process context.
+ * Context: process context; waits for a data fd's request in flight.
  * Return: whether the FSM was elsewhere than RUNNING.
  */
-bool vfio_user_mig_reset(struct vfio_user_device *udev)
+bool vfio_user_mig_reset_locked(struct vfio_user_device *udev)
 {
 	struct vfio_user_mig *mig = &udev->mig;
-	bool was;
+	bool was = mig->state != VFIO_DEVICE_STATE_RUNNING;
 
-	mutex_lock(&mig->lock);
-	was = mig->state != VFIO_DEVICE_STATE_RUNNING;
+	lockdep_assert_held(&mig->lock);
 	vfio_user_mig_file_disable(udev);
 	mig->state = VFIO_DEVICE_STATE_RUNNING;
 	if (mig->conn) {
 		vfio_user_conn_put(mig->conn);
 		mig->conn = NULL;
 	}
-	mutex_unlock(&mig->lock);
 	return was;
 }
 
 /**
- * vfio_user_mig_resume() - a server left stopped back to RUNNING
+ * vfio_user_mig_reset() - vfio_user_mig_reset_locked(), for close_device
  * @udev: the device
- * @conn: its live connection, conn_sem held for reading
- *
- * A server stays where the last consumer left it (a migrated source
- * stays stopped); the next open, or a reset, runs it again. ERROR and an
- * unfinished session are left by DEVICE_RESET (the spec: reset returns to
- * RUNNING), then SET RUNNING for servers whose reset keeps the migration
- * state (libvfio-user).
- *
- * Context: process context; at most three requests, each bounded.
- * Return: 0 or a negative errno.
  */
-int vfio_user_mig_resume(struct vfio_user_device *udev,
-			 struct vfio_user_conn *conn)
+void vfio_user_mig_reset(struct vfio_user_device *udev)
+{
+	mutex_lock(&udev->mig.lock);
+	vfio_user_mig_reset_locked(udev);
+	mutex_unlock(&udev->mig.lock);
+}
+
+/* A server in @state (not RUNNING) to RUNNING: up to three requests. */
+static int vfio_user_mig_run(struct vfio_user_device *udev,
+			     struct vfio_user_conn *conn, u32 state)
 {
 	struct vfio_user_call reset = { .command = VFIO_USER_DEVICE_RESET };
-	u32 state;
-	int ret;
+	int ret = 0;
 
-	if (!udev->vdev.migration_flags ||
-	    READ_ONCE(udev->mig.srv_state) == VFIO_USER_DEVICE_STATE_RUNNING)
-		return 0;
-	ret = vfio_user_mig_srv_get(conn, &state);
-	if (ret)
-		return ret;
 	/*
 	 * Out of ERROR, and out of a session whose way to RUNNING could fail
 	 * (RESUMING -> STOP loads what was written): DEVICE_RESET ends it.
@@ -789,12 +815,79 @@ int vfio_user_mig_resume(struct vfio_user_device *udev,
 }
 
 /**
+ * vfio_user_mig_resume() - a server left stopped back to RUNNING
+ * @udev: the device
+ * @conn: its live connection, conn_sem held for reading
+ *
+ * A server stays where the last consumer left it (a migrated source
+ * stays stopped); the next open, or a reset, runs it again. ERROR and an
+ * unfinished session are left by DEVICE_RESET (the spec: reset returns to
+ * RUNNING), then SET RUNNING for servers whose reset keeps the migration
+ * state (libvfio-user).
+ *
+ * Context: process context; at most four requests, each bounded.
+ * Return: 0 or a negative errno.
+ */
+int vfio_user_mig_resume(struct vfio_user_device *udev,
+			 struct vfio_user_conn *conn)
+{
+	u32 state;
+	int ret;
+
+	if (!udev->vdev.migration_flags ||
+	    READ_ONCE(udev->mig.srv_state) == VFIO_USER_DEVICE_STATE_RUNNING)
+		return 0;
+	ret = vfio_user_mig_srv_get(conn, &state);
+	if (ret)
+		return ret;
+	return vfio_user_mig_run(udev, conn, state);
+}
+
+/**
+ * vfio_user_mig_attach() - a new server left stopped runs again
+ * @udev: the device
+ * @conn: the connection being attached, not yet published
+ * @info: what vfio_user_mig_query() found; @mig_srv_state updated
+ *
+ * A server the last client left outside RUNNING (a client that went away
+ * in STOP_COPY leaves our library's server in STOP) runs again before a
+ * consumer whose FSM is RUNNING gets it back. One in the middle of a
+ * session is left alone: that session ends in ERROR.
+ *
+ * Context: process context, attaching (attach_mutex held, not conn_sem).
+ * Return: 0 or a negative errno (the attach fails).
+ */
+int vfio_user_mig_attach(struct vfio_user_device *udev,
+			 struct vfio_user_conn *conn,
+			 struct vfio_user_info *info)
+{
+	enum vfio_device_mig_state state;
+	int ret;
+
+	if (!info->mig_flags ||
+	    info->mig_srv_state == VFIO_USER_DEVICE_STATE_RUNNING)
+		return 0;
+	if (mutex_lock_killable(&udev->mig.lock))
+		return -EINTR;
+	state = udev->mig.state;
+	mutex_unlock(&udev->mig.lock);
+	if (state != VFIO_DEVICE_STATE_RUNNING)
+		return 0;
+	ret = vfio_user_mig_run(udev, conn, info->mig_srv_state);
+	if (!ret)
+		info->mig_srv_state = VFIO_USER_DEVICE_STATE_RUNNING;
+	return ret;
+}
+
+/**
  * vfio_user_mig_publish() - a new server's migration offer becomes ours
  * @udev: the device, conn_sem held for writing
  * @info: what vfio_user_mig_query() found
  *
- * Context: process context, attaching; no consumer has the device open
- * (one that has must find the same flags: vfio_user_same_shape()).
+ * The flags change only while no consumer has the device open; one that
+ * has must find the same (vfio_user_publish() checks).
+ *
+ * Context: process context, attaching.
  */
 void vfio_user_mig_publish(struct vfio_user_device *udev,
 			   struct vfio_user_info *info)

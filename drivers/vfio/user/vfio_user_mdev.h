@@ -774,9 +774,13 @@ int vfio_user_mig_query(struct vfio_user_conn *conn,
 			struct vfio_user_info *info);
 void vfio_user_mig_publish(struct vfio_user_device *udev,
 			   struct vfio_user_info *info);
-bool vfio_user_mig_reset(struct vfio_user_device *udev);
+bool vfio_user_mig_reset_locked(struct vfio_user_device *udev);
+void vfio_user_mig_reset(struct vfio_user_device *udev);
 int vfio_user_mig_resume(struct vfio_user_device *udev,
 			 struct vfio_user_conn *conn);
+int vfio_user_mig_attach(struct vfio_user_device *udev,
+			 struct vfio_user_conn *conn,
+			 struct vfio_user_info *info);
 void vfio_user_mig_init(struct vfio_user_device *udev);
 void vfio_user_mig_exit(struct vfio_user_device *udev);
 
