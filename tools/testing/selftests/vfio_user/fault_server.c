@@ -3,7 +3,7 @@
  * fault_server - a hostile vfio-user server for the selftests.
  *
  *   fault_server --socket PATH [--fault NAME] [--xfer N] [--msix N]
- *                [--set-irqs-delay-us US]
+ *                [--set-irqs-delay-us US] [--mig-endless]
  *   fault_server --socket PATH --mutate SEED --count N [--rate R]
  *                [--dma-addr IOVA] [--stats FILE]
  *
@@ -66,6 +66,15 @@
  *   0x120 u32 RO  --fault fds: 1 once the fd we sent was released
  *   0x124 u32 RO  eventfds received with SET_IRQS on this connection
  *   0x1000..0x1fff  the data of the last DMA_READ (first 4 KiB)
+ *
+ * --mig-endless: offers migration (DEVICE_FEATURE GET MIGRATION answers
+ * STOP_COPY | P2P; MIG_DEVICE_STATE GET and SET take any state 1..5, one
+ * arc at a time as the client walks them; MIG_DATA_SIZE answers 1 MiB)
+ * and streams for ever: every MIG_DATA_READ in STOP_COPY gets as many
+ * bytes as it asked for, so a client that reads to the end of the stream
+ * never gets there. MIG_DATA_WRITE in RESUMING is taken and dropped; a
+ * RESET goes back to RUNNING. Without it DEVICE_FEATURE gets ENOSYS, as
+ * any command the server does not know (no migration).
  *
  * --mutate: serves valid traffic, accepts client after client, and
  * corrupts one outgoing message in --rate (flipped bytes, sizes, ids,
@@ -168,6 +177,10 @@ struct fp {
 	uint32_t msix;
 	uint32_t irq_fds;
 	unsigned long set_irqs_delay_us;
+	/* --mig-endless: the migration state (this connection), data read */
+	bool mig_endless;
+	uint32_t mig_state;
+	uint64_t mig_bytes;
 	/* mutator */
 	bool mutate;
 	unsigned long count, sent, mutated, conns;
@@ -1055,6 +1068,95 @@ static int maybe_inject_dma(void)
 	return send_dma(VFIO_USER_DMA_WRITE, addr, 64, 64, rnd());
 }
 
+/*
+ * --mig-endless: DEVICE_FEATURE, MIG_DATA_READ, MIG_DATA_WRITE
+ */
+#define FP_MIG_RUNNING		2
+#define FP_MIG_STOP_COPY	3
+#define FP_MIG_RESUMING		4
+#define FP_MIG_NR_STATES	6	/* ERROR..RUNNING_P2P; no PRE_COPY */
+
+static uint8_t mig_out[FP_MAX_MSG];
+
+static int handle_feature(const struct vfio_user_hdr *req, const uint8_t *p,
+			  size_t len)
+{
+	uint32_t flags, feature, state;
+	uint64_t v;
+
+	if (len < 8)
+		return reply_err(req, EINVAL);
+	flags = get32(p + 4);
+	feature = flags & VFIO_USER_DEVICE_FEATURE_MASK;
+	if (feature != VFIO_USER_DEVICE_FEATURE_MIGRATION &&
+	    feature != VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE &&
+	    feature != VFIO_USER_DEVICE_FEATURE_MIG_DATA_SIZE)
+		return reply_err(req, EOPNOTSUPP);
+	if (flags & VFIO_USER_DEVICE_FEATURE_PROBE)
+		return reply(req, p, len);	/* a PROBE reply repeats it */
+	switch (flags & (VFIO_USER_DEVICE_FEATURE_MASK |
+			 VFIO_USER_DEVICE_FEATURE_GET |
+			 VFIO_USER_DEVICE_FEATURE_SET)) {
+	case VFIO_USER_DEVICE_FEATURE_GET | VFIO_USER_DEVICE_FEATURE_MIGRATION:
+		v = VFIO_USER_MIGRATION_STOP_COPY | VFIO_USER_MIGRATION_P2P;
+		break;
+	case VFIO_USER_DEVICE_FEATURE_GET | VFIO_USER_DEVICE_FEATURE_MIG_DATA_SIZE:
+		v = 1 << 20;
+		break;
+	case VFIO_USER_DEVICE_FEATURE_GET | VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE:
+		v = fp.mig_state;	/* device_state, data_fd 0 */
+		break;
+	case VFIO_USER_DEVICE_FEATURE_SET | VFIO_USER_DEVICE_FEATURE_MIG_DEVICE_STATE:
+		if (len != 16)
+			return reply_err(req, EINVAL);
+		state = get32(p + 8);
+		if (!state || state >= FP_MIG_NR_STATES)
+			return reply_err(req, EINVAL);
+		if (state == FP_MIG_STOP_COPY && fp.mig_state != FP_MIG_STOP_COPY)
+			fp.mig_bytes = 0;
+		fp.mig_state = state;
+		return reply(req, p, len);	/* a SET reply repeats the request */
+	default:
+		return reply_err(req, EOPNOTSUPP);
+	}
+	put32(mig_out, 16);
+	put32(mig_out + 4, flags);
+	v = htole64(v);
+	memcpy(mig_out + 8, &v, 8);
+	return reply(req, mig_out, 16);
+}
+
+/* Every read gets all it asked for: the stream never ends. */
+static int handle_mig_read(const struct vfio_user_hdr *req, const uint8_t *p,
+			   size_t len)
+{
+	uint32_t size, i;
+
+	if (len != 8)
+		return reply_err(req, EINVAL);
+	size = get32(p + 4);
+	if (fp.mig_state != FP_MIG_STOP_COPY)
+		return reply_err(req, EINVAL);
+	if (size > fp.xfer || get32(p) < 8 + (uint64_t)size)
+		return reply_err(req, E2BIG);
+	put32(mig_out, 8 + size);
+	put32(mig_out + 4, size);
+	for (i = 0; i < size; i++)
+		mig_out[8 + i] = (uint8_t)(fp.mig_bytes + i);
+	fp.mig_bytes += size;
+	return reply(req, mig_out, 8 + size);
+}
+
+static int handle_mig_write(const struct vfio_user_hdr *req, const uint8_t *p,
+			    size_t len)
+{
+	if (len < 8 || len - 8 != get32(p + 4))
+		return reply_err(req, EINVAL);
+	if (fp.mig_state != FP_MIG_RESUMING)
+		return reply_err(req, EINVAL);
+	return reply(req, NULL, 0);
+}
+
 static uint8_t in[FP_MAX_MSG];
 
 static void serve(void)
@@ -1067,6 +1169,7 @@ static void serve(void)
 	fp.pending = false;
 	fp.fds_pipe = -1;
 	fp.irq_fds = 0;
+	fp.mig_state = FP_MIG_RUNNING;
 	while (!ret) {
 		uint32_t irq_fds_before = fp.irq_fds;
 
@@ -1128,9 +1231,24 @@ static void serve(void)
 			fp.irq_fds = irq_fds_before;
 			ret = reply(&hdr, NULL, 0);
 			break;
-		case VFIO_USER_DMA_UNMAP:
 		case VFIO_USER_DEVICE_RESET:
+			fp.mig_state = FP_MIG_RUNNING;
 			ret = reply(&hdr, NULL, 0);
+			break;
+		case VFIO_USER_DMA_UNMAP:
+			ret = reply(&hdr, NULL, 0);
+			break;
+		case VFIO_USER_DEVICE_FEATURE:
+			ret = fp.mig_endless ? handle_feature(&hdr, in, size - 16) :
+			      reply_err(&hdr, ENOSYS);
+			break;
+		case VFIO_USER_MIG_DATA_READ:
+			ret = fp.mig_endless ? handle_mig_read(&hdr, in, size - 16) :
+			      reply_err(&hdr, ENOSYS);
+			break;
+		case VFIO_USER_MIG_DATA_WRITE:
+			ret = fp.mig_endless ? handle_mig_write(&hdr, in, size - 16) :
+			      reply_err(&hdr, ENOSYS);
 			break;
 		default:
 			ret = reply_err(&hdr, ENOSYS);
@@ -1145,7 +1263,7 @@ static void usage(void)
 
 	fprintf(stderr,
 		"usage: fault_server --socket PATH [--fault NAME] [--xfer N] [--msix N]\n"
-		"                    [--set-irqs-delay-us US]\n"
+		"                    [--set-irqs-delay-us US] [--mig-endless]\n"
 		"       fault_server --socket PATH --mutate SEED --count N [--rate R]\n"
 		"                    [--dma-addr IOVA] [--stats FILE]\nfaults:");
 	for (i = 0; fault_names[i]; i++)
@@ -1167,6 +1285,7 @@ int main(int argc, char **argv)
 		{ "stats", required_argument, NULL, 'o' },
 		{ "msix", required_argument, NULL, 'v' },
 		{ "set-irqs-delay-us", required_argument, NULL, 'd' },
+		{ "mig-endless", no_argument, NULL, 'e' },
 		{ }
 	};
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -1195,6 +1314,7 @@ int main(int argc, char **argv)
 		case 'o': stats = optarg; break;
 		case 'v': fp.msix = strtoul(optarg, NULL, 0); break;
 		case 'd': fp.set_irqs_delay_us = strtoul(optarg, NULL, 0); break;
+		case 'e': fp.mig_endless = true; break;
 		default: usage();
 		}
 	}

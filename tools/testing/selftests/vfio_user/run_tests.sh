@@ -28,7 +28,7 @@ fi
 # The programs that open the device as a consumer (not fuzz_test: what it
 # varies is the server's messages, whatever the consumer's backend), and
 # QEMU 11 (QEMU 7.2 has no iommufd backend).
-iommufd_tests="mdev_lifecycle_test client_test hostile_test killloop_test consumer_test signal_test window_test mmap_test twin_test qemu11_test.sh"
+iommufd_tests="mdev_lifecycle_test client_test hostile_test killloop_test consumer_test signal_test window_test mmap_test twin_test migration_test qemu11_test.sh"
 # Under iommufd, some programs run only the cases the backend changes (the
 # harness's -t/-f filters): pinning, vfio_dma_rw, the unmap callback, the
 # device cdev's open and close.
@@ -40,6 +40,8 @@ declare -A iommufd_args=(
 		-t unmap_under_paused_copy
 		-t server_exit_in_flight_fails_fast -t reattach_restarted_server
 		-t rmmod_refused_while_open -t remove_asks_consumer"
+	[migration_test]="-t offered -t p2p_arcs_pause_dma -t dma_round_trip
+		-t close_ends_session -t server_killed_in_stop_copy"
 )
 if [ $# -gt 0 ]; then
 	tests=("$@")
