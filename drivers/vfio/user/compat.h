@@ -121,6 +121,20 @@ static inline void vfio_user_vm_flags_clear(struct vm_area_struct *vma,
 #endif
 }
 
+/*
+ * migration_get_data_size and VFIO_DEVICE_FEATURE_MIG_DATA_SIZE came with
+ * PRE_COPY (6.2). Before, the device_feature op answers feature 9 itself:
+ * QEMU asks it by number whatever the kernel.
+ */
+#ifdef VFIO_DEVICE_FEATURE_MIG_DATA_SIZE
+#define VFIO_USER_HAVE_MIG_DATA_SIZE	1
+#define VFIO_USER_MIG_FEATURE_OPS
+#else
+#define VFIO_USER_MIG_DATA_SIZE_FEATURE	9
+#define VFIO_USER_MIG_FEATURE_OPS				\
+	.device_feature = vfio_user_device_feature,
+#endif
+
 /* SO_PASSPIDFD's control message (6.5); never received before. */
 #ifdef SCM_PIDFD
 #define VFIO_USER_SCM_PIDFD	SCM_PIDFD

@@ -672,6 +672,7 @@ const struct vfio_device_ops vfio_user_dev_ops = {
 	.mmap		= vfio_user_mmap,
 	VFIO_USER_REGION_INFO_OPS
 	VFIO_USER_IOMMUFD_OPS
+	VFIO_USER_MIG_FEATURE_OPS
 };
 
 /*

@@ -29,6 +29,7 @@
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
 
+#include "compat.h"
 #include "vfio_user_mdev.h"
 
 static unsigned long long vfio_user_mig_max_bytes = 1ULL << 30;
@@ -688,9 +689,8 @@ static int vfio_user_mig_get_state(struct vfio_device *vdev,
 	return 0;
 }
 
-#ifdef VFIO_DEVICE_FEATURE_MIG_DATA_SIZE
 /**
- * vfio_user_mig_get_data_size() - migration_get_data_size
+ * vfio_user_mig_get_data_size() - vfio_migration_ops.migration_get_data_size
  * @vdev: the VFIO device
  * @stop_copy_length: bytes a STOP_COPY session would stream now
  *
@@ -730,12 +730,47 @@ static int vfio_user_mig_get_data_size(struct vfio_device *vdev,
 	*stop_copy_length = max_t(u64, size, PAGE_SIZE);
 	return 0;
 }
+
+#ifndef VFIO_USER_HAVE_MIG_DATA_SIZE
+/**
+ * vfio_user_device_feature() - vfio_device_ops.device_feature (before 6.2)
+ * @vdev: the VFIO device
+ * @flags: the feature and operation
+ * @arg: the feature's data in user memory
+ * @argsz: its size
+ *
+ * Answers VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (9), which these kernels do
+ * not know, from vfio_user_mig_get_data_size().
+ *
+ * Context: process context; waits on the server at most timeout_ms.
+ * Return: 0, -ENOTTY (another feature, or no migration), or a negative
+ * errno.
+ */
+int vfio_user_device_feature(struct vfio_device *vdev, u32 flags,
+			     void __user *arg, size_t argsz)
+{
+	unsigned long length;
+	u64 v;
+	int ret;
+
+	if ((flags & VFIO_DEVICE_FEATURE_MASK) != VFIO_USER_MIG_DATA_SIZE_FEATURE)
+		return -ENOTTY;
+	ret = vfio_check_feature(flags, argsz, VFIO_DEVICE_FEATURE_GET,
+				 sizeof(v));
+	if (ret != 1)
+		return ret;
+	ret = vfio_user_mig_get_data_size(vdev, &length);
+	if (ret)
+		return ret;
+	v = length;
+	return copy_to_user(arg, &v, sizeof(v)) ? -EFAULT : 0;
+}
 #endif
 
 const struct vfio_migration_ops vfio_user_mig_ops = {
 	.migration_set_state	= vfio_user_mig_set_state,
 	.migration_get_state	= vfio_user_mig_get_state,
-#ifdef VFIO_DEVICE_FEATURE_MIG_DATA_SIZE
+#ifdef VFIO_USER_HAVE_MIG_DATA_SIZE
 	.migration_get_data_size = vfio_user_mig_get_data_size,
 #endif
 };

@@ -781,6 +781,8 @@ int vfio_user_mig_resume(struct vfio_user_device *udev,
 int vfio_user_mig_attach(struct vfio_user_device *udev,
 			 struct vfio_user_conn *conn,
 			 struct vfio_user_info *info);
+int vfio_user_device_feature(struct vfio_device *vdev, u32 flags,
+			     void __user *arg, size_t argsz);
 void vfio_user_mig_init(struct vfio_user_device *udev);
 void vfio_user_mig_exit(struct vfio_user_device *udev);
 
