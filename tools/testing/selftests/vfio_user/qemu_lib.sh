@@ -106,9 +106,12 @@ ql_mdev_exists() { [ -n "${QL_UUID:-}" ] && [ -e "$QL_MDEVS/$QL_UUID" ]; }
 
 # ql_qemu_start [EXTRA QEMU ARGS...]: QEMU with vfio-pci on $QL_UUID at
 # 00:04.0, stopped, qtest on a coprocess pipe, QMP on FIFOs; returns once
-# QMP is in command mode.
+# QMP is in command mode. QL_DEVICE, when set, is the whole -device
+# argument instead (e.g. QEMU's own vfio-user-pci client; id vu0 and
+# addr 4.0 are its to give); QL_NO_TRACE=1 leaves out the trace events
+# (one line per BAR access: the bench's).
 ql_qemu_start() {
-	local -a args backend=()
+	local -a args backend=() trace=()
 	local iommufd=""
 	if [ "${VU_VFIO_BACKEND:-container}" = iommufd ]; then
 		# the device cdev on an iommufd context (QEMU >= 9.0)
@@ -116,6 +119,10 @@ ql_qemu_start() {
 		backend=(-object iommufd,id=iommufd0)
 		iommufd=,iommufd=iommufd0
 	fi
+	[ "${QL_NO_TRACE:-}" = 1 ] ||
+		trace=(-trace 'vfio_msi*' -trace vfio_intx_enable -trace 'vfio_region_read'
+		       -trace 'vfio_region_write' -trace 'vfio_pci_write_config'
+		       -trace 'acpi_pci_unplug*' -trace acpi_pci_eject_slot)
 	rm -f "$QL_DIR/qmp.in" "$QL_DIR/qmp.out"
 	mkfifo "$QL_DIR/qmp.in" "$QL_DIR/qmp.out"
 	exec {QL_QMP_W}<> "$QL_DIR/qmp.in" {QL_QMP_R}<> "$QL_DIR/qmp.out"
@@ -125,11 +132,8 @@ ql_qemu_start() {
 	      -qtest stdio -qtest-log /dev/null
 	      -chardev "pipe,id=qmp,path=$QL_DIR/qmp" -mon chardev=qmp,mode=control
 	      "${backend[@]}"
-	      -device "vfio-pci,sysfsdev=$QL_MDEVS/$QL_UUID,id=vu0,addr=$QL_SLOT.0$iommufd"
-	      -trace 'vfio_msi*' -trace vfio_intx_enable -trace 'vfio_region_read'
-	      -trace 'vfio_region_write' -trace 'vfio_pci_write_config'
-	      -trace 'acpi_pci_unplug*' -trace acpi_pci_eject_slot
-	      "$@")
+	      -device "${QL_DEVICE:-vfio-pci,sysfsdev=$QL_MDEVS/$QL_UUID,id=vu0,addr=$QL_SLOT.0$iommufd}"
+	      "${trace[@]}" "$@")
 	ql_log "qemu-system-x86_64 ${args[*]}"
 	coproc QL_Q { exec "$QL_QEMU" "${args[@]}" 2>> "$QL_DIR/qemu.log"; }
 	QL_QEMU_PID=$QL_Q_PID
