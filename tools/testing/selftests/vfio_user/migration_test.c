@@ -1320,6 +1320,45 @@ TEST_F_TIMEOUT(mig, server_hung_in_stop_copy, 120)
 }
 
 /*
+ * The consumer re-attaches the device to another server in the middle of
+ * a STOP_COPY session: the session belonged to the old connection, so
+ * the data fd fails, the device reports ERROR and refuses SETs; a reset
+ * leaves RUNNING on the new server, which works and migrates.
+ */
+TEST_F_TIMEOUT(mig, reattach_in_session, 120)
+{
+	uint8_t b[64];
+	uint32_t v = 0;
+	int dfd = -1;
+	ssize_t r;
+
+	dev_start(_metadata, &self->a, dma_args);
+	ASSERT_EQ(0, vu_server_start(&self->b.srv, SAMPLE, dma_args));
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP_COPY, &dfd));
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(16, read(dfd, b, 16));
+
+	ASSERT_EQ(0, vu_mdev_attach(self->a.uuid, &self->b.srv));
+	r = read(dfd, b, sizeof(b));
+	ksft_print_msg("read after the re-attach: %zd (%s)\n", r,
+		       r < 0 ? strerror(errno) : "-");
+	EXPECT_EQ(-1, r);
+	EXPECT_EQ(ST_ERROR, mig_state(self->a.fd));
+	EXPECT_EQ(-EINVAL, mig_set(self->a.fd, ST_STOP, NULL));
+	close(dfd);
+	ASSERT_EQ(0, ioctl(self->a.fd, VFIO_DEVICE_RESET)) TH_LOG("reset: %m");
+	EXPECT_EQ(ST_RUNNING, mig_state(self->a.fd));
+	ASSERT_EQ(0, wr32(self->a.fd, REG_SCRATCH, 0x77));
+	ASSERT_EQ(0, rd32(self->a.fd, REG_SCRATCH, &v));
+	EXPECT_EQ(0x77, v);
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP_COPY, &dfd));
+	ASSERT_LE(0, dfd);
+	EXPECT_LT(0, drain(dfd));
+	close(dfd);
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_RUNNING, NULL));
+}
+
+/*
  * The consumer closes the device in a session: the session ends (its
  * data fd fails with ENODEV), and the device, opened again, is RUNNING
  * and runs (the server, left stopped by the close, is started again:
