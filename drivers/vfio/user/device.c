@@ -351,6 +351,7 @@ static long vfio_user_ioctl_reset(struct vfio_user_device *udev)
 	struct vfio_user_call call = { .command = VFIO_USER_DEVICE_RESET };
 	bool mig = udev->vdev.migration_flags, left_mig = false;
 	struct vfio_user_conn *conn;
+	bool lost = false;
 	int ret;
 
 	/* The whole reset under mig.lock: no arc in between. */
@@ -372,12 +373,11 @@ static long vfio_user_ioctl_reset(struct vfio_user_device *udev)
 		ret = vfio_user_call(conn, &call);
 	/* What the consumer maps faults in again, after the reset. */
 	vfio_user_mmap_zap(udev);
-	if (ret < 0 && vfio_user_conn_dead(conn, NULL, 0))
-		ret = -EIO;
+	lost = ret < 0 && vfio_user_conn_dead(conn, NULL, 0);
 out_put:
 	vfio_user_put_conn(udev);
 out_unlock:
-	if (left_mig && (ret == -EIO || ret == -ENOTCONN)) {
+	if (left_mig && (lost || ret == -EIO || ret == -ENOTCONN)) {
 		dev_warn(vfio_user_dev(udev),
 			 "reset out of a migration with no server (%d): state RUNNING, device broken\n",
 			 ret);

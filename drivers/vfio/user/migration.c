@@ -580,16 +580,24 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 			return ERR_PTR(ret);
 		}
 	}
-	/* Leaving a session: its data fd ends. */
+	if (!mig->conn && next != VFIO_DEVICE_STATE_RUNNING) {
+		kref_get(&conn->ref);
+		mig->conn = conn;
+	}
+	vfio_user_put_conn(udev);
+
+	/*
+	 * Leaving a session: its data fd ends. After conn_sem: a read or
+	 * write holds the file's lock, then takes conn_sem.
+	 */
 	if (cur == VFIO_DEVICE_STATE_STOP_COPY ||
 	    cur == VFIO_DEVICE_STATE_RESUMING)
 		vfio_user_mig_file_disable(udev);
 	if (next == VFIO_DEVICE_STATE_STOP_COPY ||
 	    next == VFIO_DEVICE_STATE_RESUMING) {
-		migf = vfio_user_mig_file_new(udev, conn,
+		migf = vfio_user_mig_file_new(udev, mig->conn,
 					      next == VFIO_DEVICE_STATE_STOP_COPY);
 		if (IS_ERR(migf)) {
-			vfio_user_put_conn(udev);
 			vfio_user_mig_fail(udev, PTR_ERR(migf),
 					   "no data fd for %s",
 					   vfio_user_mig_name(next));
@@ -597,11 +605,6 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 		}
 		mig->file = migf;
 	}
-	if (!mig->conn && next != VFIO_DEVICE_STATE_RUNNING) {
-		kref_get(&conn->ref);
-		mig->conn = conn;
-	}
-	vfio_user_put_conn(udev);
 	mig->state = next;
 	if (next == VFIO_DEVICE_STATE_RUNNING && mig->conn) {
 		vfio_user_conn_put(mig->conn);
