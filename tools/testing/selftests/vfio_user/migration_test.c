@@ -330,30 +330,18 @@ static int wait_eventfd(int efd, int timeout_ms)
 	return read(efd, &v, sizeof(v)) == sizeof(v) ? 0 : -EIO;
 }
 
-/* Polls a 32-bit register (every 10 ms, at most @ms) until it is @want. */
-static int wait_reg32(int fd, uint64_t reg, uint32_t want, int ms)
+/*
+ * Polls a BAR0 register of @width bytes (4 or 8; every 10 ms, at most @ms)
+ * until it is @want.
+ */
+static int wait_reg(int fd, uint64_t reg, size_t width, uint64_t want, int ms)
 {
-	uint32_t v = ~want;
+	uint64_t v;
 	int i, ret;
 
 	for (i = 0; i <= ms / 10; i++) {
-		ret = rd32(fd, reg, &v);
-		if (ret)
-			return ret;
-		if (v == want)
-			return 0;
-		usleep(10000);
-	}
-	return -ETIMEDOUT;
-}
-
-static int wait_reg64(int fd, uint64_t reg, uint64_t want, int ms)
-{
-	uint64_t v = ~want;
-	int i, ret;
-
-	for (i = 0; i <= ms / 10; i++) {
-		ret = rd64(fd, reg, &v);
+		v = 0;
+		ret = bar_rd(fd, 0, reg, &v, width);
 		if (ret)
 			return ret;
 		if (v == want)
@@ -687,7 +675,7 @@ TEST_F_TIMEOUT(mig, p2p_arcs_pause_dma, 120)
 	ASSERT_EQ(0, wr32(fd, REG_STEP, step));
 	ASSERT_EQ(0, wr32(fd, REG_STEPS, 1));
 	ASSERT_EQ(0, wr32(fd, REG_DOORBELL, DOORBELL_ASYNC));
-	ASSERT_EQ(0, wait_reg64(fd, REG_PROGRESS, step, 10000));
+	ASSERT_EQ(0, wait_reg(fd, REG_PROGRESS, 8, step, 10000));
 
 	ASSERT_EQ(0, mig_set(fd, ST_RUNNING_P2P, NULL));
 	EXPECT_EQ(ST_RUNNING_P2P, mig_state(fd));
@@ -713,7 +701,7 @@ TEST_F_TIMEOUT(mig, p2p_arcs_pause_dma, 120)
 	EXPECT_EQ(ST_RUNNING, mig_state(fd));
 	if (ret)	/* (then allowed only now) */
 		ASSERT_EQ(0, wr32(fd, REG_STEPS, 0xffffffff));
-	ASSERT_EQ(0, wait_reg32(fd, REG_STATUS, STATUS_DONE, 20000));
+	ASSERT_EQ(0, wait_reg(fd, REG_STATUS, 4, STATUS_DONE, 20000));
 	EXPECT_EQ(0, memcmp(buf, buf + sz, sz));
 	munmap(buf, 2 * sz);
 }
@@ -866,8 +854,8 @@ TEST_F_TIMEOUT(mig, dma_round_trip, 180)
 	ASSERT_EQ(0, wr32(self->a.fd, REG_STEP, step));
 	ASSERT_EQ(0, wr32(self->a.fd, REG_STEPS, 1));
 	ASSERT_EQ(0, wr32(self->a.fd, REG_DOORBELL, DOORBELL_ASYNC));
-	ASSERT_EQ(0, wait_reg64(self->a.fd, REG_PROGRESS, step, 10000));
-	ASSERT_EQ(0, wait_reg32(self->a.fd, REG_STATUS, STATUS_BUSY, 1000));
+	ASSERT_EQ(0, wait_reg(self->a.fd, REG_PROGRESS, 8, step, 10000));
+	ASSERT_EQ(0, wait_reg(self->a.fd, REG_STATUS, 4, STATUS_BUSY, 1000));
 
 	/* B: the consumer's interrupt set up as the destination VM's */
 	efd = eventfd(0, EFD_CLOEXEC);
