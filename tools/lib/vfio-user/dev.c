@@ -65,6 +65,7 @@ void vus_dev__delete(struct vus_dev *dev)
 
 	if (!dev)
 		return;
+	vus_loop_forget(dev);
 	vus_dev__disconnect(dev);
 	for (i = 0; i < VUS_MAX_REGIONS; i++)
 		if (dev->regions[i].present)

@@ -25,13 +25,22 @@
  * or simply vus_dev__run(dev), which loops until an error or until
  * vus_dev__stop() is called (e.g. from a callback).
  *
+ * Many devices in one process: a &struct vus_loop is one epoll set over
+ * the fds of any number of devices. One thread serves them all with
+ * vus_loop__run(), or an application's own loop (an SPDK poller, a
+ * GLib/epoll main loop) polls the one fd vus_loop__fd() and calls
+ * vus_loop__process(); a server that wants several threads makes one
+ * loop per thread and puts each device in one of them.
+ *
  * When the client goes away the library forgets its DMA regions and IRQ
  * eventfds (as the spec asks), keeps the device state, and accepts the next
  * client (listen mode) or waits for the next vus_dev__attach_fd().
  *
- * Threads: the library is single-threaded. Every vus_dev__*() call on one
- * device must come from the thread that runs vus_dev__process()/run(), or
- * be serialised with it by the caller. Callbacks run in that thread.
+ * Threads: the library is single-threaded per device. Every vus_dev__*()
+ * call on one device must come from the thread that runs
+ * vus_dev__process()/run() (or the vus_loop serving it), or be serialised
+ * with it by the caller. Callbacks run in that thread. Different devices
+ * share no state: they may be served by different threads at once.
  *
  * Errors: calls returning int return >= 0 on success and -errno on failure
  * (errno is set too); calls returning a pointer return NULL and set errno.
@@ -555,6 +564,127 @@ struct vus_peer_caps {
  */
 VUS_API int vus_dev__peer_caps(const struct vus_dev *dev,
 			       struct vus_peer_caps *caps);
+
+/* ---- many devices: the loop --------------------------------------------- */
+
+struct vus_loop;
+
+/**
+ * struct vus_loop_opts - options of vus_loop__new()
+ * @sz: sizeof(struct vus_loop_opts); use VUS_OPTS()
+ * @max_events: most ready devices taken from one epoll_wait() and served
+ *	in one round; 0: 64, at most 256. The others are served next round.
+ */
+struct vus_loop_opts {
+	size_t sz;
+	unsigned int max_events;
+	size_t :0;
+};
+#define vus_loop_opts__last_field max_events
+
+/**
+ * vus_loop__new() - create an empty loop
+ * @opts: options, NULL for all defaults
+ *
+ * A loop serves its devices from one thread: each ready device gets one
+ * vus_dev__process() per round, in the order epoll reports them (a device
+ * that stays ready goes to the back), so a busy client cannot starve the
+ * others. A device that waits for its client inside a callback (DMA by
+ * message, vus_dev__dma_read()) holds up the loop's other devices until
+ * the reply, at most &vus_dev_opts.timeout_ms: a server whose clients may
+ * stall spreads its devices over several loops, one thread each.
+ *
+ * A loop follows the rules of a device: every call but vus_loop__stop()
+ * comes from the thread that runs it, or is serialised with it.
+ *
+ * Return: the loop, or NULL with errno set (-EINVAL bad opts).
+ */
+VUS_API struct vus_loop *vus_loop__new(const struct vus_loop_opts *opts);
+
+/**
+ * vus_loop__delete() - remove every device (devices are not deleted) and
+ * free the loop
+ * @loop: loop or NULL; not from a callback of one of its devices
+ */
+VUS_API void vus_loop__delete(struct vus_loop *loop);
+
+/**
+ * vus_loop__add() - serve @dev from @loop
+ * @loop: loop
+ * @dev: device, in no loop; it keeps its listening socket or client
+ *
+ * From now on the loop's thread processes the device: do not call
+ * vus_dev__process() or vus_dev__run() on it meanwhile.
+ * vus_dev__delete() removes a device from its loop first, so a device may
+ * be deleted in any order with its loop, also from a callback.
+ *
+ * Return: 0, -EEXIST already in @loop, -EBUSY in another loop,
+ * -EINVAL, -ENOMEM, or -errno from epoll_ctl().
+ */
+VUS_API int vus_loop__add(struct vus_loop *loop, struct vus_dev *dev);
+
+/**
+ * vus_loop__remove() - stop serving @dev from @loop
+ * @loop: loop
+ * @dev: device
+ *
+ * Allowed from a callback, also of @dev itself or of another device of
+ * the loop: a removed device is not processed again by the round in
+ * progress. The device keeps its client.
+ *
+ * Return: 0, -ENOENT not in @loop, -EINVAL.
+ */
+VUS_API int vus_loop__remove(struct vus_loop *loop, struct vus_dev *dev);
+
+/** vus_loop__nr_devs() - number of devices in @loop (0 for NULL) */
+VUS_API unsigned int vus_loop__nr_devs(const struct vus_loop *loop);
+
+/**
+ * vus_loop__fd() - the one fd to poll for POLLIN
+ * @loop: loop
+ *
+ * An epoll fd owned by the loop, readable while any of its devices has
+ * work; stable for the loop's lifetime. An application with its own event
+ * loop watches it and calls vus_loop__process().
+ *
+ * Return: the fd, or -EINVAL for a NULL @loop.
+ */
+VUS_API int vus_loop__fd(const struct vus_loop *loop);
+
+/**
+ * vus_loop__process() - one round without waiting
+ * @loop: loop
+ *
+ * Serves every device that is ready now (up to &vus_loop_opts.max_events)
+ * with vus_dev__process().
+ *
+ * Return: devices served (>= 0), or the first -errno of
+ * vus_dev__process() (a fatal error of the library itself; the round
+ * ends there).
+ */
+VUS_API int vus_loop__process(struct vus_loop *loop);
+
+/**
+ * vus_loop__run() - serve the loop's devices until stopped
+ * @loop: loop
+ *
+ * Blocks in epoll_wait() while no device has work.
+ *
+ * Return: 0 after vus_loop__stop(), -EINTR when a signal interrupted the
+ * wait (the caller checks its own flags and calls again), or -errno as
+ * vus_loop__process().
+ */
+VUS_API int vus_loop__run(struct vus_loop *loop);
+
+/**
+ * vus_loop__stop() - make vus_loop__run() return 0
+ * @loop: loop
+ *
+ * Safe from any thread and from a signal handler: it sets a flag and
+ * wakes the loop. The running (or, if none runs, the next)
+ * vus_loop__run() returns 0 after the round in progress.
+ */
+VUS_API void vus_loop__stop(struct vus_loop *loop);
 
 /* ---- DMA ---------------------------------------------------------------- */
 

@@ -6,7 +6,8 @@
  * callbacks, which may call the public API again); nothing calls upwards,
  * so there is no call circle. tests/layers.sh checks it on the objects.
  *
- *   7  dev.c       vus_dev__new()/__delete(): builds and tears down all below
+ *   8  dev.c       vus_dev__new()/__delete(): builds and tears down all below
+ *   7  loop.c      vus_loop: one thread (epoll set) serving many devices
  *   6  conn.c      listen/accept/attach, the event loop, disconnect
  *   5  handlers.c  vus_dispatch() and the client-command handlers
  *   4  version.c   VERSION negotiation
@@ -293,6 +294,8 @@ struct vus_dev {
 	unsigned int nr_queued;
 	unsigned int in_handler;
 	bool stop;
+	struct vus_loop *loop;		/* the loop serving it, or NULL */
+	struct vus_loop_entry *loop_entry;	/* its place there (loop.c) */
 
 	struct vus_dma_region *dma;
 	unsigned int nr_dma;
@@ -458,6 +461,10 @@ VUS_HIDDEN int vus_mig_handle_data_write(struct vus_dev *dev,
 VUS_HIDDEN void vus_mig_reset(struct vus_dev *dev);
 VUS_HIDDEN void vus_mig_disconnect(struct vus_dev *dev);
 VUS_HIDDEN void vus_mig_free(struct vus_dev *dev);
+
+/* loop.c */
+struct vus_loop_entry;
+VUS_HIDDEN void vus_loop_forget(struct vus_dev *dev);
 
 /* handlers.c */
 VUS_HIDDEN int vus_dispatch(struct vus_dev *dev, struct vus_msg *m,
