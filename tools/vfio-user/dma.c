@@ -433,6 +433,7 @@ struct sample_backend sample_dma_backend = {
 	.load = dma_load,
 	.work = dma_work,
 	.priv = &dma_state,
+	.priv_size = sizeof(dma_state),
 	.help =
 "  A DMA engine. BAR0 (4 KiB, 32-bit memory BAR), little endian, 4- or\n"
 "  8-byte aligned accesses (64-bit registers also as two 32-bit halves):\n"

@@ -244,6 +244,7 @@ struct sample_backend sample_null_backend = {
 	.save = null_save,
 	.load = null_load,
 	.priv = &null_state,
+	.priv_size = sizeof(null_state),
 	.help =
 "  Registers only. BAR0 (4 KiB), little endian, 4- or 8-byte aligned:\n"
 "    0x00 u32 RO MAGIC      0x314c554e ('NUL1')\n"

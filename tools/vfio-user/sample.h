@@ -6,6 +6,7 @@
 #define __VFIO_USER_SAMPLE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "vfio-user-server.h"
@@ -131,6 +132,7 @@ struct sample_opts {
  *	after each batch of messages; return > 0 to be called again at once
  *	(the loop then does not sleep), 0 when idle until the next message
  * @priv: the back end's state, passed as callback priv
+ * @priv_size: sizeof(*@priv): with --count each device gets its own copy
  */
 struct sample_backend {
 	const char *name;
@@ -147,6 +149,7 @@ struct sample_backend {
 		    uint32_t version, bool final);
 	int (*work)(struct vus_dev *dev, void *priv);
 	void *priv;
+	size_t priv_size;
 };
 
 extern struct sample_backend sample_dma_backend;

@@ -3,23 +3,29 @@
  * vfio-user-sample: sample vfio-user servers built on libvfio-user-server.
  *
  *   vfio-user-sample --socket /run/dma.sock [--device dma|null] ...
+ *   vfio-user-sample --socket /run/dma%d.sock --count 64 [--threads 2] ...
  *
  * Serves one client at a time on a UNIX socket, accepts the next one when
  * it goes away, logs one line per client connect and disconnect to stderr,
  * and exits cleanly (removing the socket) on SIGTERM or SIGINT. Both
  * devices are migratable (vfio-user migration) unless --no-migration.
+ * With --count N it serves N devices of the same model from this one
+ * process (sockets from the %d template), through the library's device
+ * loop (struct vus_loop): one per thread, devices dealt out in turn.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 
 #include "sample.h"
@@ -27,6 +33,11 @@
 /* getopt values of long options without a short one */
 #define OPT_STRICT_DMA_REPLY	0x100
 #define OPT_NO_MIGRATION	0x101
+#define OPT_COUNT		0x102
+#define OPT_THREADS		0x103
+
+#define SAMPLE_MAX_COUNT	4096
+#define SAMPLE_MAX_THREADS	64
 
 static struct sample_backend *const backends[] = {
 	&sample_dma_backend,
@@ -91,6 +102,30 @@ static int on_reset(struct vus_dev *dev, void *priv)
 		sample_log("device reset");
 	return 0;
 }
+
+/*
+ * struct sample_dev - one device of this process: its own back-end state
+ * (a copy of backend->priv) and socket path.
+ */
+struct sample_dev {
+	struct vus_dev *dev;
+	void *priv;
+	char socket[108];
+};
+
+/*
+ * struct sample_worker - one thread's share: a vus_loop and the devices in
+ * it (every nr_workers-th one). Worker 0 is the main thread, which also
+ * watches the signalfd; the others stop when @stop_efd is written.
+ */
+struct sample_worker {
+	pthread_t thread;
+	struct vus_loop *loop;
+	struct sample_dev *devs;
+	unsigned int first, step, count;
+	int stop_efd;
+	int ret;
+};
 
 static const struct vus_dev_ops sample_ops = {
 	.connect = on_connect,
@@ -163,7 +198,14 @@ static void usage(FILE *f)
 "disconnects to stderr and exits on SIGTERM/SIGINT.\n"
 "\n"
 "Options:\n"
-"  -s, --socket PATH     UNIX socket to listen on (replaced if it exists)\n"
+"  -s, --socket PATH     UNIX socket to listen on (replaced if it exists);\n"
+"                        with --count, a template: %%d becomes the\n"
+"                        device number 0 ... N-1\n"
+"      --count N         serve N devices (1 ... %u, default 1) of the\n"
+"                        same model from this process; each has its own\n"
+"                        socket, client and state\n"
+"      --threads T       serve them from T threads (1 ... %u, default 1),\n"
+"                        one library loop each; device i in thread i %% T\n"
 "  -d, --device NAME     device model: dma (default), null\n"
 "  -b, --bar-size BYTES  null: size of the large BAR2 (power of two,\n"
 "                        default 256M; K/M/G suffixes)\n"
@@ -189,7 +231,8 @@ static void usage(FILE *f)
 "  -h, --help            this text\n"
 "\n"
 "PCI IDs (test IDs, not assigned by the PCI-SIG): vendor 0x%04x,\n"
-"class 0x%06x.\n", SAMPLE_VENDOR_ID, SAMPLE_CLASS_CODE);
+"class 0x%06x.\n", SAMPLE_MAX_COUNT, SAMPLE_MAX_THREADS, SAMPLE_VENDOR_ID,
+		SAMPLE_CLASS_CODE);
 	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
 		fprintf(f, "\n--device %s: vendor 0x%04x device 0x%04x\n%s",
 			backends[i]->name, backends[i]->vendor_id,
@@ -219,6 +262,102 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* @tmpl with its one "%d" replaced by @i (count > 1), else @tmpl itself */
+static int sample_socket_path(char *buf, size_t len, const char *tmpl,
+			      unsigned int i, unsigned int count)
+{
+	const char *p = strstr(tmpl, "%d");
+	int n;
+
+	if (count == 1 && !p)
+		n = snprintf(buf, len, "%s", tmpl);
+	else if (!p || strstr(p + 2, "%d") || strchr(p + 2, '%') ||
+		 memchr(tmpl, '%', p - tmpl))
+		return -EINVAL;
+	else
+		n = snprintf(buf, len, "%.*s%u%s", (int)(p - tmpl), tmpl, i,
+			     p + 2);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int sample_dev_setup(struct sample_dev *sd, const struct sample_opts *o,
+			    uint64_t max_xfer, bool twin, bool strict,
+			    bool migration)
+{
+	VUS_OPTS(vus_dev_opts, dopts, .ops = &sample_ops, .priv = sd->priv,
+		 .max_data_xfer_size = (uint32_t)max_xfer,
+		 .twin_socket = twin, .strict_dma_reply = strict);
+	VUS_OPTS(vus_pci_opts, popts, .vendor_id = backend->vendor_id,
+		 .device_id = backend->device_id,
+		 .subsys_vendor_id = backend->vendor_id,
+		 .subsys_id = backend->device_id,
+		 .class_code = SAMPLE_CLASS_CODE, .irq_pin = 1);
+	VUS_OPTS(vus_mig_opts, mopts, .ops = &sample_mig_ops,
+		 .version = backend->mig_version);
+	int err;
+
+	sd->dev = vus_dev__new(&dopts);
+	if (!sd->dev)
+		return -errno;
+	err = vus_dev__setup_pci(sd->dev, &popts);
+	if (!err)
+		err = backend->setup(sd->dev, o, sd->priv);
+	if (!err && migration)
+		err = vus_dev__setup_migration(sd->dev, &mopts);
+	return err;
+}
+
+/*
+ * Serve @w's loop until @stop_fd is readable: the loop's fd and @stop_fd
+ * in one poll(), then the back end's background work of each device
+ * (without sleeping while any has more).
+ */
+static int sample_serve(struct sample_worker *w, int stop_fd)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = vus_loop__fd(w->loop), .events = POLLIN },
+		{ .fd = stop_fd, .events = POLLIN },
+	};
+	unsigned int i;
+	int busy = 0, err;
+
+	for (;;) {
+		/* background work pending: look at the sockets, do not sleep */
+		if (poll(pfd, 2, busy ? 0 : -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("poll");
+			return -errno;
+		}
+		if (pfd[1].revents)
+			return 0;
+		if (pfd[0].revents) {
+			err = vus_loop__process(w->loop);
+			if (err < 0) {
+				fprintf(stderr, "vus_loop__process: %s\n",
+					strerror(-err));
+				return err;
+			}
+		}
+		busy = 0;
+		if (!backend->work)
+			continue;
+		for (i = w->first; i < w->count; i += w->step) {
+			struct sample_dev *sd = &w->devs[i];
+
+			busy |= backend->work(sd->dev, sd->priv);
+		}
+	}
+}
+
+static void *sample_worker_thread(void *arg)
+{
+	struct sample_worker *w = arg;
+
+	w->ret = sample_serve(w, w->stop_efd);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -230,6 +369,8 @@ int main(int argc, char **argv)
 		{ "twin-socket", no_argument, NULL, 't' },
 		{ "strict-dma-reply", no_argument, NULL, OPT_STRICT_DMA_REPLY },
 		{ "no-migration", no_argument, NULL, OPT_NO_MIGRATION },
+		{ "count", required_argument, NULL, OPT_COUNT },
+		{ "threads", required_argument, NULL, OPT_THREADS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ },
@@ -238,12 +379,14 @@ int main(int argc, char **argv)
 	const char *device = "dma";
 	uint64_t max_xfer = 0;
 	bool twin = false, strict = false, migration = true;
-	int busy = 0;
-	struct vus_dev *dev;
-	struct pollfd pfd[2];
+	unsigned int count = 1, nr_workers = 1, started;
+	struct sample_dev *devs = NULL;
+	struct sample_worker *w = NULL;
+	int sfd = -1;
 	sigset_t mask;
 	unsigned int i;
-	int c, err, ret = 1;
+	char *end;
+	int c, err = 0, ret = 1;
 
 	while ((c = getopt_long(argc, argv, "s:d:b:mx:tvh", lopts, NULL)) != -1) {
 		switch (c) {
@@ -277,6 +420,23 @@ int main(int argc, char **argv)
 		case OPT_NO_MIGRATION:
 			migration = false;
 			break;
+		case OPT_COUNT:
+		case OPT_THREADS:
+			errno = 0;
+			i = strtoul(optarg, &end, 0);
+			if (errno || *end || !i ||
+			    i > (c == OPT_COUNT ? SAMPLE_MAX_COUNT :
+					      SAMPLE_MAX_THREADS)) {
+				fprintf(stderr, "bad --%s %s\n",
+					c == OPT_COUNT ? "count" : "threads",
+					optarg);
+				return 2;
+			}
+			if (c == OPT_COUNT)
+				count = i;
+			else
+				nr_workers = i;
+			break;
 		case 'v':
 			o.verbose = true;
 			break;
@@ -302,83 +462,128 @@ int main(int argc, char **argv)
 	sample_verbose = o.verbose;
 	vus_set_print(lib_print);
 
+	if (nr_workers > count)
+		nr_workers = count;
+
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	/* blocked in every thread: only the signalfd takes them */
 	sigprocmask(SIG_BLOCK, &mask, NULL);
-	pfd[1].fd = signalfd(-1, &mask, SFD_CLOEXEC);
-	pfd[1].events = POLLIN;
-	if (pfd[1].fd < 0) {
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (sfd < 0) {
 		perror("signalfd");
 		return 1;
 	}
 
-	{
-		VUS_OPTS(vus_dev_opts, dopts, .ops = &sample_ops,
-			 .priv = backend->priv,
-			 .max_data_xfer_size = (uint32_t)max_xfer,
-			 .twin_socket = twin, .strict_dma_reply = strict);
-		VUS_OPTS(vus_pci_opts, popts, .vendor_id = backend->vendor_id,
-			 .device_id = backend->device_id,
-			 .subsys_vendor_id = backend->vendor_id,
-			 .subsys_id = backend->device_id,
-			 .class_code = SAMPLE_CLASS_CODE, .irq_pin = 1);
-		VUS_OPTS(vus_mig_opts, mopts, .ops = &sample_mig_ops,
-			 .version = backend->mig_version);
-
-		dev = vus_dev__new(&dopts);
-		if (!dev) {
-			perror("vus_dev__new");
-			return 1;
-		}
-		err = vus_dev__setup_pci(dev, &popts);
-		if (!err)
-			err = backend->setup(dev, &o, backend->priv);
-		if (!err && migration)
-			err = vus_dev__setup_migration(dev, &mopts);
-	}
-	if (err) {
-		fprintf(stderr, "device setup: %s\n", strerror(-err));
+	devs = calloc(count, sizeof(*devs));
+	w = calloc(nr_workers, sizeof(*w));
+	if (!devs || !w) {
+		perror("calloc");
 		goto out;
 	}
-	err = vus_dev__listen(dev, o.socket);
-	if (err) {
-		fprintf(stderr, "listen on %s: %s\n", o.socket, strerror(-err));
-		goto out;
-	}
-	sample_log("device %s (%04x:%04x) listening on %s", backend->name,
-		   backend->vendor_id, backend->device_id, o.socket);
-
-	pfd[0].fd = vus_dev__fd(dev);
-	pfd[0].events = POLLIN;
-	for (;;) {
-		/* background work pending: look at the sockets, do not sleep */
-		if (poll(pfd, 2, busy ? 0 : -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			perror("poll");
+	for (i = 0; i < nr_workers; i++) {
+		w[i] = (struct sample_worker){ .devs = devs, .first = i,
+					       .step = nr_workers,
+					       .count = count, .stop_efd = -1 };
+		w[i].loop = vus_loop__new(NULL);
+		if (!w[i].loop) {
+			perror("vus_loop__new");
 			goto out;
 		}
-		if (pfd[1].revents) {
-			struct signalfd_siginfo si;
-
-			if (read(pfd[1].fd, &si, sizeof(si)) == sizeof(si))
-				sample_log("signal %u, exiting", si.ssi_signo);
-			break;
-		}
-		if (pfd[0].revents) {
-			err = vus_dev__process(dev);
-			if (err < 0) {
-				fprintf(stderr, "vus_dev__process: %s\n",
-					strerror(-err));
+		if (i) {
+			w[i].stop_efd = eventfd(0, EFD_CLOEXEC);
+			if (w[i].stop_efd < 0) {
+				perror("eventfd");
 				goto out;
 			}
 		}
-		busy = backend->work ? backend->work(dev, backend->priv) : 0;
 	}
-	ret = 0;
+	for (i = 0; i < count; i++) {
+		struct sample_dev *sd = &devs[i];
+
+		err = sample_socket_path(sd->socket, sizeof(sd->socket),
+					 o.socket, i, count);
+		if (err) {
+			fprintf(stderr, "--socket %s: %s\n", o.socket,
+				err == -EINVAL ?
+				"with --count > 1 it needs one %d and no other %" :
+				strerror(-err));
+			ret = 2;
+			goto out;
+		}
+		sd->priv = count == 1 ? backend->priv :
+			   calloc(1, backend->priv_size);
+		if (!sd->priv) {
+			perror("calloc");
+			goto out;
+		}
+		err = sample_dev_setup(sd, &o, max_xfer, twin, strict,
+				       migration);
+		if (err) {
+			fprintf(stderr, "device setup: %s\n", strerror(-err));
+			goto out;
+		}
+		err = vus_dev__listen(sd->dev, sd->socket);
+		if (err) {
+			fprintf(stderr, "listen on %s: %s\n", sd->socket,
+				strerror(-err));
+			goto out;
+		}
+		err = vus_loop__add(w[i % nr_workers].loop, sd->dev);
+		if (err) {
+			fprintf(stderr, "vus_loop__add: %s\n", strerror(-err));
+			goto out;
+		}
+		if (count == 1)
+			sample_log("device %s (%04x:%04x) listening on %s",
+				   backend->name, backend->vendor_id,
+				   backend->device_id, sd->socket);
+	}
+	if (count > 1)
+		sample_log("%u devices %s (%04x:%04x) in %u thread%s listening on %s",
+			   count, backend->name, backend->vendor_id,
+			   backend->device_id, nr_workers,
+			   nr_workers > 1 ? "s" : "", o.socket);
+
+	for (started = 1; started < nr_workers; started++) {
+		err = pthread_create(&w[started].thread, NULL,
+				     sample_worker_thread, &w[started]);
+		if (err) {
+			fprintf(stderr, "pthread_create: %s\n", strerror(err));
+			break;
+		}
+	}
+	ret = 1;
+	if (started == nr_workers && !sample_serve(&w[0], sfd)) {
+		struct signalfd_siginfo si;
+
+		ret = 0;
+		if (read(sfd, &si, sizeof(si)) == sizeof(si))
+			sample_log("signal %u, exiting", si.ssi_signo);
+	}
+	for (i = 1; i < started; i++) {
+		uint64_t one = 1;
+
+		if (write(w[i].stop_efd, &one, sizeof(one)) != sizeof(one))
+			perror("eventfd write");
+		pthread_join(w[i].thread, NULL);
+		if (w[i].ret)
+			ret = 1;
+	}
 out:
-	vus_dev__delete(dev);
-	close(pfd[1].fd);
+	for (i = 0; w && i < nr_workers; i++) {
+		vus_loop__delete(w[i].loop);
+		if (w[i].stop_efd >= 0)
+			close(w[i].stop_efd);
+	}
+	for (i = 0; devs && i < count; i++) {
+		vus_dev__delete(devs[i].dev);
+		if (devs[i].priv != backend->priv)
+			free(devs[i].priv);
+	}
+	free(w);
+	free(devs);
+	close(sfd);
 	return ret;
 }
