@@ -22,9 +22,12 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -1300,6 +1303,147 @@ TEST_F_TIMEOUT(client, many_devices, 240)
 		EXPECT_EQ(0, vu_mdev_remove(uuid[i]));
 		vu_server_stop(&srv[i]);
 	}
+}
+
+/*
+ * The sample serving @n devices from one process (--count, sockets from
+ * a %d template) in @threads threads: started, and every socket listening.
+ */
+static pid_t start_multi_server(const char *tmpl, int n, int threads)
+{
+	char prog[256], count[16], thr[16], path[108];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	double t0;
+	pid_t pid;
+	int i, fd;
+
+	vu_tool_path(SAMPLE, prog, sizeof(prog));
+	snprintf(count, sizeof(count), "%d", n);
+	snprintf(thr, sizeof(thr), "%d", threads);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(prog, prog, "--socket", tmpl, "--device", "dma",
+		      "--count", count, "--threads", thr, (char *)NULL);
+		_exit(127);
+	}
+	/* devices listen in order: the last one listening means all do */
+	snprintf(path, sizeof(path), tmpl, n - 1);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	for (t0 = vu_now(); vu_now() - t0 < 20; usleep(10000)) {
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return -ECHILD;
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			break;
+		i = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		close(fd);
+		if (!i)
+			return pid;
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -ETIMEDOUT;
+}
+
+struct one_server_reader {
+	int fd;
+	uint32_t base;
+	int bad;
+};
+
+/* Writes and reads back SCRATCH values only this device gets. */
+static void *one_server_thread(void *arg)
+{
+	struct one_server_reader *r = arg;
+	uint32_t v;
+	int i;
+
+	for (i = 0; i < 50; i++) {
+		v = 0;
+		if (__bar_write32(r->fd, REG_SCRATCH, r->base + i) ||
+		    __bar_read32(r->fd, REG_SCRATCH, &v) || v != r->base + i)
+			r->bad++;
+	}
+	return NULL;
+}
+
+/*
+ * @many devices (VU_MANY_DEVICES, at most MANY) served by one sample
+ * process in @threads threads: each device has its own state, all are
+ * driven at once by one consumer thread each, and the one process's death
+ * breaks every one of them.
+ */
+static void many_devices_one_server(struct __test_metadata *_metadata,
+				    int threads)
+{
+	static struct vu_server srv[MANY];
+	static struct one_server_reader r[MANY];
+	char uuid[MANY][VU_UUID_LEN + 1], tmpl[108];
+	int c[MANY], g[MANY];
+	pthread_t t[MANY];
+	const char *env = getenv("VU_MANY_DEVICES");
+	int i, n = 0, many = env ? atoi(env) : MANY;
+	pid_t pid;
+	uint32_t v;
+
+	if (many < 2 || many > MANY)
+		many = MANY;
+	snprintf(tmpl, sizeof(tmpl), "/tmp/vu-%d-one-%%d.sock", getpid());
+	pid = start_multi_server(tmpl, many, threads);
+	ASSERT_LT(0, pid) TH_LOG("vfio-user-sample --count %d: %s", many,
+				 strerror(-pid));
+	for (i = 0; i < many; i++) {
+		memset(&srv[i], 0, sizeof(srv[i]));
+		snprintf(srv[i].socket, sizeof(srv[i].socket), tmpl, i);
+		vu_uuid_gen(uuid[i]);
+		r[i].fd = vu_open_attached(uuid[i], &srv[i], &c[i], &g[i]);
+		ASSERT_LE(0, r[i].fd) TH_LOG("device %d: %d", i, r[i].fd);
+		r[i].base = 0x5c000000 + (i << 8);
+		r[i].bad = 0;
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, one_server_thread,
+					    &r[i]));
+	for (i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		EXPECT_EQ(0, r[i].bad) TH_LOG("device %d", i);
+	}
+	for (i = 0; i < n; i++) {
+		v = 0;
+		EXPECT_EQ(0, __bar_read32(r[i].fd, REG_MAGIC, &v));
+		EXPECT_EQ(DMA_MAGIC, v);
+		EXPECT_EQ(0, __bar_read32(r[i].fd, REG_SCRATCH, &v));
+		EXPECT_EQ(r[i].base + 49, v) TH_LOG("device %d", i);
+	}
+	/* one process behind all of them */
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	usleep(200000);
+	for (i = 0; i < n; i++) {
+		EXPECT_EQ(-EIO, __bar_read32(r[i].fd, REG_MAGIC, &v));
+		expect_state(_metadata, uuid[i], "broken: ");
+	}
+	for (i = 0; i < n; i++) {
+		close(r[i].fd);
+		close(g[i]);
+		close(c[i]);
+		EXPECT_EQ(0, vu_mdev_remove(uuid[i]));
+		unlink(srv[i].socket);
+	}
+}
+
+TEST_F_TIMEOUT(client, many_devices_one_server, 240)
+{
+	many_devices_one_server(_metadata, 1);
+}
+
+TEST_F_TIMEOUT(client, many_devices_one_server_two_threads, 240)
+{
+	many_devices_one_server(_metadata, 2);
 }
 
 TEST_HARNESS_MAIN
