@@ -135,6 +135,15 @@ static inline void vfio_user_vm_flags_clear(struct vm_area_struct *vma,
 	.device_feature = vfio_user_device_feature,
 #endif
 
+/*
+ * PRE_COPY (6.2): the core's FSM has PRE_COPY and PRE_COPY_P2P, and the
+ * data fd's VFIO_MIG_GET_PRECOPY_INFO. 6.1's vfio_mig_get_next_state()
+ * knows neither state: PRE_COPY is not offered there.
+ */
+#ifdef VFIO_MIG_GET_PRECOPY_INFO
+#define VFIO_USER_HAVE_PRE_COPY		1
+#endif
+
 /* SO_PASSPIDFD's control message (6.5); never received before. */
 #ifdef SCM_PIDFD
 #define VFIO_USER_SCM_PIDFD	SCM_PIDFD

@@ -5,10 +5,12 @@
  * The consumer's migration FSM (struct vfio_user_mig) lives here; every arc
  * the VFIO core hands us becomes at most one DEVICE_FEATURE SET of
  * MIG_DEVICE_STATE. The device offers STOP_COPY and P2P when its server
- * offers STOP_COPY; RUNNING_P2P is the server's STOP when the server has no
- * P2P of its own (vfio-user servers may stop all DMA there, as VFIO
- * allows). The data fd of a session reads with MIG_DATA_READ and writes
- * with MIG_DATA_WRITE, in chunks of max_data_xfer_size.
+ * offers STOP_COPY, and PRE_COPY when the server offers it too;
+ * RUNNING_P2P is the server's STOP and PRE_COPY_P2P its STOP_COPY when the
+ * server has no P2P of its own (vfio-user servers may stop all DMA there,
+ * as VFIO allows). The data fd of a session reads with MIG_DATA_READ and
+ * writes with MIG_DATA_WRITE, in chunks of max_data_xfer_size; one saving
+ * fd serves PRE_COPY, PRE_COPY_P2P and STOP_COPY.
  *
  * Locking: mig.lock (the FSM) -> mig_file.lock (the data fd) -> conn_sem
  * (read, one request at a time). Every wait under them is one request,
@@ -36,6 +38,11 @@ static unsigned long long vfio_user_mig_max_bytes = 1ULL << 30;
 module_param_named(mig_max_bytes, vfio_user_mig_max_bytes, ullong, 0644);
 MODULE_PARM_DESC(mig_max_bytes,
 		 "Most bytes of device state one STOP_COPY session reads from a server before it fails with EFBIG (default 1 GiB)");
+
+static bool vfio_user_mig_pre_copy = true;
+module_param_named(mig_pre_copy, vfio_user_mig_pre_copy, bool, 0644);
+MODULE_PARM_DESC(mig_pre_copy,
+		 "Offer PRE_COPY where the server offers it (default Y; read at attach)");
 
 /* get_data_size when the server does not say: 1 MiB */
 #define VFIO_USER_MIG_DEF_SIZE		SZ_1M
@@ -142,7 +149,10 @@ static int vfio_user_mig_srv_set(struct vfio_user_device *udev,
  *
  * DEVICE_FEATURE GET MIGRATION: any error reply, or no STOP_COPY, means
  * no migration (libvfio-user answers EINVAL without callbacks). A server
- * that offers it is asked its state.
+ * that offers it is asked its state. The device offers STOP_COPY and P2P,
+ * and PRE_COPY where the server offers it, the kernel's FSM has it (6.2
+ * on) and mig_pre_copy allows it (libvfio-user announces PRE_COPY for
+ * every migratable device, whether its callbacks do pre-copy or not).
  *
  * Context: process context, attaching; bounded by the attach's deadline.
  * Return: 0, or -errno when the connection failed (not for a refusal).
@@ -176,7 +186,33 @@ int vfio_user_mig_query(struct vfio_user_conn *conn,
 	}
 	info->mig_srv_flags = flags;
 	info->mig_flags = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P;
+#ifdef VFIO_USER_HAVE_PRE_COPY
+	if ((flags & VFIO_USER_MIGRATION_PRE_COPY) &&
+	    READ_ONCE(vfio_user_mig_pre_copy))
+		info->mig_flags |= VFIO_MIGRATION_PRE_COPY;
+#endif
 	return 0;
+}
+
+/* PRE_COPY or PRE_COPY_P2P: running (or quiesced), the data fd reading */
+static bool vfio_user_mig_precopy(u32 state)
+{
+	return state == VFIO_USER_DEVICE_STATE_PRE_COPY ||
+	       state == VFIO_USER_DEVICE_STATE_PRE_COPY_P2P;
+}
+
+/* A saving session: PRE_COPY, PRE_COPY_P2P, STOP_COPY share one data fd. */
+static bool vfio_user_mig_saving(u32 state)
+{
+	return state == VFIO_USER_DEVICE_STATE_STOP_COPY ||
+	       vfio_user_mig_precopy(state);
+}
+
+/* A session of either kind: the FSM owns a data fd. */
+static bool vfio_user_mig_session(u32 state)
+{
+	return vfio_user_mig_saving(state) ||
+	       state == VFIO_USER_DEVICE_STATE_RESUMING;
 }
 
 /*
@@ -186,26 +222,38 @@ int vfio_user_mig_query(struct vfio_user_conn *conn,
 /**
  * struct vfio_user_mig_file - the data fd of one migration session
  * @filp: the anon file; the device holds a reference until it disables it
- * @lock: serialises reads and writes against each other and the disable
+ * @lock: serialises reads, writes, GET_PRECOPY_INFO and the disable
  * @udev: the device; used only while !@disabled
  * @conn: the session's connection (a reference), NULL once disabled
  * @disabling: a disable waits for @lock: a read or write in flight stops
  *	after its current request
  * @disabled: the session ended: every call fails with -ENODEV
- * @saving: a STOP_COPY session (read), else RESUMING (write)
- * @eof: the server ended its data
- * @bytes: bytes moved so far
+ * @saving: a saving session (read: PRE_COPY*, STOP_COPY), else RESUMING
+ * @precopy: the FSM is in PRE_COPY or PRE_COPY_P2P (set by the arcs,
+ *	under @lock): a short MIG_DATA_READ is the server's end for now,
+ *	not the end of the stream
+ * @eof: the server ended its data (in STOP_COPY)
+ * @bytes: bytes received from the server so far
+ * @ahead: a MIG_DATA_READ reply not yet all read, or NULL; its data is
+ *	served before anything else (GET_PRECOPY_INFO reads ahead into it,
+ *	a read() the user buffer could not take keeps the rest)
+ * @ahead_len: bytes of device state in @ahead
+ * @ahead_pos: of which read() has returned this many
  */
 struct vfio_user_mig_file {
 	struct file *filp;
-	struct mutex lock;	/* reads, writes, disable */
+	struct mutex lock;	/* reads, writes, precopy info, disable */
 	struct vfio_user_device *udev;
 	struct vfio_user_conn *conn;
 	bool disabling;
 	bool disabled;
 	bool saving;
+	bool precopy;
 	bool eof;
 	u64 bytes;
+	struct vfio_user_req *ahead;
+	u32 ahead_len;
+	u32 ahead_pos;
 };
 
 /*
@@ -229,9 +277,32 @@ static int vfio_user_mig_file_conn(struct vfio_user_mig_file *migf,
 	return 0;
 }
 
-/* One MIG_DATA_READ of at most @len bytes into @ubuf: bytes read, or -errno. */
-static ssize_t vfio_user_mig_read_chunk(struct vfio_user_mig_file *migf,
-					char __user *ubuf, size_t len)
+static void vfio_user_mig_drop_ahead(struct vfio_user_mig_file *migf)
+{
+	if (migf->ahead)
+		vfio_user_req_put(migf->ahead);
+	migf->ahead = NULL;
+	migf->ahead_len = 0;
+	migf->ahead_pos = 0;
+}
+
+/**
+ * vfio_user_mig_fetch() - one MIG_DATA_READ into @migf->ahead
+ * @migf: the data fd, @lock held, @ahead empty
+ * @len: bytes wanted; at most max_data_xfer_size are asked for
+ * @dry: set when the server sent fewer than asked: in STOP_COPY the end of
+ *	the stream (@eof is set), in PRE_COPY* its end for now
+ *
+ * A reply with data becomes @ahead (@ahead_len bytes); one without leaves
+ * @ahead NULL. The reply's length is checked against what was asked (a
+ * violation breaks the connection); mig_max_bytes bounds the stream.
+ *
+ * Context: process context; waits on the server at most timeout_ms.
+ * Return: 0, -EFBIG, -ENODEV, -EIO, -ETIMEDOUT, -EINTR, -ENOMEM or the
+ * server's errno.
+ */
+static int vfio_user_mig_fetch(struct vfio_user_mig_file *migf, size_t len,
+			       bool *dry)
 {
 	struct vfio_user_device *udev = migf->udev;
 	struct vfio_user_mig_data d, *rep;
@@ -244,9 +315,11 @@ static ssize_t vfio_user_mig_read_chunk(struct vfio_user_mig_file *migf,
 	struct vfio_user_conn *conn;
 	struct vfio_user_req *req;
 	u64 room;
-	u32 n, m;
+	u32 n, m = 0;
 	int ret;
 
+	lockdep_assert_held(&migf->lock);
+	*dry = false;
 	ret = vfio_user_mig_file_conn(migf, &conn);
 	if (ret)
 		return ret;
@@ -285,49 +358,137 @@ static ssize_t vfio_user_mig_read_chunk(struct vfio_user_mig_file *migf,
 	vfio_user_put_conn(udev);
 	if (ret < 0)
 		goto out;
-	if (migf->bytes + m > READ_ONCE(vfio_user_mig_max_bytes)) {
-		migf->bytes += m;
+	migf->bytes += m;
+	if (migf->bytes > READ_ONCE(vfio_user_mig_max_bytes)) {
 		dev_err_ratelimited(vfio_user_dev(udev),
 				    "migration: the server's device state goes on past %llu bytes (mig_max_bytes); read fails\n",
 				    READ_ONCE(vfio_user_mig_max_bytes));
 		ret = -EFBIG;
 		goto out;
 	}
-	if (copy_to_user(ubuf, rep->data, m)) {
-		ret = -EFAULT;
-		goto out;
-	}
-	migf->bytes += m;
 	if (m < n) {
-		migf->eof = true;
-		WRITE_ONCE(udev->mig.size_hint, migf->bytes);
+		*dry = true;
+		if (!migf->precopy) {
+			migf->eof = true;
+			WRITE_ONCE(udev->mig.size_hint, migf->bytes);
+		}
 	}
-	ret = m;
+	if (m) {
+		migf->ahead = req;
+		migf->ahead_len = m;
+		migf->ahead_pos = 0;
+		return 0;
+	}
+	ret = 0;
 out:
 	vfio_user_req_put(req);
 	return ret;
 }
 
+/*
+ * read(): what @ahead holds first, then MIG_DATA_READs until @len bytes,
+ * the end of the stream or, in PRE_COPY*, the server's end for now. That
+ * temporary end with nothing read is -ENOMSG (include/uapi/linux/vfio.h);
+ * read() again, or poll GET_PRECOPY_INFO, for what the device adds.
+ */
 static ssize_t vfio_user_mig_read(struct file *filp, char __user *buf,
 				  size_t len, loff_t *pos)
 {
 	struct vfio_user_mig_file *migf = filp->private_data;
+	struct vfio_user_mig_data *rep;
 	ssize_t ret = 0, done = 0;
+	bool dry = false;
+	size_t c;
 
 	if (pos)
 		return -ESPIPE;
 	if (mutex_lock_killable(&migf->lock))
 		return -EINTR;
-	while (done < len && !migf->eof && !READ_ONCE(migf->disabling)) {
-		ret = vfio_user_mig_read_chunk(migf, buf + done, len - done);
-		if (ret <= 0)
+	while (done < len && !READ_ONCE(migf->disabling)) {
+		if (!migf->ahead) {
+			if (migf->eof || dry)
+				break;
+			ret = vfio_user_mig_fetch(migf, len - done, &dry);
+			if (ret < 0 || !migf->ahead)
+				break;
+		}
+		rep = migf->ahead->reply;
+		c = min_t(size_t, len - done,
+			  migf->ahead_len - migf->ahead_pos);
+		if (copy_to_user(buf + done, rep->data + migf->ahead_pos, c)) {
+			ret = -EFAULT;
 			break;
-		done += ret;
+		}
+		done += c;
+		migf->ahead_pos += c;
+		if (migf->ahead_pos == migf->ahead_len)
+			vfio_user_mig_drop_ahead(migf);
 	}
 	if (migf->disabled)
 		ret = -ENODEV;
+	else if (!done && !ret && dry && migf->precopy)
+		ret = -ENOMSG;
 	mutex_unlock(&migf->lock);
 	return done ? done : ret;
+}
+
+#ifdef VFIO_USER_HAVE_PRE_COPY
+/*
+ * VFIO_MIG_GET_PRECOPY_INFO. vfio-user has no message for it (MIG_DATA_SIZE
+ * estimates a whole STOP_COPY stream, not what pre-copy has ready), so the
+ * answer is a bounded read-ahead: with nothing held, one MIG_DATA_READ of
+ * max_data_xfer_size bytes is kept in the file and served first by the
+ * next read(). initial_bytes is what the file holds: more than 0 while
+ * the server has pre-copy data, 0 at its end for now; a lower bound, not a
+ * total. dirty_bytes is always 0: the protocol does not tell first-pass
+ * from re-sent state.
+ */
+static long vfio_user_mig_precopy_info(struct vfio_user_mig_file *migf,
+				       unsigned long arg)
+{
+	unsigned long minsz = offsetofend(struct vfio_precopy_info,
+					  dirty_bytes);
+	struct vfio_precopy_info info;
+	bool dry;
+	int ret = 0;
+
+	if (copy_from_user(&info, (void __user *)arg, minsz))
+		return -EFAULT;
+	if (info.argsz < minsz)
+		return -EINVAL;
+	if (mutex_lock_killable(&migf->lock))
+		return -EINTR;
+	if (migf->disabled) {
+		ret = -ENODEV;
+		goto out;
+	}
+	if (!migf->precopy) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (!migf->ahead)
+		ret = vfio_user_mig_fetch(migf, U32_MAX, &dry);
+	if (ret)
+		goto out;
+	info.flags = 0;
+	info.initial_bytes = migf->ahead_len - migf->ahead_pos;
+	info.dirty_bytes = 0;
+	if (copy_to_user((void __user *)arg, &info, minsz))
+		ret = -EFAULT;
+out:
+	mutex_unlock(&migf->lock);
+	return ret;
+}
+#endif
+
+static long vfio_user_mig_ioctl(struct file *filp, unsigned int cmd,
+				unsigned long arg)
+{
+#ifdef VFIO_USER_HAVE_PRE_COPY
+	if (cmd == VFIO_MIG_GET_PRECOPY_INFO)
+		return vfio_user_mig_precopy_info(filp->private_data, arg);
+#endif
+	return -ENOTTY;
 }
 
 /* One MIG_DATA_WRITE of at most @len bytes from @ubuf: bytes written. */
@@ -402,7 +563,7 @@ static int vfio_user_mig_release(struct inode *inode, struct file *filp)
 	struct vfio_user_mig_file *migf = filp->private_data;
 
 	/* the device dropped its reference at disable: the session is over */
-	WARN_ON_ONCE(migf->conn);
+	WARN_ON_ONCE(migf->conn || migf->ahead);
 	mutex_destroy(&migf->lock);
 	kfree(migf);
 	return 0;
@@ -411,19 +572,25 @@ static int vfio_user_mig_release(struct inode *inode, struct file *filp)
 static const struct file_operations vfio_user_mig_save_fops = {
 	.owner		= THIS_MODULE,
 	.read		= vfio_user_mig_read,
+	.unlocked_ioctl	= vfio_user_mig_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
 	.release	= vfio_user_mig_release,
 };
 
 static const struct file_operations vfio_user_mig_resume_fops = {
 	.owner		= THIS_MODULE,
 	.write		= vfio_user_mig_write,
+	.unlocked_ioctl	= vfio_user_mig_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
 	.release	= vfio_user_mig_release,
 };
 
 static struct vfio_user_mig_file *
 vfio_user_mig_file_new(struct vfio_user_device *udev,
-		       struct vfio_user_conn *conn, bool saving)
+		       struct vfio_user_conn *conn,
+		       enum vfio_device_mig_state state)
 {
+	bool saving = state != VFIO_DEVICE_STATE_RESUMING;
 	struct vfio_user_mig_file *migf;
 	struct file *filp;
 
@@ -433,6 +600,7 @@ vfio_user_mig_file_new(struct vfio_user_device *udev,
 	mutex_init(&migf->lock);
 	migf->udev = udev;
 	migf->saving = saving;
+	migf->precopy = vfio_user_mig_precopy(state);
 	filp = anon_inode_getfile("vfio_user_mig", saving ?
 				  &vfio_user_mig_save_fops :
 				  &vfio_user_mig_resume_fops,
@@ -463,6 +631,7 @@ static void vfio_user_mig_file_disable(struct vfio_user_device *udev)
 	migf->disabled = true;
 	conn = migf->conn;
 	migf->conn = NULL;
+	vfio_user_mig_drop_ahead(migf);
 	mutex_unlock(&migf->lock);
 	vfio_user_conn_put(conn);
 	udev->mig.file = NULL;
@@ -473,13 +642,23 @@ static void vfio_user_mig_file_disable(struct vfio_user_device *udev)
  * The FSM
  */
 
-/* The server's state for one of ours: RUNNING_P2P is STOP without P2P. */
+/*
+ * The server's state for one of ours. Without the server's P2P, each P2P
+ * state is the nearest server state that also initiates no DMA:
+ * RUNNING_P2P is STOP, PRE_COPY_P2P is STOP_COPY (the session goes on, the
+ * server stops; what it sends from then on is its final state). The one
+ * arc that cannot follow, PRE_COPY_P2P -> PRE_COPY (a server cannot leave
+ * STOP_COPY for PRE_COPY), is refused in vfio_user_mig_step().
+ */
 static u32 vfio_user_mig_wire(struct vfio_user_device *udev,
 			      enum vfio_device_mig_state state)
 {
-	if (state == VFIO_DEVICE_STATE_RUNNING_P2P &&
-	    !(udev->mig.srv_flags & VFIO_USER_MIGRATION_P2P))
+	if (udev->mig.srv_flags & VFIO_USER_MIGRATION_P2P)
+		return state;
+	if (state == VFIO_DEVICE_STATE_RUNNING_P2P)
 		return VFIO_USER_DEVICE_STATE_STOP;
+	if ((u32)state == VFIO_USER_DEVICE_STATE_PRE_COPY_P2P)
+		return VFIO_USER_DEVICE_STATE_STOP_COPY;
 	return state;
 }
 
@@ -541,6 +720,14 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 	u32 now;
 	int ret;
 
+	if (from == VFIO_USER_DEVICE_STATE_STOP_COPY &&
+	    vfio_user_mig_precopy(to)) {
+		dev_warn_ratelimited(vfio_user_dev(udev),
+				     "migration: %s -> %s needs a server with P2P (its STOP_COPY cannot go back to PRE_COPY)\n",
+				     vfio_user_mig_name(cur),
+				     vfio_user_mig_name(next));
+		return ERR_PTR(-EOPNOTSUPP);
+	}
 	ret = vfio_user_get_conn(udev, &conn);
 	if (ret == -EINTR)
 		return ERR_PTR(ret);
@@ -588,22 +775,30 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 
 	/*
 	 * Leaving a session: its data fd ends. After conn_sem: a read or
-	 * write holds the file's lock, then takes conn_sem.
+	 * write holds the file's lock, then takes conn_sem. PRE_COPY,
+	 * PRE_COPY_P2P and STOP_COPY are one saving session: within it the
+	 * fd stays (the core hands out none for PRE_COPY* -> STOP_COPY) and
+	 * learns whether a short read is the end for now or for good.
 	 */
-	if (cur == VFIO_DEVICE_STATE_STOP_COPY ||
-	    cur == VFIO_DEVICE_STATE_RESUMING)
-		vfio_user_mig_file_disable(udev);
-	if (next == VFIO_DEVICE_STATE_STOP_COPY ||
-	    next == VFIO_DEVICE_STATE_RESUMING) {
-		migf = vfio_user_mig_file_new(udev, mig->conn,
-					      next == VFIO_DEVICE_STATE_STOP_COPY);
+	if (vfio_user_mig_saving(cur) && vfio_user_mig_saving(next)) {
+		if (WARN_ON_ONCE(!mig->file))
+			return NULL;
+		mutex_lock(&mig->file->lock);
+		mig->file->precopy = vfio_user_mig_precopy(next);
+		mutex_unlock(&mig->file->lock);
+	} else {
+		if (vfio_user_mig_session(cur))
+			vfio_user_mig_file_disable(udev);
+		if (vfio_user_mig_session(next))
+			migf = vfio_user_mig_file_new(udev, mig->conn, next);
 		if (IS_ERR(migf)) {
 			vfio_user_mig_fail(udev, PTR_ERR(migf),
 					   "no data fd for %s",
 					   vfio_user_mig_name(next));
 			return ERR_CAST(migf);
 		}
-		mig->file = migf;
+		if (migf)
+			mig->file = migf;
 	}
 	mig->state = next;
 	if (next == VFIO_DEVICE_STATE_RUNNING && mig->conn) {
@@ -619,14 +814,16 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
  * @new_state: the state the consumer asks for
  *
  * Walks the core's FSM one arc at a time; arcs the core refuses (ERROR,
- * PRE_COPY, ...) fail with -EINVAL before anything reaches the server.
+ * PRE_COPY* when not offered, ...) fail with -EINVAL before anything
+ * reaches the server.
  *
  * Context: process context; each arc waits on the server at most
  * timeout_ms.
  * Return: the data fd's file when @new_state starts a session, NULL, or
  * an ERR_PTR: -EINVAL, -ENOTTY (no migration), -EIO (server lost: the
- * state is ERROR), -EINTR, or the server's errno (the arcs before the
- * refused one taken, the state where they led).
+ * state is ERROR), -EINTR, -EOPNOTSUPP (PRE_COPY_P2P -> PRE_COPY on a
+ * server without P2P), or the server's errno (the arcs before the refused
+ * one taken, the state where they led).
  */
 static struct file *
 vfio_user_mig_set_state(struct vfio_device *vdev,
