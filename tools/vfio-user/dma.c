@@ -329,6 +329,11 @@ static int dma_bar0(struct vus_dev *dev, void *priv, uint64_t off, void *buf,
  * it as a whole): u32 register bytes (DMA_REG_END), the registers, then
  * the copy in flight: u32 active, u32 mode, u64 src, u64 dst, u64 len,
  * u64 DMA messages sent. The load checks every field before it takes any.
+ *
+ * With --pre-copy the library asks first for a pre-copy frame (@final
+ * false) while the engine runs: u32 register bytes and the registers, a
+ * snapshot the destination checks (magic, version) and drops; the final
+ * frame (STOP_COPY) is the state.
  */
 #define DMA_MIG_VERSION		1
 
@@ -341,6 +346,8 @@ static int dma_save(struct vus_dev *dev, void *priv, struct vus_mig_stream *out,
 	err = vus_mig_stream__put_u32(out, DMA_REG_END);
 	if (!err)
 		err = vus_mig_stream__put(out, d->regs, DMA_REG_END);
+	if (!final)
+		return err;
 	if (!err)
 		err = vus_mig_stream__put_u32(out, d->active);
 	if (!err)
@@ -364,13 +371,19 @@ static int dma_load(struct vus_dev *dev, void *priv, struct vus_mig_stream *in,
 	uint32_t regs_len, active;
 	int err;
 
-	if (version != DMA_MIG_VERSION || !final)
+	if (version != DMA_MIG_VERSION)
 		return -EINVAL;
 	err = vus_mig_stream__get_u32(in, &regs_len);
 	if (!err && regs_len != DMA_REG_END)
 		err = -EINVAL;
 	if (!err)
 		err = vus_mig_stream__get(in, n.regs, DMA_REG_END);
+	if (!final) {		/* a pre-copy snapshot: checked, dropped */
+		if (!err && (reg32(&n, DMA_REG_MAGIC) != DMA_MAGIC ||
+			     reg32(&n, DMA_REG_VERSION) != 1))
+			err = -EINVAL;
+		return err;
+	}
 	if (!err)
 		err = vus_mig_stream__get_u32(in, &active);
 	if (!err)

@@ -149,6 +149,11 @@ static int null_bar0(struct vus_dev *dev, void *priv, uint64_t off,
  * registers, then BAR4's and BAR2's memory as the library encodes a
  * region (sparse). The destination must have been started with the same
  * --bar-size; the load checks every field before it takes any.
+ *
+ * With --pre-copy the library asks first for a pre-copy frame (@final
+ * false) while the device runs: BAR4's and BAR2's memory only, the bulk
+ * of the state, which the destination takes at once. The final frame
+ * (STOP_COPY) carries everything again, BAR writes made since included.
  */
 #define NULL_MIG_VERSION	1
 
@@ -158,6 +163,13 @@ static int null_save(struct vus_dev *dev, void *priv,
 	struct null_dev *n = priv;
 	int err;
 
+	if (!final) {
+		err = vus_mig_stream__put_region(out, VFIO_PCI_BAR4_REGION_INDEX);
+		if (!err)
+			err = vus_mig_stream__put_region(out,
+							 VFIO_PCI_BAR2_REGION_INDEX);
+		return err;
+	}
 	err = vus_mig_stream__put_u32(out, NULL_REG_END);
 	if (!err)
 		err = vus_mig_stream__put(out, n->regs, NULL_REG_END);
@@ -176,8 +188,15 @@ static int null_load(struct vus_dev *dev, void *priv,
 	uint64_t off;
 	int err;
 
-	if (version != NULL_MIG_VERSION || !final)
+	if (version != NULL_MIG_VERSION)
 		return -EINVAL;
+	if (!final) {		/* a pre-copy frame: the BARs' memory */
+		err = vus_mig_stream__get_region(in, VFIO_PCI_BAR4_REGION_INDEX);
+		if (!err)
+			err = vus_mig_stream__get_region(in,
+							 VFIO_PCI_BAR2_REGION_INDEX);
+		return err;
+	}
 	err = vus_mig_stream__get_u32(in, &regs_len);
 	if (!err && regs_len != NULL_REG_END)
 		err = -EINVAL;

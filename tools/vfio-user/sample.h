@@ -113,6 +113,7 @@ struct sample_opts {
 	uint64_t bar_size;	/* null: size of the large BAR2 */
 	bool mmap;		/* null: offer BAR4 for mmap (sparse) */
 	bool verbose;
+	bool pre_copy;		/* offer PRE_COPY (&vus_mig_opts.pre_copy) */
 };
 
 /*

@@ -33,6 +33,7 @@
 /* getopt values of long options without a short one */
 #define OPT_STRICT_DMA_REPLY	0x100
 #define OPT_NO_MIGRATION	0x101
+#define OPT_PRE_COPY		0x110
 #define OPT_COUNT		0x102
 #define OPT_THREADS		0x103
 
@@ -226,6 +227,9 @@ static void usage(FILE *f)
 "                        the twin socket\n"
 "      --no-migration    do not offer migration (DEVICE_FEATURE and\n"
 "                        MIG_DATA_* get EOPNOTSUPP)\n"
+"      --pre-copy        offer PRE_COPY (and PRE_COPY_P2P): a client may\n"
+"                        read a first part of the device state while the\n"
+"                        device runs; STOP_COPY then sends it all again\n"
 "  -v, --verbose         log library messages, every DMA/IRQ and every\n"
 "                        migration state change\n"
 "  -h, --help            this text\n"
@@ -293,7 +297,7 @@ static int sample_dev_setup(struct sample_dev *sd, const struct sample_opts *o,
 		 .subsys_id = backend->device_id,
 		 .class_code = SAMPLE_CLASS_CODE, .irq_pin = 1);
 	VUS_OPTS(vus_mig_opts, mopts, .ops = &sample_mig_ops,
-		 .version = backend->mig_version);
+		 .version = backend->mig_version, .pre_copy = o->pre_copy);
 	int err;
 
 	sd->dev = vus_dev__new(&dopts);
@@ -369,6 +373,7 @@ int main(int argc, char **argv)
 		{ "twin-socket", no_argument, NULL, 't' },
 		{ "strict-dma-reply", no_argument, NULL, OPT_STRICT_DMA_REPLY },
 		{ "no-migration", no_argument, NULL, OPT_NO_MIGRATION },
+		{ "pre-copy", no_argument, NULL, OPT_PRE_COPY },
 		{ "count", required_argument, NULL, OPT_COUNT },
 		{ "threads", required_argument, NULL, OPT_THREADS },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -419,6 +424,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_NO_MIGRATION:
 			migration = false;
+			break;
+		case OPT_PRE_COPY:
+			o.pre_copy = true;
 			break;
 		case OPT_COUNT:
 		case OPT_THREADS:
