@@ -136,6 +136,27 @@ static inline void vfio_user_vm_flags_clear(struct vm_area_struct *vma,
 #endif
 
 /*
+ * The DMA logging ops (6.1) write the consumer's bitmap with
+ * iova_bitmap_set(): exported by vfio.ko until 6.6; since 6.7 by iommufd,
+ * in namespace IOMMUFD (a string since 6.13), and only when something
+ * selects CONFIG_IOMMUFD_DRIVER (an IOMMU driver with dirty tracking built
+ * with IOMMUFD, or a variant driver); without it the core's
+ * DMA_LOGGING_REPORT cannot work, so the log is not offered.
+ */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 7, 0)
+#define VFIO_USER_HAVE_DIRTY_LOG	1
+#elif IS_ENABLED(CONFIG_IOMMUFD_DRIVER)
+#define VFIO_USER_HAVE_DIRTY_LOG	1
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+#define VFIO_USER_DIRTY_LOG_NS		"IOMMUFD"
+#else
+#define VFIO_USER_DIRTY_LOG_NS		IOMMUFD
+#endif
+#else
+#define VFIO_USER_HAVE_DIRTY_LOG	0
+#endif
+
+/*
  * PRE_COPY (6.2): the core's FSM has PRE_COPY and PRE_COPY_P2P, and the
  * data fd's VFIO_MIG_GET_PRECOPY_INFO. 6.1's vfio_mig_get_next_state()
  * knows neither state: PRE_COPY is not offered there.

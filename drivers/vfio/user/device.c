@@ -457,6 +457,7 @@ static int vfio_user_init_dev(struct vfio_device *vdev)
 	init_rwsem(&udev->conn_sem);
 	init_rwsem(&udev->dma_sem);
 	mutex_init(&udev->window_mutex);
+	mutex_init(&udev->log_lock);
 	INIT_WORK(&udev->window_work, vfio_user_window_work);
 	vfio_user_mig_init(udev);
 	udev->state = VFIO_USER_DETACHED;
@@ -483,6 +484,7 @@ static void vfio_user_release_dev(struct vfio_device *vdev)
 	vfio_user_free_regions(udev->regions, udev->num_regions);
 	vfio_user_irqs_free(udev);
 	vfio_user_mig_exit(udev);
+	mutex_destroy(&udev->log_lock);
 	mutex_destroy(&udev->window_mutex);
 	mutex_destroy(&udev->irq_lock);
 	mutex_destroy(&udev->attach_mutex);
@@ -543,7 +545,8 @@ static int vfio_user_open_device(struct vfio_device *vdev)
  *
  * Stops serving DMA (waits for a DMA access in progress), unpins what the
  * server's shared-memory mappings pinned (zapping them), asks a live
- * server to disable the interrupts and drops the consumer's eventfds.
+ * server to disable the interrupts, drops the consumer's eventfds and
+ * stops a DMA log the consumer left started.
  *
  * Context: process context, the VFIO core's dev_set lock held. Waits on
  * the server at most timeout_ms per IRQ index.
@@ -567,6 +570,8 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 	down_write(&udev->conn_sem);
 	udev->open = false;
 	up_write(&udev->conn_sem);
+	/* (after the window's unpins: they mark what they held) */
+	vfio_user_dirty_stop(udev);
 }
 
 /**

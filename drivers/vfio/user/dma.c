@@ -107,6 +107,8 @@ static int vfio_user_dma_write_pages(struct vfio_user_device *udev, u64 addr,
 	unsigned int i;
 
 	for (i = 0; i < dp->nr; i++) {
+		/* logged before it is written, and before the reply */
+		vfio_user_dirty_mark(udev, addr, dp->bv[i].bv_len);
 		if (vfio_dma_rw(&udev->vdev, addr,
 				page_address(dp->bv[i].bv_page),
 				dp->bv[i].bv_len, true))

@@ -118,6 +118,9 @@ static int vfio_user_probe(struct mdev_device *mdev)
 	dev_set_drvdata(&mdev->dev, udev);
 	/* (flags 0, no migration, until a server offers it) */
 	udev->vdev.mig_ops = &vfio_user_mig_ops;
+#if VFIO_USER_HAVE_DIRTY_LOG
+	udev->vdev.log_ops = &vfio_user_log_ops;
+#endif
 
 	ret = vfio_user_stats_add(udev);
 	if (ret)

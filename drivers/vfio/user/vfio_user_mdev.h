@@ -579,6 +579,8 @@ struct vfio_user_mig {
  * @stats: per-CPU counters (stats.c)
  * @debugfs: the device's debugfs directory, or an error/NULL
  * @mig: migration (migration.c)
+ * @log_lock: serialises DMA logging START, STOP and REPORT (dirty.c)
+ * @dirty: the started DMA log or NULL; RCU, written under @log_lock
  */
 struct vfio_user_device {
 	struct vfio_device vdev;
@@ -619,6 +621,8 @@ struct vfio_user_device {
 	struct vfio_user_stats __percpu *stats;
 	struct dentry *debugfs;
 	struct vfio_user_mig mig;
+	struct mutex log_lock;		/* dirty */
+	struct vfio_user_dirty __rcu *dirty;
 };
 
 static inline struct vfio_user_device *
@@ -703,6 +707,12 @@ void vfio_user_info_free(struct vfio_user_info *info);
 bool vfio_user_same_shape(struct vfio_user_device *udev,
 			  struct vfio_user_info *info);
 
+/* dirty.c */
+struct vfio_user_dirty;
+void vfio_user_dirty_mark(struct vfio_user_device *udev, u64 iova, u64 len);
+void vfio_user_dirty_stop(struct vfio_user_device *udev);
+extern const struct vfio_log_ops vfio_user_log_ops;
+
 /* window.c */
 int vfio_user_window_init(void);
 struct file *vfio_user_pseudo_file(const char *name,
@@ -716,6 +726,8 @@ void vfio_user_window_unmap(struct vfio_user_device *udev, u64 iova,
 			    u64 length);
 void vfio_user_window_close(struct vfio_user_device *udev);
 void vfio_user_window_revoke(struct vfio_user_device *udev);
+void vfio_user_window_mark_pinned(struct vfio_user_device *udev, u64 iova,
+				  u64 len);
 void vfio_user_window_work(struct work_struct *work);
 unsigned long vfio_user_window_pinned(struct vfio_user_device *udev);
 

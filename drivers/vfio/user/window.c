@@ -239,6 +239,10 @@ static void vfio_user_window_unpin(struct vfio_user_device *udev,
 {
 	bool container = !READ_ONCE(udev->iommufd_bound);
 
+	/* written through the server's mapping up to now, for all we know */
+	if (!pin->ro)
+		vfio_user_dirty_mark(udev, pin->index << PAGE_SHIFT,
+				     (u64)pin->npages << PAGE_SHIFT);
 	if (container)
 		lockdep_off();
 	vfio_unpin_pages(&udev->vdev, pin->index << PAGE_SHIFT, pin->npages);
@@ -718,6 +722,45 @@ void vfio_user_window_unmap(struct vfio_user_device *udev, u64 iova,
 	if (w && iova >> PAGE_SHIFT < w->pages)
 		vfio_user_window_invalidate(w, udev, iova >> PAGE_SHIFT,
 					    min(last, w->pages), false, true);
+	mutex_unlock(&udev->window_mutex);
+}
+
+/**
+ * vfio_user_window_mark_pinned() - log the window's writable pins as dirty
+ * @udev: the device
+ * @iova: start of the range reported
+ * @len: its length
+ *
+ * The server writes them through its own mapping, unseen: while a page
+ * stays pinned writable it counts as written at every DMA log report.
+ *
+ * Context: process context (a DMA log report, dirty.c's log_lock held).
+ */
+void vfio_user_window_mark_pinned(struct vfio_user_device *udev, u64 iova,
+				  u64 len)
+{
+	struct vfio_user_window *w;
+	struct vfio_user_pin *pin;
+	unsigned long index;
+	u64 last;
+
+	if (!len || check_add_overflow(iova, len - 1, &last))
+		return;
+	mutex_lock(&udev->window_mutex);
+	w = udev->window;
+	if (w) {
+		mutex_lock(&w->lock);
+		xa_for_each_range(&w->pins, index, pin, iova >> PAGE_SHIFT,
+				  last >> PAGE_SHIFT) {
+			if (!pin->ro)
+				vfio_user_dirty_mark(udev,
+						     pin->index << PAGE_SHIFT,
+						     (u64)pin->npages << PAGE_SHIFT);
+			/* (the next page after this pin's) */
+			index = pin->index + pin->npages - 1;
+		}
+		mutex_unlock(&w->lock);
+	}
 	mutex_unlock(&udev->window_mutex);
 }
 

@@ -28,7 +28,7 @@ fi
 # The programs that open the device as a consumer (not fuzz_test: what it
 # varies is the server's messages, whatever the consumer's backend), and
 # QEMU 11 (QEMU 7.2 has no iommufd backend).
-iommufd_tests="mdev_lifecycle_test client_test hostile_test killloop_test consumer_test signal_test window_test mmap_test twin_test migration_test qemu11_test.sh"
+iommufd_tests="mdev_lifecycle_test client_test hostile_test killloop_test consumer_test signal_test window_test mmap_test twin_test migration_test dma_log_test qemu11_test.sh"
 # Under iommufd, some programs run only the cases the backend changes (the
 # harness's -t/-f filters): pinning, vfio_dma_rw, the unmap callback, the
 # device cdev's open and close.
