@@ -7,7 +7,9 @@
  * another (the DMA engine's registers and its paused copy, the null
  * device's BAR memory), corrupt streams, servers killed mid-session, a
  * stream that never ends (fault_server --mig-endless) and type1's dirty
- * log of server DMA.
+ * log of server DMA. With the samples' --pre-copy (6.2 on): PRE_COPY
+ * offered exactly then, every arc with PRE_COPY*, GET_PRECOPY_INFO, a
+ * pre-copy round trip and a server killed in PRE_COPY.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +29,18 @@
 
 #include "kselftest_harness.h"
 #include "vfio_user_util.h"
+
+/* PRE_COPY's uAPI (6.2), for older installed headers */
+#ifndef VFIO_MIGRATION_PRE_COPY
+#define VFIO_MIGRATION_PRE_COPY		(1 << 2)
+#endif
+struct precopy_info {
+	uint32_t argsz;
+	uint32_t flags;
+	uint64_t initial_bytes;
+	uint64_t dirty_bytes;
+};
+#define MIG_GET_PRECOPY_INFO		_IO(VFIO_TYPE, VFIO_BASE + 21)
 
 /* The DMA sample's BAR0 (tools/vfio-user/sample.h). */
 #define REG_MAGIC		0x00
@@ -65,6 +79,7 @@
 
 #define SAMPLE			"vfio-user-sample"
 #define MAX_BYTES_PARAM	"/sys/module/vfio_user_mdev/parameters/mig_max_bytes"
+#define PRE_COPY_PARAM	"/sys/module/vfio_user_mdev/parameters/mig_pre_copy"
 
 /*
  * States by number: 6.1's uapi has no PRE_COPY states, and the FSM test
@@ -84,6 +99,10 @@
 #define OFFERED_FLAGS	(VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P)
 #define OFFERED_STATES	(1U << ST_STOP | 1U << ST_RUNNING | 1U << ST_STOP_COPY | \
 			 1U << ST_RESUMING | 1U << ST_RUNNING_P2P)
+/* with a server started with --pre-copy (kernels with PRE_COPY, 6.2 on) */
+#define PRE_COPY_FLAGS	(OFFERED_FLAGS | VFIO_MIGRATION_PRE_COPY)
+#define PRE_COPY_STATES	(OFFERED_STATES | 1U << ST_PRE_COPY | \
+			 1U << ST_PRE_COPY_P2P)
 
 /* Bound of a stream read or written here: far more than the samples save. */
 #define STREAM_MAX		(64 << 20)
@@ -97,6 +116,12 @@ static const char *const nomig_args[] = {
 	"--device", "dma", "--no-migration", NULL,
 };
 static const char *const endless_args[] = { "--mig-endless", NULL };
+static const char *const dma_pre_args[] = {
+	"--device", "dma", "--pre-copy", NULL,
+};
+static const char *const null_pre_args[] = {
+	"--device", "null", "--bar-size", "4M", "--pre-copy", NULL,
+};
 
 static const char *const state_names[] = {
 	"ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING", "RUNNING_P2P",
@@ -377,6 +402,7 @@ struct mdev {
 FIXTURE(mig) {
 	struct mdev a, b;
 	char max_bytes[32];
+	char pre_copy[8];
 };
 
 static void dev_init(struct mdev *d)
@@ -453,9 +479,11 @@ FIXTURE_SETUP(mig)
 	dev_init(&self->a);
 	dev_init(&self->b);
 	self->max_bytes[0] = '\0';
+	self->pre_copy[0] = '\0';
 	if (access(VU_TYPE_DIR, F_OK))
 		SKIP(return, "vfio_user_mdev is not loaded");
 	vu_sysfs_read(MAX_BYTES_PARAM, self->max_bytes, sizeof(self->max_bytes));
+	vu_sysfs_read(PRE_COPY_PARAM, self->pre_copy, sizeof(self->pre_copy));
 }
 
 FIXTURE_TEARDOWN(mig)
@@ -465,6 +493,9 @@ FIXTURE_TEARDOWN(mig)
 	/* (endless_stream_efbig lowers it) */
 	if (self->max_bytes[0])
 		vu_sysfs_write(MAX_BYTES_PARAM, self->max_bytes);
+	/* (pre_copy_param_off clears it) */
+	if (self->pre_copy[0])
+		vu_sysfs_write(PRE_COPY_PARAM, self->pre_copy);
 }
 
 /*
@@ -573,34 +604,43 @@ TEST_F(mig, illegal_targets)
 	ASSERT_EQ(0, mig_set(self->a.fd, ST_RUNNING, NULL));
 }
 
+static bool saving_state(uint32_t s)
+{
+	return s == ST_STOP_COPY || s == ST_PRE_COPY || s == ST_PRE_COPY_P2P;
+}
+
 /*
- * Every (from, to) pair of states 0..8 with from offered: the SET works
- * exactly when @to is offered (the VFIO core's vfio_mig_get_next_state()
- * finds a path between any two offered states and none to ERROR, the
- * PRE_COPY states or past the last), the device then reports @to, and a
- * SET that enters STOP_COPY or RESUMING (and only such a SET) returns a
- * data fd. A refused SET leaves @from. RESUMING is always fed a valid
+ * Every (from, to) pair of states 0..8 with from in @offered: the SET
+ * works exactly when @to is in @offered and the VFIO core's
+ * vfio_mig_get_next_state() has a path (none to ERROR, to states not
+ * offered, past the last, or from STOP_COPY back to PRE_COPY*), the
+ * device then reports @to, and a SET that starts a session (and only such
+ * a SET) returns a data fd: RESUMING, or a saving state (PRE_COPY*,
+ * STOP_COPY) from outside them; PRE_COPY* -> STOP_COPY goes on with the
+ * fd it has. A refused SET leaves @from. RESUMING is always fed a valid
  * stream, saved from the same device first, so that leaving it loads.
  */
-TEST_F_TIMEOUT(mig, all_arcs, 300)
+static void all_arcs_of(struct __test_metadata *_metadata, int fd,
+			uint32_t offered)
 {
 	uint8_t *stream = NULL;
 	ssize_t len = 0;
 	uint32_t from, to;
-	int fd, cur, dfd, ret, n = 0;
+	int cur, dfd, ret, n = 0;
 
-	dev_start(_metadata, &self->a, dma_args);
-	fd = self->a.fd;
 	save(_metadata, fd, &stream, &len);
 	ASSERT_EQ(0, mig_set(fd, ST_RUNNING, NULL));
 
 	for (from = 0; from < ST_NR; from++) {
-		if (!(OFFERED_STATES & (1U << from)))
+		if (!(offered & (1U << from)))
 			continue;
 		for (to = 0; to <= ST_NR; to++) {
-			bool ok = to < ST_NR && (OFFERED_STATES & (1U << to));
+			bool ok = to < ST_NR && (offered & (1U << to)) &&
+				  !(from == ST_STOP_COPY &&
+				    (to == ST_PRE_COPY || to == ST_PRE_COPY_P2P));
 			bool session = to != from &&
-				       (to == ST_STOP_COPY || to == ST_RESUMING);
+				       (to == ST_RESUMING ||
+					(saving_state(to) && !saving_state(from)));
 
 			cur = dfd = -1;
 			ASSERT_EQ(0, mig_set(fd, from, &cur))
@@ -628,6 +668,12 @@ TEST_F_TIMEOUT(mig, all_arcs, 300)
 			/* a new resuming session: fed before it is left */
 			if (dfd >= 0 && mig_state(fd) == ST_RESUMING)
 				ASSERT_EQ(0, write_stream(dfd, stream, len));
+			/* a saving session that went on: its fd still reads */
+			if (ok && saving_state(from) && to == ST_STOP_COPY &&
+			    from != to)
+				EXPECT_LT(0, drain(cur))
+					TH_LOG("%s -> %s: the fd", state_name(from),
+					       state_name(to));
 			ret = mig_set(fd, ST_RUNNING, NULL);
 			ASSERT_EQ(0, ret) TH_LOG("(%s -> %u) -> RUNNING: %s",
 						 state_name(from), to,
@@ -642,6 +688,12 @@ TEST_F_TIMEOUT(mig, all_arcs, 300)
 	ksft_print_msg("%d pairs\n", n);
 	EXPECT_EQ(ST_RUNNING, mig_state(fd));
 	free(stream);
+}
+
+TEST_F_TIMEOUT(mig, all_arcs, 300)
+{
+	dev_start(_metadata, &self->a, dma_args);
+	all_arcs_of(_metadata, self->a.fd, OFFERED_STATES);
 }
 
 /*
@@ -1139,8 +1191,8 @@ TEST_F_TIMEOUT(mig, corrupt_stream_refused, 120)
  * RUNNING; region accesses fail (EIO) until a fresh server is attached,
  * after which the device works and offers migration again.
  */
-static void recover_after_kill(struct __test_metadata *_metadata,
-			       struct mdev *d)
+static void recover_after_kill_flags(struct __test_metadata *_metadata,
+				     struct mdev *d, uint64_t want_flags)
 {
 	static const uint32_t targets[] = {
 		ST_RUNNING, ST_STOP, ST_STOP_COPY, ST_RESUMING, ST_RUNNING_P2P,
@@ -1171,7 +1223,7 @@ static void recover_after_kill(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, rd32(d->fd, REG_MAGIC, &v));
 	EXPECT_EQ(DMA_MAGIC, v);
 	ASSERT_EQ(0, mig_flags(d->fd, &flags));
-	EXPECT_EQ(OFFERED_FLAGS, flags);
+	EXPECT_EQ(want_flags, flags);
 	EXPECT_EQ(ST_RUNNING, mig_state(d->fd));
 	/* and migrates: a STOP_COPY session to its end */
 	ASSERT_EQ(0, mig_set(d->fd, ST_STOP_COPY, &dfd));
@@ -1179,6 +1231,12 @@ static void recover_after_kill(struct __test_metadata *_metadata,
 	EXPECT_LT(0, drain(dfd));
 	close(dfd);
 	ASSERT_EQ(0, mig_set(d->fd, ST_RUNNING, NULL));
+}
+
+static void recover_after_kill(struct __test_metadata *_metadata,
+			       struct mdev *d)
+{
+	recover_after_kill_flags(_metadata, d, OFFERED_FLAGS);
 }
 
 /* The server is killed in STOP_COPY, after the first bytes were read. */
@@ -1636,6 +1694,351 @@ TEST_F_TIMEOUT(mig, dirty_pages_type1_window, 120)
 	ASSERT_EQ(0, dirty_tracking(c, false));
 	ASSERT_EQ(0, vu_dma_unmap(c, iova, 2 * sz));
 	munmap(buf, 2 * sz);
+}
+
+/*
+ * PRE_COPY
+ */
+
+static bool have_pre_copy(void)
+{
+	return !kernel_before(6, 2);
+}
+
+/* VFIO_MIG_GET_PRECOPY_INFO on @dfd: 0 or -errno. */
+static int precopy_info(int dfd, struct precopy_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->argsz = sizeof(*info);
+	return ioctl(dfd, MIG_GET_PRECOPY_INFO, info) ? -errno : 0;
+}
+
+/*
+ * Reads a pre-copy session until the device has nothing more for now:
+ * read() fails with ENOMSG (include/uapi/linux/vfio.h). Appends to @buf
+ * (@cap bytes) at *@len; returns the bytes read, or -errno of another
+ * failure (-EFBIG past @cap, -ENODATA for a read() of 0: an end of stream
+ * in PRE_COPY).
+ */
+static ssize_t read_pre_copy(int dfd, uint8_t *buf, size_t cap, size_t *len)
+{
+	size_t start = *len;
+	ssize_t r;
+
+	for (;;) {
+		if (*len == cap)
+			return -EFBIG;
+		r = read(dfd, buf + *len, cap - *len < CHUNK ? cap - *len : CHUNK);
+		if (r < 0)
+			return errno == ENOMSG ? (ssize_t)(*len - start) : -errno;
+		if (!r)
+			return -ENODATA;
+		*len += r;
+	}
+}
+
+/*
+ * PRE_COPY is offered exactly when the server offers it (--pre-copy) and
+ * the kernel's FSM has it (6.2 on; 6.1's vfio_mig_get_next_state() has no
+ * PRE_COPY: STOP_COPY | P2P only there, PRE_COPY targets EINVAL). A
+ * re-attach under the open consumer to a server without pre-copy would
+ * change the offer: refused (EBUSY); the first server again is taken.
+ */
+TEST_F(mig, pre_copy_offered)
+{
+	bool have = have_pre_copy();
+	struct vu_server plain;
+	uint64_t flags = 0;
+	uint32_t v = 0;
+	int dfd = -1;
+
+	dev_start(_metadata, &self->a, dma_pre_args);
+	dev_start(_metadata, &self->b, dma_args);
+	ASSERT_EQ(0, mig_flags(self->a.fd, &flags));
+	EXPECT_EQ(have ? PRE_COPY_FLAGS : OFFERED_FLAGS, flags);
+	ASSERT_EQ(0, mig_flags(self->b.fd, &flags));
+	EXPECT_EQ(OFFERED_FLAGS, flags);
+	EXPECT_EQ(-EINVAL, mig_set(self->b.fd, ST_PRE_COPY, &dfd));
+	EXPECT_EQ(-1, dfd);
+	EXPECT_EQ(-EINVAL, mig_set(self->b.fd, ST_PRE_COPY_P2P, &dfd));
+	EXPECT_EQ(ST_RUNNING, mig_state(self->b.fd));
+
+	EXPECT_EQ(have ? 0 : -EINVAL, mig_set(self->a.fd, ST_PRE_COPY, &dfd));
+	if (have) {
+		EXPECT_LE(0, dfd);
+		EXPECT_EQ(ST_PRE_COPY, mig_state(self->a.fd));
+		/* running: registers work */
+		ASSERT_EQ(0, wr32(self->a.fd, REG_SCRATCH, 0x600d));
+		ASSERT_EQ(0, rd32(self->a.fd, REG_SCRATCH, &v));
+		EXPECT_EQ(0x600d, v);
+		ASSERT_EQ(0, mig_set(self->a.fd, ST_RUNNING, NULL));
+		if (dfd >= 0) {
+			/* the session is over */
+			EXPECT_EQ(-1, read(dfd, &v, sizeof(v)));
+			EXPECT_EQ(ENODEV, errno);
+			close(dfd);
+		}
+	}
+
+	ASSERT_EQ(0, vu_server_start(&plain, SAMPLE, dma_args));
+	EXPECT_EQ(have ? -EBUSY : 0, vu_mdev_attach(self->a.uuid, &plain));
+	vu_server_stop(&plain);
+	ASSERT_EQ(0, vu_mdev_attach(self->a.uuid, &self->a.srv));
+	ASSERT_EQ(0, mig_flags(self->a.fd, &flags));
+	EXPECT_EQ(have ? PRE_COPY_FLAGS : OFFERED_FLAGS, flags);
+	ASSERT_EQ(0, rd32(self->a.fd, REG_MAGIC, &v));
+	EXPECT_EQ(DMA_MAGIC, v);
+}
+
+/*
+ * mig_pre_copy=N (for servers that announce PRE_COPY without doing it, as
+ * libvfio-user does for every device): a --pre-copy server attached then
+ * gets STOP_COPY | P2P only, and PRE_COPY targets are EINVAL.
+ */
+TEST_F(mig, pre_copy_param_off)
+{
+	uint64_t flags = 0;
+	int dfd = -1;
+
+	ASSERT_NE(0, self->pre_copy[0]) TH_LOG("no %s", PRE_COPY_PARAM);
+	ASSERT_EQ(0, vu_sysfs_write(PRE_COPY_PARAM, "N"));
+	dev_start(_metadata, &self->a, dma_pre_args);
+	ASSERT_EQ(0, mig_flags(self->a.fd, &flags));
+	EXPECT_EQ(OFFERED_FLAGS, flags);
+	EXPECT_EQ(-EINVAL, mig_set(self->a.fd, ST_PRE_COPY, &dfd));
+	EXPECT_EQ(-1, dfd);
+	EXPECT_EQ(ST_RUNNING, mig_state(self->a.fd));
+}
+
+/*
+ * all_arcs with PRE_COPY and PRE_COPY_P2P offered: every pair of states
+ * 0..8 against the core's FSM (STOP_COPY -> PRE_COPY* refused by it),
+ * data fds only where a session starts, PRE_COPY* -> STOP_COPY going on
+ * with the pre-copy fd to the end of the stream.
+ */
+TEST_F_TIMEOUT(mig, all_arcs_pre_copy, 400)
+{
+	if (!have_pre_copy())
+		SKIP(return, "no PRE_COPY in the VFIO core before 6.2");
+	dev_start(_metadata, &self->a, dma_pre_args);
+	all_arcs_of(_metadata, self->a.fd, PRE_COPY_STATES);
+}
+
+/*
+ * GET_PRECOPY_INFO answers in PRE_COPY and PRE_COPY_P2P: initial_bytes
+ * more than 0 while the server has pre-copy data (the module reads one
+ * chunk ahead, which read() then returns first), 0 once it is read (and
+ * read() fails with ENOMSG), dirty_bytes 0. Elsewhere EINVAL: in
+ * STOP_COPY on the same fd, on a STOP_COPY fd, on a RESUMING fd; an
+ * argsz below the struct is EINVAL; after the session ENODEV.
+ */
+TEST_F_TIMEOUT(mig, precopy_info_states, 120)
+{
+	struct precopy_info info;
+	uint64_t first;
+	uint8_t *buf;
+	size_t len = 0;
+	ssize_t pre, rest;
+	int dfd = -1, sfd = -1, rfd = -1;
+
+	if (!have_pre_copy())
+		SKIP(return, "no PRE_COPY in the VFIO core before 6.2");
+	buf = malloc(STREAM_MAX);
+	ASSERT_NE(NULL, buf);
+	dev_start(_metadata, &self->a, null_pre_args);
+
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_PRE_COPY, &dfd));
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(0, precopy_info(dfd, &info));
+	EXPECT_LT(0, info.initial_bytes);
+	EXPECT_EQ(0, info.dirty_bytes);
+	/* asked again: the same chunk, nothing read meanwhile */
+	first = info.initial_bytes;
+	ASSERT_EQ(0, precopy_info(dfd, &info));
+	EXPECT_EQ(first, info.initial_bytes);
+	info.argsz = 8;
+	EXPECT_EQ(-1, ioctl(dfd, MIG_GET_PRECOPY_INFO, &info));
+	EXPECT_EQ(EINVAL, errno);
+
+	/* 7 bytes: what was read ahead is served first, and shrinks */
+	ASSERT_EQ(7, read(dfd, buf, 7));
+	len = 7;
+	ASSERT_EQ(0, precopy_info(dfd, &info));
+	pre = read_pre_copy(dfd, buf, STREAM_MAX, &len);
+	ASSERT_LE(0, pre) TH_LOG("pre-copy read: %s", strerror(-pre));
+	ksft_print_msg("pre-copy: %zu bytes\n", len);
+	EXPECT_LT(0, len);
+	ASSERT_EQ(0, precopy_info(dfd, &info));
+	EXPECT_EQ(0, info.initial_bytes);
+	EXPECT_EQ(0, info.dirty_bytes);
+	EXPECT_EQ(-1, read(dfd, buf, 1));
+	EXPECT_EQ(ENOMSG, errno);
+
+	/* PRE_COPY_P2P: still pre-copy */
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_PRE_COPY_P2P, &sfd));
+	EXPECT_EQ(-1, sfd);
+	EXPECT_EQ(0, precopy_info(dfd, &info));
+
+	/* STOP_COPY: the same fd, no info, the rest of the stream */
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP_COPY, &sfd));
+	EXPECT_EQ(-1, sfd);
+	EXPECT_EQ(-EINVAL, precopy_info(dfd, &info));
+	rest = drain(dfd);
+	EXPECT_LT(0, rest);
+	EXPECT_EQ(0, read(dfd, buf, 1));
+	EXPECT_EQ(-EINVAL, precopy_info(dfd, &info));
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP, NULL));
+	EXPECT_EQ(-ENODEV, precopy_info(dfd, &info));
+	close(dfd);
+
+	/* a STOP_COPY session from STOP, and a RESUMING one: EINVAL */
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP_COPY, &sfd));
+	ASSERT_LE(0, sfd);
+	EXPECT_EQ(-EINVAL, precopy_info(sfd, &info));
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP, NULL));
+	close(sfd);
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_RESUMING, &rfd));
+	ASSERT_LE(0, rfd);
+	EXPECT_EQ(-EINVAL, precopy_info(rfd, &info));
+	close(rfd);
+	ASSERT_EQ(0, ioctl(self->a.fd, VFIO_DEVICE_RESET));
+	EXPECT_EQ(ST_RUNNING, mig_state(self->a.fd));
+	free(buf);
+}
+
+/*
+ * A pre-copy round trip between two null devices on two servers: BAR
+ * memory and registers written on A, RUNNING -> PRE_COPY, the pre-copy
+ * data read while A runs (the BARs' memory: most of the stream), then a
+ * BAR and a register changed in PRE_COPY, -> STOP_COPY on the same fd,
+ * the rest read to the end. B loads the whole stream: it shows A's state
+ * with the changes made during pre-copy.
+ */
+TEST_F_TIMEOUT(mig, pre_copy_round_trip, 180)
+{
+	uint8_t pat[4096], got[4096];
+	struct precopy_info info;
+	uint8_t *stream;
+	size_t len = 0, pre;
+	uint64_t v = 0;
+	unsigned int j;
+	ssize_t r;
+	int dfd = -1, sfd = -1;
+
+	if (!have_pre_copy())
+		SKIP(return, "no PRE_COPY in the VFIO core before 6.2");
+	stream = malloc(STREAM_MAX);
+	ASSERT_NE(NULL, stream);
+	dev_start(_metadata, &self->a, null_pre_args);
+	dev_start(_metadata, &self->b, null_pre_args);
+
+	for (j = 0; j < sizeof(pat); j++)
+		pat[j] = (uint8_t)(j * 7 + 3);
+	ASSERT_EQ(0, bar_wr(self->a.fd, 2, 0x30000, pat, sizeof(pat)));
+	ASSERT_EQ(0, bar_wr(self->a.fd, 4, 0x2000, pat, sizeof(pat)));
+	ASSERT_EQ(0, wr64(self->a.fd, NULL_REG_SCRATCH, 0x1111222233334444ULL));
+
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_PRE_COPY, &dfd));
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(0, precopy_info(dfd, &info));
+	EXPECT_LT(0, info.initial_bytes);
+	r = read_pre_copy(dfd, stream, STREAM_MAX, &len);
+	ASSERT_LE(0, r) TH_LOG("pre-copy read: %s", strerror(-r));
+	pre = len;
+	EXPECT_LT(2 * sizeof(pat), pre);
+	/* the device runs in PRE_COPY: changes after the pre-copy data */
+	for (j = 0; j < sizeof(pat); j++)
+		pat[j] = (uint8_t)(j * 11 + 5);
+	ASSERT_EQ(0, bar_wr(self->a.fd, 2, 0x30000, pat, sizeof(pat)));
+	ASSERT_EQ(0, wr64(self->a.fd, NULL_REG_SCRATCH, 0x5555666677778888ULL));
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP_COPY, &sfd));
+	EXPECT_EQ(-1, sfd);
+	for (;;) {
+		ASSERT_GT(STREAM_MAX, len);
+		r = read(dfd, stream + len, CHUNK);
+		ASSERT_LE(0, r) TH_LOG("STOP_COPY read: %m");
+		if (!r)
+			break;
+		len += r;
+	}
+	ksft_print_msg("pre-copy %zu bytes, STOP_COPY %zu bytes\n", pre,
+		       len - pre);
+	EXPECT_LT(pre, len);
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP, NULL));
+	close(dfd);
+
+	load(_metadata, self->b.fd, stream, len);
+	ASSERT_EQ(0, mig_set(self->b.fd, ST_RUNNING, NULL));
+	ASSERT_EQ(0, rd64(self->b.fd, NULL_REG_SCRATCH, &v));
+	EXPECT_EQ(0x5555666677778888ULL, v);
+	ASSERT_EQ(0, bar_rd(self->b.fd, 2, 0x30000, got, sizeof(got)));
+	EXPECT_EQ(0, memcmp(pat, got, sizeof(got)));
+	for (j = 0; j < sizeof(pat); j++)
+		pat[j] = (uint8_t)(j * 7 + 3);
+	ASSERT_EQ(0, bar_rd(self->b.fd, 4, 0x2000, got, sizeof(got)));
+	EXPECT_EQ(0, memcmp(pat, got, sizeof(got)));
+
+	/* the pre-copy part alone is no state: refused, B unchanged */
+	ASSERT_EQ(0, mig_set(self->b.fd, ST_RESUMING, &dfd));
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(0, write_stream(dfd, stream, pre));
+	EXPECT_NE(0, mig_set(self->b.fd, ST_STOP, NULL));
+	close(dfd);
+	ASSERT_EQ(0, ioctl(self->b.fd, VFIO_DEVICE_RESET));
+	free(stream);
+}
+
+/*
+ * The server is killed in PRE_COPY after part of the pre-copy data was
+ * read: the next read fails within the bound, GET_PRECOPY_INFO fails, the
+ * device reports ERROR; a reset and a fresh server recover it, PRE_COPY
+ * offered again.
+ */
+TEST_F_TIMEOUT(mig, server_killed_in_pre_copy, 120)
+{
+	struct precopy_info info;
+	uint8_t b[CHUNK];
+	double t0, dt;
+	ssize_t r;
+	int dfd = -1, ret;
+
+	if (!have_pre_copy())
+		SKIP(return, "no PRE_COPY in the VFIO core before 6.2");
+	__dev_start(_metadata, &self->a, SAMPLE, false, dma_pre_args,
+		    KILL_TIMEOUT_MS, NULL);
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_PRE_COPY, &dfd));
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(16, read(dfd, b, 16));
+	ASSERT_EQ(0, vu_server_signal(&self->a.srv, SIGKILL));
+
+	t0 = vu_now();
+	r = read(dfd, b, sizeof(b));
+	dt = vu_now() - t0;
+	/* (what was read ahead may come first) */
+	if (r > 0)
+		r = read(dfd, b, sizeof(b));
+	EXPECT_EQ(-1, r) TH_LOG("read %zd bytes from a dead server", r);
+	EXPECT_NE(ENOMSG, errno);
+	ksft_print_msg("read after the kill: %s in %.2f s\n",
+		       r < 0 ? strerror(errno) : "no error", dt);
+	EXPECT_GT(KILL_TIMEOUT_MS / 1000.0 + 2, vu_now() - t0);
+	EXPECT_NE(0, precopy_info(dfd, &info));
+	EXPECT_EQ(ST_ERROR, mig_state(self->a.fd));
+
+	t0 = vu_now();
+	ret = mig_set(self->a.fd, ST_STOP_COPY, NULL);
+	EXPECT_NE(0, ret);
+	EXPECT_GT(KILL_TIMEOUT_MS / 1000.0 + 2, vu_now() - t0);
+	EXPECT_EQ(-1, read(dfd, b, sizeof(b)));
+	close(dfd);
+	recover_after_kill_flags(_metadata, &self->a, PRE_COPY_FLAGS);
+	/* and pre-copies again */
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_PRE_COPY, &dfd));
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(0, precopy_info(dfd, &info));
+	EXPECT_LT(0, info.initial_bytes);
+	close(dfd);
+	ASSERT_EQ(0, mig_set(self->a.fd, ST_RUNNING, NULL));
 }
 
 TEST_HARNESS_MAIN
