@@ -616,7 +616,8 @@ VUS_API void vus_loop__delete(struct vus_loop *loop);
  * From now on the loop's thread processes the device: do not call
  * vus_dev__process() or vus_dev__run() on it meanwhile.
  * vus_dev__delete() removes a device from its loop first, so a device may
- * be deleted in any order with its loop, also from a callback.
+ * be deleted before or after its loop, also from a callback of another
+ * device of the loop (never from one of its own, loop or not).
  *
  * Return: 0, -EEXIST already in @loop, -EBUSY in another loop,
  * -EINVAL, -ENOMEM, or -errno from epoll_ctl().
