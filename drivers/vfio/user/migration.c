@@ -37,7 +37,7 @@
 static unsigned long long vfio_user_mig_max_bytes = 1ULL << 30;
 module_param_named(mig_max_bytes, vfio_user_mig_max_bytes, ullong, 0644);
 MODULE_PARM_DESC(mig_max_bytes,
-		 "Most bytes of device state one STOP_COPY session reads from a server before it fails with EFBIG (default 1 GiB)");
+		 "Most bytes of device state one saving session (PRE_COPY* and STOP_COPY) reads from a server before it fails with EFBIG (default 1 GiB)");
 
 static bool vfio_user_mig_pre_copy = true;
 module_param_named(mig_pre_copy, vfio_user_mig_pre_copy, bool, 0644);
