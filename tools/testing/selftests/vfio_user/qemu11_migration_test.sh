@@ -3,7 +3,7 @@
 #
 # Live migration of a running vfio_user mdev by an unmodified QEMU 11
 # (Debian's, from the trixie chroot, run by qemu_chroot.sh) on the legacy
-# VFIO container: a source QEMU with -device vfio-pci,sysfsdev=A,
+# VFIO container or iommufd: a source QEMU with -device vfio-pci,sysfsdev=A,
 # enable-migration=on on mdev A (DMA sample, server 1) migrates over a UNIX
 # socket into a destination QEMU started with -incoming defer on mdev B
 # (DMA sample, server 2). As in qemu_test.sh there is no guest OS: each
@@ -27,9 +27,11 @@
 # Runs as root with vfio_user_mdev loaded (tools/testing/vm/vm-run). Skips
 # without QEMU >= 11 in the chroot, the module, the sample server, or when
 # the kernel offers no migration (QEMU: "migration is not supported in
-# kernel"). Always on the container (VU_VFIO_BACKEND is not looked at:
-# iommufd logs no dirty pages for emulated devices). Exit: 0 pass, 4 skip,
-# 1 fail. Prints TAP.
+# kernel"). VU_VFIO_BACKEND=iommufd: both QEMUs reach their mdev through
+# an iommufd object; iommufd logs no dirty pages for an emulated-IOMMU
+# device, so the migration then needs the mdev's own DMA log (where the
+# kernel has one: run_tests.sh lists this test @iommufd only there).
+# Exit: 0 pass, 4 skip, 1 fail. Prints TAP.
 
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -106,7 +108,8 @@ side() {
 # to it, and QEMU 11 on the mdev (qtest and QMP on FIFOs: two QEMUs at a
 # time, where qemu_lib.sh's coprocess allows one), stopped (-S).
 side_up() {
-	local -a args
+	local -a args backend=()
+	local iommufd=""
 	side "$1"
 	shift
 	ql_server_start && ql_mdev_create && ql_mdev_attach ||
@@ -117,11 +120,16 @@ side_up() {
 	     {MQ_QT_W}<> "$QL_DIR/qtest.in" {MQ_QT_R}<> "$QL_DIR/qtest.out"
 	QL_Q=("$MQ_QT_R" "$MQ_QT_W")
 	: > "$QL_DIR/qmp-events"
+	if [ "${VU_VFIO_BACKEND:-container}" = iommufd ]; then
+		backend=(-object iommufd,id=iommufd0)
+		iommufd=,iommufd=iommufd0
+	fi
 	# shellcheck disable=SC2054 # commas belong to QEMU's option syntax
 	args=(-machine pc -nodefaults -display none -m 256M -S -bios "$HLT_BIOS"
+	      "${backend[@]}"
 	      -qtest stdio -qtest-log /dev/null
 	      -chardev "pipe,id=qmp,path=$QL_DIR/qmp" -mon chardev=qmp,mode=control
-	      -device "vfio-pci,sysfsdev=$QL_MDEVS/$QL_UUID,id=vu0,addr=$QL_SLOT.0,enable-migration=on,migration-events=on"
+	      -device "vfio-pci,sysfsdev=$QL_MDEVS/$QL_UUID,id=vu0,addr=$QL_SLOT.0,enable-migration=on,migration-events=on$iommufd"
 	      -trace 'vfio_msi*' -trace 'vfio_migration*' -trace 'vfio_save_setup'
 	      -trace 'vfio_save_complete_precopy' -trace 'vfio_save_cleanup'
 	      -trace 'vfio_load_state' -trace 'vfio_load_cleanup'
@@ -618,7 +626,7 @@ if ! side_up src; then
 	tap_finish
 fi
 echo "1..$NTESTS"
-note "$("$QL_QEMU" --version | head -n 1); VFIO container; kernel $(uname -r); work dir $TOP_DIR"
+note "$("$QL_QEMU" --version | head -n 1); VFIO ${VU_VFIO_BACKEND:-container}; kernel $(uname -r); work dir $TOP_DIR"
 check source_starts t_source_runs
 check guest_programs_device t_guest_state
 check cancel_while_ram_is_sent t_cancel_active
