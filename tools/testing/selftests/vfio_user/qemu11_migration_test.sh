@@ -134,6 +134,7 @@ side_up() {
 	QL_Q=("$MQ_QT_R" "$MQ_QT_W")
 	: > "$QL_DIR/qmp-events"
 	if [ "${VU_VFIO_BACKEND:-container}" = iommufd ]; then
+		# shellcheck disable=SC2054 # commas belong to QEMU's option syntax
 		backend=(-object iommufd,id=iommufd0)
 		iommufd=,iommufd=iommufd0
 	fi
