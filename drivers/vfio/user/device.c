@@ -570,7 +570,6 @@ static void vfio_user_close_device(struct vfio_device *vdev)
 	down_write(&udev->conn_sem);
 	udev->open = false;
 	up_write(&udev->conn_sem);
-	/* (after the window's unpins: they mark what they held) */
 	vfio_user_dirty_stop(udev);
 }
 

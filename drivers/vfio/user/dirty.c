@@ -11,8 +11,10 @@
  * in every round. Every byte the server writes into the consumer's memory
  * passes through the module, so the module keeps the log:
  *
- *  - message DMA: each DMA_WRITE marks its range before vfio_dma_rw()
- *    writes it, and before the reply tells the server it is done, so a
+ *  - message DMA: each DMA_WRITE marks its range once vfio_dma_rw() has
+ *    written it (or failed: it may have written part), before the reply
+ *    tells the server it is done; an arc into a stopped state waits for
+ *    the DMA commands received before the server's reply to it, so a
  *    server that has stopped (STOP, STOP_COPY) has nothing left unmarked;
  *  - the shared-memory window: the server writes through its own mapping,
  *    which the module never sees written. A page it pinned writable counts
@@ -24,13 +26,15 @@
  * page size it asked for or coarser (at most VFIO_USER_DIRTY_MAX_BITS bits
  * in all; a coarser page is reported whole). Marking is lock-free (RCU for
  * the log's lifetime, atomic bit operations); START, STOP and REPORT are
- * serialised by @log_lock. A REPORT takes the bits it reports and clears
- * them in one atomic operation per word, so a DMA_WRITE marking meanwhile
- * is either in this report or in the next.
+ * serialised by &vfio_user_device.log_lock. A REPORT takes the bits it
+ * reports and clears them in one atomic operation per word, so a
+ * DMA_WRITE marking meanwhile is either in this report or in the next;
+ * since a write is marked after it lands, a report that sees the mark
+ * sends the page's new contents.
  *
- * Offered where the kernel hands drivers an iova_bitmap: 6.2 and later,
- * built with CONFIG_IOMMUFD_DRIVER (Debian's 6.12 and 7.3 are not; the
- * test VM's debug kernel is). The log outlives a server's re-attach: it
+ * Offered where the kernel hands drivers an iova_bitmap (compat.h): 6.1
+ * to 6.6 always, since 6.7 only with CONFIG_IOMMUFD_DRIVER (Debian's 6.12
+ * and 7.3 have none; the test VM's debug kernel has it). The log outlives a server's re-attach: it
  * is the device's, not the connection's. The server's own dirty log
  * (vfio-user DEVICE_FEATURE DMA_LOGGING_*) is not used: the module sees
  * every write it could report but the window's.
@@ -71,6 +75,11 @@ struct vfio_user_dirty_range {
  * @shift: log page size, log2
  * @nr: number of @ranges
  * @ranges: in ascending order, disjoint (the core checked)
+ *
+ * Allocated by log_start and published in &vfio_user_device.dirty under
+ * its log_lock; read by vfio_user_dirty_mark() under RCU and by REPORT
+ * under log_lock; unpublished under log_lock and freed after an RCU grace
+ * period by vfio_user_dirty_stop().
  */
 struct vfio_user_dirty {
 	unsigned int shift;
@@ -118,8 +127,8 @@ static void vfio_user_dirty_free(struct vfio_user_dirty *d)
  * @iova: first byte written
  * @len: bytes
  *
- * A no-op while no log is started; bytes outside the log's ranges are
- * not recorded (the consumer did not ask about them).
+ * Called after the write. A no-op while no log is started; bytes outside
+ * the log's ranges are not recorded (the consumer did not ask about them).
  *
  * Context: any context; does not sleep.
  */
@@ -144,6 +153,8 @@ void vfio_user_dirty_mark(struct vfio_user_device *udev, u64 iova, u64 len)
 			break;
 		b = vfio_user_dirty_bit(d, r, max_t(u64, iova, r->first));
 		e = vfio_user_dirty_bit(d, r, min_t(u64, last, r->last));
+		/* the data written before the mark a REPORT takes */
+		smp_mb__before_atomic();
 		for (; b <= e; b++)
 			set_bit(b, r->bits);
 	}
@@ -182,7 +193,12 @@ void vfio_user_dirty_stop(struct vfio_user_device *udev)
  * @vdev: the VFIO device
  * @ranges: the IOVA ranges to log, disjoint, aligned to *@page_size
  * @nnodes: number of @ranges
- * @page_size: the page size asked for; set to the one the log uses
+ * @page_size: the page size asked for; set to the one the log uses: at
+ *	least PAGE_SIZE, and doubled until the bitmaps of all ranges hold at
+ *	most VFIO_USER_DIRTY_MAX_BITS bits
+ *
+ * A second START before a STOP fails with -EBUSY (the log exists; mlx5 and
+ * pds say -EINVAL, which here means a bad argument).
  *
  * Context: process context. May sleep (allocates the bitmaps).
  * Return: 0; -EBUSY a log is already started; -EINVAL @page_size is not a
@@ -255,9 +271,11 @@ err:
 
 /*
  * Takes the bits of @r for [@first, @last] (a part of @r), clears them and
- * sets them in @dirty. A log page reaching past @last (a log page coarser
- * than the report's, split between two calls) is reported but left set,
- * for the call with its rest.
+ * sets them in @dirty, one iova_bitmap_set() per run of dirty pages. A log
+ * page partly outside [@first, @last] and partly inside @r (a log page
+ * coarser than the report's, or a report of part of a range) is reported
+ * but left set, so that the call with its other part reports it too: a
+ * page reported twice is sent twice, a page not reported is lost.
  */
 static void vfio_user_dirty_take(const struct vfio_user_dirty *d,
 				 struct vfio_user_dirty_range *r,
@@ -266,34 +284,49 @@ static void vfio_user_dirty_take(const struct vfio_user_dirty *d,
 {
 	unsigned long b = vfio_user_dirty_bit(d, r, first);
 	unsigned long e = vfio_user_dirty_bit(d, r, last);
-	unsigned long page = 1UL << d->shift;
+	unsigned long mask = BIT(d->shift) - 1;
+	unsigned long run_first = 0, run_last = 0;
+	bool run = false;
 	unsigned long w;
 
 	for (w = BIT_WORD(b); w <= BIT_WORD(e); w++) {
 		unsigned long want = ~0UL, keep = 0, got;
 
-		if (w == BIT_WORD(b))
+		if (w == BIT_WORD(b)) {
 			want &= BITMAP_FIRST_WORD_MASK(b);
+			if (first != r->first && (first & mask))
+				keep |= BIT(b % BITS_PER_LONG);
+		}
 		if (w == BIT_WORD(e)) {
 			want &= BITMAP_LAST_WORD_MASK(e + 1);
-			if ((last | (page - 1)) != last)
-				keep = BIT(e % BITS_PER_LONG);
+			if (last != r->last && (last & mask) != mask)
+				keep |= BIT(e % BITS_PER_LONG);
 		}
 		got = atomic_long_fetch_andnot(want & ~keep,
 					       (atomic_long_t *)&r->bits[w]);
 		got &= want;
 		while (got) {
 			unsigned long bit = w * BITS_PER_LONG + __ffs(got);
-			unsigned long start, end;
+			unsigned long page = ((r->first >> d->shift) + bit) <<
+					     d->shift;
+			unsigned long start = max(page, first);
 
-			start = ((r->first >> d->shift) + bit) << d->shift;
-			end = start + page - 1;
-			start = max(start, first);
-			end = min(end, last);
-			iova_bitmap_set(dirty, start, end - start + 1);
+			if (run && start != run_last + 1) {
+				iova_bitmap_set(dirty, run_first,
+						run_last - run_first + 1);
+				run = false;
+			}
+			if (!run)
+				run_first = start;
+			run_last = min(page | mask, last);
+			run = true;
 			got &= got - 1;
 		}
+		if (!(w % 256))
+			cond_resched();
 	}
+	if (run)
+		iova_bitmap_set(dirty, run_first, run_last - run_first + 1);
 }
 
 /**
@@ -345,7 +378,13 @@ out:
 	return ret;
 }
 
-/* vfio_log_ops.log_stop */
+/**
+ * vfio_user_log_stop() - vfio_log_ops.log_stop
+ * @vdev: the VFIO device
+ *
+ * Context: process context. Waits for an RCU grace period.
+ * Return: 0, also when no log was started.
+ */
 static int vfio_user_log_stop(struct vfio_device *vdev)
 {
 	vfio_user_dirty_stop(to_vfio_user_device(vdev));

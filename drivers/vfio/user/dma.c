@@ -107,11 +107,13 @@ static int vfio_user_dma_write_pages(struct vfio_user_device *udev, u64 addr,
 	unsigned int i;
 
 	for (i = 0; i < dp->nr; i++) {
-		/* logged before it is written, and before the reply */
+		int ret = vfio_dma_rw(&udev->vdev, addr,
+				      page_address(dp->bv[i].bv_page),
+				      dp->bv[i].bv_len, true);
+
+		/* after the write, even a failed one (it may have written part) */
 		vfio_user_dirty_mark(udev, addr, dp->bv[i].bv_len);
-		if (vfio_dma_rw(&udev->vdev, addr,
-				page_address(dp->bv[i].bv_page),
-				dp->bv[i].bv_len, true))
+		if (ret)
 			return -EFAULT;
 		addr += dp->bv[i].bv_len;
 	}
@@ -418,6 +420,21 @@ void vfio_user_cmd_free(struct vfio_user_cmd *cmd)
 {
 	vfio_user_dma_pages_free(cmd->data);
 	kvfree(cmd);
+}
+
+/**
+ * vfio_user_cmds_flush() - serve the server's commands received so far
+ * @conn: the connection
+ *
+ * Returns once every DMA command the receiver queued before the call has
+ * been served (its DMA_WRITE written and logged, its reply sent).
+ *
+ * Context: process context; holds up the caller for the commands queued
+ * (each one bounded like any DMA access).
+ */
+void vfio_user_cmds_flush(struct vfio_user_conn *conn)
+{
+	flush_work(&conn->cmd_work);
 }
 
 /**

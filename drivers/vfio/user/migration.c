@@ -138,6 +138,15 @@ static int vfio_user_mig_srv_set(struct vfio_user_device *udev,
 	/* after a failure the server's state is unknown: asked again */
 	WRITE_ONCE(udev->mig.srv_state,
 		   ret ? VFIO_USER_DEVICE_STATE_ERROR : state);
+	/*
+	 * A stopped server initiates no DMA, but what it sent before its
+	 * reply may still be queued (a DMA_WRITE without a reply, one on the
+	 * twin socket read first): served, so written and in the DMA log,
+	 * before the arc returns and the consumer's last dirty sync.
+	 */
+	if (!ret && (state == VFIO_USER_DEVICE_STATE_STOP ||
+		     state == VFIO_USER_DEVICE_STATE_STOP_COPY))
+		vfio_user_cmds_flush(conn);
 	return ret;
 }
 

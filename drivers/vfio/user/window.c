@@ -34,7 +34,8 @@
  * whatever the server still maps).
  *
  * Locking: the server's mmap lock > @lock; @dma_sem (read) > @lock;
- * udev->window_mutex > @lock; the consumer's mmap lock and the IOMMU
+ * udev->window_mutex > @lock; udev->log_lock (dirty.c) > window_mutex
+ * (a DMA log report); the consumer's mmap lock and the IOMMU
  * driver's locks are taken with none of ours held but @dma_sem (read) and
  * window_mutex (unpinning). An invalidation waits, with window_mutex held,
  * for pins in progress; those wait for the IOMMU driver's lock only (see
@@ -744,6 +745,7 @@ void vfio_user_window_mark_pinned(struct vfio_user_device *udev, u64 iova,
 	unsigned long index;
 	u64 last;
 
+	lockdep_assert_held(&udev->log_lock);
 	if (!len || check_add_overflow(iova, len - 1, &last))
 		return;
 	mutex_lock(&udev->window_mutex);
@@ -756,7 +758,7 @@ void vfio_user_window_mark_pinned(struct vfio_user_device *udev, u64 iova,
 				vfio_user_dirty_mark(udev,
 						     pin->index << PAGE_SHIFT,
 						     (u64)pin->npages << PAGE_SHIFT);
-			/* (the next page after this pin's) */
+			/* xa_find_after() goes on past the pin's last page */
 			index = pin->index + pin->npages - 1;
 		}
 		mutex_unlock(&w->lock);
