@@ -29,8 +29,9 @@
 # the kernel offers no migration (QEMU: "migration is not supported in
 # kernel"). VU_VFIO_BACKEND=iommufd: both QEMUs reach their mdev through
 # an iommufd object; iommufd logs no dirty pages for an emulated-IOMMU
-# device, so the migration then needs the mdev's own DMA log (where the
-# kernel has one: run_tests.sh lists this test @iommufd only there).
+# device, so the migration then needs the mdev's own DMA log: skipped
+# where the kernel has none (no iova_bitmap_set; not in make check: 439 s
+# on the debug kernel, run it as qemu11_migration_test.sh@iommufd).
 # VU_MIG_PRE_COPY=1: both servers offer PRE_COPY (vfio-user-sample
 # --pre-copy; the module offers it from 6.2 on), so QEMU reads device
 # state while RAM is sent and stops the source's device into STOP_COPY
@@ -57,6 +58,10 @@ v=$("$QL_QEMU" --version 2> /dev/null |
 [ -n "$v" ] && [ "$v" -ge 11 ] || skip_all "no QEMU >= 11 in the trixie chroot (${v:-none})"
 ql_init
 [ -x "$QL_SAMPLE" ] || skip_all "sample server not built ($QL_SAMPLE)"
+if [ "${VU_VFIO_BACKEND:-container}" = iommufd ] &&
+   ! grep -qE ' iova_bitmap_set($|[[:space:]])' /proc/kallsyms; then
+	skip_all "iommufd logs nothing for the mdev and this kernel has no iova_bitmap for the mdev's own DMA log"
+fi
 # the source server's state at the switchover point, and its saving arc
 MQ_STOPPED=STOP
 MQ_SAVE_ARC="STOP->STOP_COPY"
