@@ -138,15 +138,6 @@ static int vfio_user_mig_srv_set(struct vfio_user_device *udev,
 	/* after a failure the server's state is unknown: asked again */
 	WRITE_ONCE(udev->mig.srv_state,
 		   ret ? VFIO_USER_DEVICE_STATE_ERROR : state);
-	/*
-	 * A stopped server initiates no DMA, but what it sent before its
-	 * reply may still be queued (a DMA_WRITE without a reply, one on the
-	 * twin socket read first): served, so written and in the DMA log,
-	 * before the arc returns and the consumer's last dirty sync.
-	 */
-	if (!ret && (state == VFIO_USER_DEVICE_STATE_STOP ||
-		     state == VFIO_USER_DEVICE_STATE_STOP_COPY))
-		vfio_user_cmds_flush(conn);
 	return ret;
 }
 
@@ -225,6 +216,26 @@ static bool vfio_user_mig_session(u32 state)
 }
 
 /*
+ * The server's state for one of ours. Without the server's P2P, each P2P
+ * state is the nearest server state that also initiates no DMA:
+ * RUNNING_P2P is STOP, PRE_COPY_P2P is STOP_COPY (the session goes on, the
+ * server stops; what it sends from then on is its final state). The one
+ * arc that cannot follow, PRE_COPY_P2P -> PRE_COPY (a server cannot leave
+ * STOP_COPY for PRE_COPY), is refused in vfio_user_mig_step().
+ */
+static u32 vfio_user_mig_wire(struct vfio_user_device *udev,
+			      enum vfio_device_mig_state state)
+{
+	if (udev->mig.srv_flags & VFIO_USER_MIGRATION_P2P)
+		return state;
+	if (state == VFIO_DEVICE_STATE_RUNNING_P2P)
+		return VFIO_USER_DEVICE_STATE_STOP;
+	if ((u32)state == VFIO_USER_DEVICE_STATE_PRE_COPY_P2P)
+		return VFIO_USER_DEVICE_STATE_STOP_COPY;
+	return state;
+}
+
+/*
  * The data fd
  */
 
@@ -238,8 +249,15 @@ static bool vfio_user_mig_session(u32 state)
  *	after its current request
  * @disabled: the session ended: every call fails with -ENODEV
  * @saving: a saving session (read: PRE_COPY*, STOP_COPY), else RESUMING
+ * @arc: an arc within the saving session waits for @lock: a read in
+ *	flight returns what it has after its current request
+ * @srv_precopy: the server is in PRE_COPY or PRE_COPY_P2P (set by the
+ *	arcs, under @lock): a short MIG_DATA_READ is its end for now, not the
+ *	end of the stream; without the server's P2P our PRE_COPY_P2P is its
+ *	STOP_COPY, where a short reply is the end
  * @precopy: the FSM is in PRE_COPY or PRE_COPY_P2P (set by the arcs,
- *	under @lock): a short MIG_DATA_READ is the server's end for now,
+ *	under @lock): GET_PRECOPY_INFO answers, a read that finds the server
+ *	dry for now fails with -ENOMSG,
  *	not the end of the stream
  * @eof: the server ended its data (in STOP_COPY)
  * @bytes: bytes received from the server so far
@@ -256,7 +274,9 @@ struct vfio_user_mig_file {
 	struct vfio_user_conn *conn;
 	bool disabling;
 	bool disabled;
+	bool arc;
 	bool saving;
+	bool srv_precopy;
 	bool precopy;
 	bool eof;
 	u64 bytes;
@@ -377,7 +397,7 @@ static int vfio_user_mig_fetch(struct vfio_user_mig_file *migf, size_t len,
 	}
 	if (m < n) {
 		*dry = true;
-		if (!migf->precopy) {
+		if (!migf->srv_precopy) {
 			migf->eof = true;
 			WRITE_ONCE(udev->mig.size_hint, migf->bytes);
 		}
@@ -413,7 +433,8 @@ static ssize_t vfio_user_mig_read(struct file *filp, char __user *buf,
 		return -ESPIPE;
 	if (mutex_lock_killable(&migf->lock))
 		return -EINTR;
-	while (done < len && !READ_ONCE(migf->disabling)) {
+	while (done < len && !READ_ONCE(migf->disabling) &&
+	       !(done && READ_ONCE(migf->arc))) {
 		if (!migf->ahead) {
 			if (migf->eof || dry)
 				break;
@@ -433,9 +454,9 @@ static ssize_t vfio_user_mig_read(struct file *filp, char __user *buf,
 		if (migf->ahead_pos == migf->ahead_len)
 			vfio_user_mig_drop_ahead(migf);
 	}
-	if (migf->disabled)
+	if (migf->disabled || (!done && READ_ONCE(migf->disabling)))
 		ret = -ENODEV;
-	else if (!done && !ret && dry && migf->precopy)
+	else if (!done && !ret && dry && migf->srv_precopy)
 		ret = -ENOMSG;
 	mutex_unlock(&migf->lock);
 	return done ? done : ret;
@@ -561,7 +582,7 @@ static ssize_t vfio_user_mig_write(struct file *filp, const char __user *buf,
 			break;
 		done += ret;
 	}
-	if (migf->disabled)
+	if (migf->disabled || (!done && READ_ONCE(migf->disabling)))
 		ret = -ENODEV;
 	mutex_unlock(&migf->lock);
 	return done ? done : ret;
@@ -610,6 +631,7 @@ vfio_user_mig_file_new(struct vfio_user_device *udev,
 	migf->udev = udev;
 	migf->saving = saving;
 	migf->precopy = vfio_user_mig_precopy(state);
+	migf->srv_precopy = vfio_user_mig_precopy(vfio_user_mig_wire(udev, state));
 	filp = anon_inode_getfile("vfio_user_mig", saving ?
 				  &vfio_user_mig_save_fops :
 				  &vfio_user_mig_resume_fops,
@@ -650,26 +672,6 @@ static void vfio_user_mig_file_disable(struct vfio_user_device *udev)
 /*
  * The FSM
  */
-
-/*
- * The server's state for one of ours. Without the server's P2P, each P2P
- * state is the nearest server state that also initiates no DMA:
- * RUNNING_P2P is STOP, PRE_COPY_P2P is STOP_COPY (the session goes on, the
- * server stops; what it sends from then on is its final state). The one
- * arc that cannot follow, PRE_COPY_P2P -> PRE_COPY (a server cannot leave
- * STOP_COPY for PRE_COPY), is refused in vfio_user_mig_step().
- */
-static u32 vfio_user_mig_wire(struct vfio_user_device *udev,
-			      enum vfio_device_mig_state state)
-{
-	if (udev->mig.srv_flags & VFIO_USER_MIGRATION_P2P)
-		return state;
-	if (state == VFIO_DEVICE_STATE_RUNNING_P2P)
-		return VFIO_USER_DEVICE_STATE_STOP;
-	if ((u32)state == VFIO_USER_DEVICE_STATE_PRE_COPY_P2P)
-		return VFIO_USER_DEVICE_STATE_STOP_COPY;
-	return state;
-}
 
 /* The FSM goes to ERROR: session over, with the cause in the log. */
 static void vfio_user_mig_fail(struct vfio_user_device *udev, int err,
@@ -790,10 +792,17 @@ static struct file *vfio_user_mig_step(struct vfio_user_device *udev,
 	 * learns whether a short read is the end for now or for good.
 	 */
 	if (vfio_user_mig_saving(cur) && vfio_user_mig_saving(next)) {
-		if (WARN_ON_ONCE(!mig->file))
-			return NULL;
+		if (WARN_ON_ONCE(!mig->file)) {
+			vfio_user_mig_fail(udev, -EIO, "no data fd for %s",
+					   vfio_user_mig_name(next));
+			return ERR_PTR(-EIO);
+		}
+		/* a read in flight returns what it has after its request */
+		WRITE_ONCE(mig->file->arc, true);
 		mutex_lock(&mig->file->lock);
 		mig->file->precopy = vfio_user_mig_precopy(next);
+		mig->file->srv_precopy = vfio_user_mig_precopy(to);
+		WRITE_ONCE(mig->file->arc, false);
 		mutex_unlock(&mig->file->lock);
 	} else {
 		if (vfio_user_mig_session(cur))
