@@ -13,9 +13,11 @@
  *
  *  - message DMA: each DMA_WRITE marks its range once vfio_dma_rw() has
  *    written it (or failed: it may have written part), before the reply
- *    tells the server it is done; an arc into a stopped state waits for
- *    the DMA commands received before the server's reply to it, so a
- *    server that has stopped (STOP, STOP_COPY) has nothing left unmarked;
+ *    tells the server it is done, so a server that waits for its DMA
+ *    replies (our library, libvfio-user) has nothing left unmarked once
+ *    it has stopped (STOP, STOP_COPY). A DMA_WRITE sent without waiting
+ *    for its reply (the no-reply flag) just before stopping may be served
+ *    after the consumer's last sync: a server must not do that;
  *  - the shared-memory window: the server writes through its own mapping,
  *    which the module never sees written. A page it pinned writable counts
  *    as dirty in every report while it stays pinned (as type1 reports

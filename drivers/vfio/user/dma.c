@@ -423,21 +423,6 @@ void vfio_user_cmd_free(struct vfio_user_cmd *cmd)
 }
 
 /**
- * vfio_user_cmds_flush() - serve the server's commands received so far
- * @conn: the connection
- *
- * Returns once every DMA command the receiver queued before the call has
- * been served (its DMA_WRITE written and logged, its reply sent).
- *
- * Context: process context; holds up the caller for the commands queued
- * (each one bounded like any DMA access).
- */
-void vfio_user_cmds_flush(struct vfio_user_conn *conn)
-{
-	flush_work(&conn->cmd_work);
-}
-
-/**
  * vfio_user_cmds_stop() - stop serving a dead connection's commands
  * @conn: the connection, dead
  *

@@ -766,7 +766,6 @@ void vfio_user_cmd_queue(struct vfio_user_conn *conn,
 			 struct vfio_user_cmd *cmd);
 bool vfio_user_cmds_full(struct vfio_user_conn *conn);
 void vfio_user_cmd_free(struct vfio_user_cmd *cmd);
-void vfio_user_cmds_flush(struct vfio_user_conn *conn);
 void vfio_user_cmds_stop(struct vfio_user_conn *conn);
 int vfio_user_dma_announce(struct vfio_user_conn *conn);
 

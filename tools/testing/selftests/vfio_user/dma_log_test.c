@@ -277,16 +277,9 @@ TEST_F(dlog, offered)
 	bool want = kernel_has_iova_bitmap();
 	int ret;
 
-	ret = vu_server_start(&self->srv, "vfio-user-sample", dma_args);
-	if (ret == -ENOENT)
-		SKIP(return, "vfio-user-sample not built");
-	ASSERT_EQ(0, ret);
-	vu_uuid_gen(self->uuid);
-	ASSERT_EQ(0, vu_mdev_create(self->uuid));
-	self->created = true;
-	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
-	self->fd = vu_vfio_open(self->uuid, &self->container, &self->group);
-	ASSERT_LE(0, self->fd);
+	dev_start(_metadata, self, NULL);
+	if (self->fd < 0)
+		return;
 	ret = feature(self->fd, VFIO_DEVICE_FEATURE_PROBE |
 		      VFIO_DEVICE_FEATURE_SET |
 		      VFIO_DEVICE_FEATURE_DMA_LOGGING_START, NULL, 0);
