@@ -103,6 +103,11 @@ void vus_loop__delete(struct vus_loop *loop)
 {
 	if (!loop)
 		return;
+	if (loop->in_round) {
+		/* the round in progress still uses it */
+		pr_warn("loop: vus_loop__delete() from a callback of its own device ignored\n");
+		return;
+	}
 	while (loop->entries)
 		vus_loop__remove(loop, loop->entries->dev);
 	vus_loop_free_dead(loop);
@@ -236,6 +241,9 @@ int vus_loop__process(struct vus_loop *loop)
 
 	if (!loop)
 		return vus_err(-EINVAL);
+	/* a device's handler still running would get its next message */
+	if (loop->in_round)
+		return vus_err(-EBUSY);
 	n = vus_loop_round(loop, 0);
 	if (n < 0)
 		return vus_err(n == -EINTR ? 0 : n);
@@ -248,6 +256,8 @@ int vus_loop__run(struct vus_loop *loop)
 
 	if (!loop)
 		return vus_err(-EINVAL);
+	if (loop->in_round)
+		return vus_err(-EBUSY);
 	while (!atomic_exchange(&loop->stop, false)) {
 		n = vus_loop_round(loop, -1);
 		if (n < 0)

@@ -604,7 +604,8 @@ VUS_API struct vus_loop *vus_loop__new(const struct vus_loop_opts *opts);
 /**
  * vus_loop__delete() - remove every device (devices are not deleted) and
  * free the loop
- * @loop: loop or NULL; not from a callback of one of its devices
+ * @loop: loop or NULL; not from a callback of one of its devices (ignored
+ *	there, with a warning: the round in progress still uses the loop)
  */
 VUS_API void vus_loop__delete(struct vus_loop *loop);
 
@@ -659,7 +660,8 @@ VUS_API int vus_loop__fd(const struct vus_loop *loop);
  * Serves every device that is ready now (up to &vus_loop_opts.max_events)
  * with vus_dev__process().
  *
- * Return: devices served (>= 0), or the first -errno of
+ * Return: devices served (>= 0), -EBUSY from a callback of one of the
+ * loop's devices (a round is in progress), or the first -errno of
  * vus_dev__process() (a fatal error of the library itself; the round
  * ends there).
  */
@@ -672,8 +674,8 @@ VUS_API int vus_loop__process(struct vus_loop *loop);
  * Blocks in epoll_wait() while no device has work.
  *
  * Return: 0 after vus_loop__stop(), -EINTR when a signal interrupted the
- * wait (the caller checks its own flags and calls again), or -errno as
- * vus_loop__process().
+ * wait (the caller checks its own flags and calls again), -EBUSY from a
+ * callback of one of the loop's devices, or -errno as vus_loop__process().
  */
 VUS_API int vus_loop__run(struct vus_loop *loop);
 

@@ -32,6 +32,9 @@ struct lt_dev {
 	struct lt_dev **victim;
 	struct vus_loop *victim_loop;	/* remove it from there, else delete */
 	atomic_int *served;		/* devices whose access callback ran */
+	/* with @nest: an access calls the loop's entry points from inside */
+	struct vus_loop *nest;
+	int nest_process, nest_run;
 };
 
 static int lt_access(struct vus_dev *dev, void *priv, uint64_t off,
@@ -55,6 +58,11 @@ static int lt_access(struct vus_dev *dev, void *priv, uint64_t off,
 			vus_dev__delete(v->dev);
 			v->dev = NULL;
 		}
+	}
+	if (d->nest) {
+		d->nest_process = vus_loop__process(d->nest);
+		d->nest_run = vus_loop__run(d->nest);
+		vus_loop__delete(d->nest);	/* ignored: a round is on */
 	}
 	if (is_write)
 		memcpy(d->regs + off, buf, count);
@@ -301,7 +309,11 @@ static void lt_victim(struct __test_metadata *_metadata, bool remove)
 		ASSERT_LE(0, id[i]);
 	}
 	/* both sockets readable before the round starts */
-	usleep(100 * 1000);
+	for (i = 0; i < 2; i++) {
+		struct pollfd dp = { .fd = vus_dev__fd(d[i].dev), .events = POLLIN };
+
+		ASSERT_EQ(1, poll(&dp, 1, 2000));
+	}
 	ASSERT_EQ(1, poll(&pfd, 1, 2000));
 	ASSERT_EQ(1, vus_loop__process(loop));
 	EXPECT_EQ(1, atomic_load(&served));
@@ -425,6 +437,60 @@ TEST(devices_outlive_loop)
 	memcpy(&r, m.payload + sizeof(struct vfio_user_region_access), 4);
 	EXPECT_EQ(v, le32toh(r));
 	cl_msg_free(&m);
+	vus_dev__delete(d.dev);
+	close(cl.fd);
+}
+
+/*
+ * A callback of a loop's device calling the loop again: a nested round
+ * would hand the device whose handler is running its next message, so
+ * vus_loop__process() and vus_loop__run() fail with -EBUSY there, and
+ * vus_loop__delete() is ignored (the round still uses the loop), which
+ * goes on serving.
+ */
+TEST(loop_calls_from_a_callback)
+{
+	struct lt_dev d;
+	struct cl cl;
+	struct vus_loop *loop;
+	struct pollfd pfd;
+	struct cl_msg r;
+	int id, i;
+
+	memset(&d, 0, sizeof(d));
+	memset(&cl, 0, sizeof(cl));
+	loop = vus_loop__new(NULL);
+	ASSERT_NE(NULL, loop);
+	ASSERT_NE(NULL, lt_dev_new(&d, 0));
+	cl.fd = lt_attach_pair(&d);
+	ASSERT_LE(0, cl.fd);
+	ASSERT_EQ(0, vus_loop__add(loop, d.dev));
+	id = cl_send(&cl, VFIO_USER_VERSION, 0,
+		     &(struct vfio_user_version){ .minor = htole16(2) },
+		     sizeof(struct vfio_user_version), NULL, 0);
+	ASSERT_LE(0, id);
+	pfd = (struct pollfd){ .fd = vus_loop__fd(loop), .events = POLLIN };
+	for (i = 0; i < 10 && !vus_dev__connected(d.dev); i++) {
+		ASSERT_EQ(1, poll(&pfd, 1, 2000));
+		ASSERT_LE(0, vus_loop__process(loop));
+	}
+	ASSERT_EQ(0, cl_wait(&cl, id, &r));
+	cl_msg_free(&r);
+
+	d.nest = loop;
+	for (i = 0; i < 2; i++) {
+		id = lt_send_read(&cl);
+		ASSERT_LE(0, id);
+		ASSERT_EQ(1, poll(&pfd, 1, 2000));
+		ASSERT_EQ(1, vus_loop__process(loop));
+		EXPECT_EQ(-EBUSY, d.nest_process);
+		EXPECT_EQ(-EBUSY, d.nest_run);
+		ASSERT_EQ(0, cl_wait(&cl, id, &r));
+		cl_msg_free(&r);
+		EXPECT_EQ(1, vus_loop__nr_devs(loop));
+	}
+	d.nest = NULL;
+	vus_loop__delete(loop);
 	vus_dev__delete(d.dev);
 	close(cl.fd);
 }
