@@ -591,13 +591,17 @@ struct vus_loop_opts {
  * that stays ready goes to the back), so a busy client cannot starve the
  * others. A device that waits for its client inside a callback (DMA by
  * message, vus_dev__dma_read()) holds up the loop's other devices until
- * the reply, at most &vus_dev_opts.timeout_ms: a server whose clients may
- * stall spreads its devices over several loops, one thread each.
+ * the reply, at most &vus_dev_opts.timeout_ms. So does a client that has
+ * started a message and sends the rest slowly: each read of the rest may
+ * wait timeout_ms, and a client that trickles one byte at a time within
+ * it holds the loop for as long as it keeps doing so. A server whose
+ * clients may stall or are not trusted spreads its devices over several
+ * loops, one thread each.
  *
  * A loop follows the rules of a device: every call but vus_loop__stop()
  * comes from the thread that runs it, or is serialised with it.
  *
- * Return: the loop, or NULL with errno set (-EINVAL bad opts).
+ * Return: the loop, or NULL with errno set (EINVAL: bad opts).
  */
 VUS_API struct vus_loop *vus_loop__new(const struct vus_loop_opts *opts);
 
