@@ -63,28 +63,6 @@ static bool kernel_has_iova_bitmap(void)
 }
 
 /*
- * One VFIO_DEVICE_FEATURE with @len bytes of @data, copied in and back
- * out; 0 or -errno.
- */
-static int feature(int fd, uint32_t flags, void *data, size_t len)
-{
-	uint64_t buf[8] = { 0 };
-	struct vfio_device_feature *f = (void *)buf;
-	int ret;
-
-	if (len > sizeof(buf) - sizeof(*f))
-		return -E2BIG;
-	f->argsz = sizeof(*f) + len;
-	f->flags = flags;
-	if (len)
-		memcpy(f->data, data, len);
-	ret = ioctl(fd, VFIO_DEVICE_FEATURE, f) ? -errno : 0;
-	if (len)
-		memcpy(data, f->data, len);
-	return ret;
-}
-
-/*
  * START on @nr ranges of (iova, length) pairs, page size *@pgsize; on
  * success *@pgsize is the one the log uses.
  */
@@ -106,7 +84,7 @@ static int log_start(int fd, const uint64_t *ranges, unsigned int nr,
 		r[i].iova = ranges[2 * i];
 		r[i].length = ranges[2 * i + 1];
 	}
-	ret = feature(fd, VFIO_DEVICE_FEATURE_SET |
+	ret = vu_device_feature(fd, VFIO_DEVICE_FEATURE_SET |
 		      VFIO_DEVICE_FEATURE_DMA_LOGGING_START, &c, sizeof(c));
 	if (!ret)
 		*pgsize = c.page_size;
@@ -115,7 +93,7 @@ static int log_start(int fd, const uint64_t *ranges, unsigned int nr,
 
 static int log_stop(int fd)
 {
-	return feature(fd, VFIO_DEVICE_FEATURE_SET |
+	return vu_device_feature(fd, VFIO_DEVICE_FEATURE_SET |
 		       VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP, NULL, 0);
 }
 
@@ -137,7 +115,7 @@ static int log_report_part(int fd, uint64_t *bits, unsigned int pg,
 	int ret;
 
 	memset(bits, 0, BUF_PAGES / 8);
-	ret = feature(fd, VFIO_DEVICE_FEATURE_GET |
+	ret = vu_device_feature(fd, VFIO_DEVICE_FEATURE_GET |
 		      VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, &r, sizeof(r));
 	for (i = 0; !ret && i < npages; i++)
 		if (part[i / 64] >> (i % 64) & 1)
@@ -280,7 +258,7 @@ TEST_F(dlog, offered)
 	dev_start(_metadata, self, NULL);
 	if (self->fd < 0)
 		return;
-	ret = feature(self->fd, VFIO_DEVICE_FEATURE_PROBE |
+	ret = vu_device_feature(self->fd, VFIO_DEVICE_FEATURE_PROBE |
 		      VFIO_DEVICE_FEATURE_SET |
 		      VFIO_DEVICE_FEATURE_DMA_LOGGING_START, NULL, 0);
 	ksft_print_msg("iova_bitmap_set %s; DMA_LOGGING_START probe: %s\n",

@@ -133,33 +133,13 @@ static const char *state_name(uint32_t s)
 	return s < ST_NR ? state_names[s] : "?";
 }
 
-/*
- * One feature ioctl with @len bytes of @data (copied in and back out);
- * returns 0 or -errno.
- */
-static int feature(int fd, uint32_t flags, void *data, size_t len)
-{
-	uint64_t buf[8] = { 0 };
-	struct vfio_device_feature *f = (void *)buf;
-	int ret;
-
-	f->argsz = sizeof(*f) + len;
-	f->flags = flags;
-	if (len)
-		memcpy(f->data, data, len);
-	ret = ioctl(fd, VFIO_DEVICE_FEATURE, f) ? -errno : 0;
-	if (len)
-		memcpy(data, f->data, len);
-	return ret;
-}
-
 /* GET MIGRATION: the VFIO_MIGRATION_* flags in *@flags. */
 static int mig_flags(int fd, uint64_t *flags)
 {
 	struct vfio_device_feature_migration m = { 0 };
 	int ret;
 
-	ret = feature(fd, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION,
+	ret = vu_device_feature(fd, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION,
 		      &m, sizeof(m));
 	*flags = m.flags;
 	return ret;
@@ -171,7 +151,7 @@ static int mig_get(int fd, uint32_t *state)
 	struct vfio_device_feature_mig_state m = { 0 };
 	int ret;
 
-	ret = feature(fd, VFIO_DEVICE_FEATURE_GET |
+	ret = vu_device_feature(fd, VFIO_DEVICE_FEATURE_GET |
 		      VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, &m, sizeof(m));
 	*state = m.device_state;
 	return ret;
@@ -196,7 +176,7 @@ static int mig_set(int fd, uint32_t state, int *data_fd)
 	};
 	int ret;
 
-	ret = feature(fd, VFIO_DEVICE_FEATURE_SET |
+	ret = vu_device_feature(fd, VFIO_DEVICE_FEATURE_SET |
 		      VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, &m, sizeof(m));
 	if (data_fd)
 		*data_fd = ret ? -1 : m.data_fd;
@@ -547,7 +527,7 @@ TEST_F(mig, offered)
 	ASSERT_EQ(0, mig_get(self->a.fd, &s));
 	EXPECT_EQ(ST_RUNNING, s);
 	/* PROBE of the features the core handles */
-	EXPECT_EQ(0, feature(self->a.fd, VFIO_DEVICE_FEATURE_PROBE |
+	EXPECT_EQ(0, vu_device_feature(self->a.fd, VFIO_DEVICE_FEATURE_PROBE |
 			     VFIO_DEVICE_FEATURE_SET |
 			     VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, NULL, 0));
 
@@ -837,7 +817,7 @@ TEST_F(mig, data_size)
 	int ret;
 
 	dev_start(_metadata, &self->a, dma_args);
-	ret = feature(self->a.fd, VFIO_DEVICE_FEATURE_GET |
+	ret = vu_device_feature(self->a.fd, VFIO_DEVICE_FEATURE_GET |
 		      VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, &ds, sizeof(ds));
 	if (ret == -ENOTTY && kernel_before(6, 2))
 		SKIP(return, "no MIG_DATA_SIZE before 6.2");
@@ -845,7 +825,7 @@ TEST_F(mig, data_size)
 	EXPECT_LT(0, ds.stop_copy_length);
 	ASSERT_EQ(0, mig_set(self->a.fd, ST_STOP, NULL));
 	ds.stop_copy_length = 0;
-	ASSERT_EQ(0, feature(self->a.fd, VFIO_DEVICE_FEATURE_GET |
+	ASSERT_EQ(0, vu_device_feature(self->a.fd, VFIO_DEVICE_FEATURE_GET |
 			     VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, &ds, sizeof(ds)));
 	EXPECT_LT(0, ds.stop_copy_length);
 	ASSERT_EQ(0, mig_set(self->a.fd, ST_RUNNING, NULL));

@@ -697,3 +697,21 @@ int vu_region_write(int fd, unsigned int index, uint64_t off,
 {
 	return vu_region_rw(fd, index, off, (void *)buf, len, true);
 }
+
+int vu_device_feature(int fd, uint32_t flags, void *data, size_t len)
+{
+	uint64_t buf[8] = { 0 };
+	struct vfio_device_feature *f = (void *)buf;
+	int ret;
+
+	if (len > sizeof(buf) - sizeof(*f))
+		return -E2BIG;
+	f->argsz = sizeof(*f) + len;
+	f->flags = flags;
+	if (len)
+		memcpy(f->data, data, len);
+	ret = ioctl(fd, VFIO_DEVICE_FEATURE, f) ? -errno : 0;
+	if (len)
+		memcpy(data, f->data, len);
+	return ret;
+}

@@ -77,6 +77,12 @@ int vu_region_read(int fd, unsigned int index, uint64_t off, void *buf,
 		   size_t len);
 int vu_region_write(int fd, unsigned int index, uint64_t off,
 		    const void *buf, size_t len);
+/*
+ * One VFIO_DEVICE_FEATURE on device @fd with @len bytes of @data (at most
+ * 48), copied in and back out. Returns 0 or -errno (-E2BIG for a longer
+ * @data).
+ */
+int vu_device_feature(int fd, uint32_t flags, void *data, size_t len);
 
 /*
  * A fixture's teardown: closes the device, group and container fds (any may
