@@ -70,11 +70,11 @@ void vfio_user_put_conn(struct vfio_user_device *udev)
 /*
  * One REGION_READ or REGION_WRITE of at most max_xfer bytes, straight
  * between the user's buffer and the request: the data is copied once
- * each way in the module.
+ * each way in the module. A posted write returns once it is on the wire.
  */
 static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 				     u64 offset, char __user *ubuf, u32 count,
-				     bool write)
+				     bool write, bool post)
 {
 	struct vfio_user_region_access acc = {
 		.offset = cpu_to_le64(offset),
@@ -99,6 +99,12 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 		return -ENOMEM;
 	if (write && copy_from_user(vfio_user_req_data(req), ubuf, count)) {
 		ret = -EFAULT;
+		goto out;
+	}
+	if (post) {
+		ret = vfio_user_post(conn, req);
+		if (!ret)
+			ret = count;
 		goto out;
 	}
 	ret = vfio_user_req_run(conn, req);
@@ -127,6 +133,23 @@ out:
 	return ret;
 }
 
+/*
+ * Whether a write to region @index may be posted: sent with the no-reply
+ * flag, like a PCI memory write, where the admin asked for it. A BAR only
+ * (never config space, the ROM or a device-specific region such as
+ * migration's), and never on a device with server memory the consumer may
+ * map: its loads and stores through the mapping could overtake a write
+ * still in the socket, where everything sent by message stays in order.
+ */
+static bool vfio_user_may_post(struct vfio_user_device *udev, u32 index)
+{
+	lockdep_assert_held(&udev->conn_sem);
+
+	return READ_ONCE(udev->posted_writes) &&
+	       index <= VFIO_PCI_BAR5_REGION_INDEX &&
+	       (udev->info_flags & VFIO_DEVICE_FLAGS_PCI) && !udev->server_mem;
+}
+
 static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 			    size_t count, loff_t *ppos, bool write)
 {
@@ -135,6 +158,7 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 	struct vfio_user_conn *conn;
 	struct vfio_user_region *region;
 	size_t done = 0;
+	bool post;
 	int ret;
 
 	if (!count)
@@ -159,11 +183,12 @@ static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
 		goto out_put;
 	}
 
+	post = write && vfio_user_may_post(udev, index);
 	while (done < count) {
 		u32 n = min_t(size_t, count - done, conn->caps.max_xfer);
 
 		ret = vfio_user_region_rw_chunk(conn, index, offset + done,
-						ubuf + done, n, write);
+						ubuf + done, n, write, post);
 		if (ret < 0)
 			break;
 		done += ret;
@@ -205,6 +230,12 @@ static ssize_t vfio_user_read(struct vfio_device *vdev, char __user *buf,
  * @buf: user buffer
  * @count: bytes to write
  * @ppos: region index << 40 | offset in the region
+ *
+ * With the device's posted_writes set, a BAR write of a device without
+ * mappable server memory is posted (vfio_user_may_post()): all of it
+ * counts as written once it is on the wire; the server's error, if any,
+ * is lost, as a PCI posted write's is, and a dead server fails the next
+ * access instead.
  *
  * Context: process context; sleeps, each message bounded by timeout_ms.
  * Return: bytes written, or a negative errno as vfio_user_read().
@@ -719,6 +750,17 @@ static void vfio_user_set_state(struct vfio_user_device *udev,
 	spin_unlock(&udev->state_lock);
 }
 
+/* Whether a region came with a server fd, which the consumer may map. */
+static bool vfio_user_has_server_mem(struct vfio_user_device *udev)
+{
+	u32 i;
+
+	for (i = 0; i < udev->num_regions; i++)
+		if (udev->regions[i].file)
+			return true;
+	return false;
+}
+
 /*
  * Makes the negotiated connection the device's: checks that an open
  * consumer finds the same device shape, takes the new info. Waits only for
@@ -757,6 +799,7 @@ static int vfio_user_publish(struct vfio_user_device *udev,
 		WRITE_ONCE(conn->attach_deadline, 0);
 		swap(udev->regions, info->regions);
 		swap(udev->num_regions, info->num_regions);
+		udev->server_mem = vfio_user_has_server_mem(udev);
 		udev->info_flags = info->flags;
 		vfio_user_mig_publish(udev, info);
 		spin_lock(&udev->state_lock);

@@ -106,7 +106,7 @@ static int vfio_user_stats_show(struct seq_file *m, void *v)
 #define S(f) { #f, offsetof(struct vfio_user_stats, f) }
 		S(error_replies), S(timeouts), S(violations), S(broken),
 		S(dma_read_bytes), S(dma_write_bytes), S(dma_errors),
-		S(irq_fds_sent),
+		S(irq_fds_sent), S(posted),
 #undef S
 	};
 	unsigned int i;

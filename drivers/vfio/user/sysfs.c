@@ -8,6 +8,9 @@
  *               an empty line to detach; reads the attached path
  *   state       detached, connecting, ready or "broken: <reason>"
  *   timeout_ms  bound on every wait for the server, 1..600000
+ *   posted_writes
+ *               0 (default) or 1: BAR writes go without waiting for
+ *               their reply, on a device without mappable server memory
  *   dma_window  bytes of IOVA space, from 0, the server reaches through
  *               shared memory (0: none); a multiple of 2 MiB, <= 2^48
  *   dma_window_chunk
@@ -126,6 +129,34 @@ static ssize_t timeout_ms_store(struct device *dev,
 	return count;
 }
 static DEVICE_ATTR_RW(timeout_ms);
+
+static ssize_t posted_writes_show(struct device *dev,
+				  struct device_attribute *attr, char *buf)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%d\n", READ_ONCE(udev->posted_writes));
+}
+
+/* Takes effect at the next write; see vfio_user_write() for which. */
+static ssize_t posted_writes_store(struct device *dev,
+				   struct device_attribute *attr,
+				   const char *buf, size_t count)
+{
+	struct vfio_user_device *udev = dev_get_drvdata(dev);
+	bool val;
+	int ret;
+
+	/* A posted write's errors are lost: the admin's choice. */
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	ret = kstrtobool(buf, &val);
+	if (ret)
+		return ret;
+	WRITE_ONCE(udev->posted_writes, val);
+	return count;
+}
+static DEVICE_ATTR_RW(posted_writes);
 
 /* A byte count, with an optional K, M, G, T or P suffix; no overflow. */
 static int vfio_user_parse_size(const char *buf, u64 *val)
@@ -254,6 +285,7 @@ static struct attribute *vfio_user_dev_attrs[] = {
 	&dev_attr_state.attr,
 	&dev_attr_socket.attr,
 	&dev_attr_timeout_ms.attr,
+	&dev_attr_posted_writes.attr,
 	&dev_attr_dma_window.attr,
 	&dev_attr_dma_window_chunk.attr,
 	&dev_attr_dma_window_pinned.attr,

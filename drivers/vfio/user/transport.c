@@ -1484,12 +1484,14 @@ int vfio_user_call(struct vfio_user_conn *conn,
 }
 
 /*
- * Queues a reply to a server command and waits, killably and at most the
- * timeout, until it is on the wire: one reply at a time per connection
- * keeps the memory a server can make us hold bounded.
+ * Queues a message nothing answers (a reply to a server command, a posted
+ * command) and waits, killably and at most the timeout, until it is on the
+ * wire: one such message at a time per task keeps the memory a server can
+ * make us hold bounded. A fatal signal leaves it to the connection, which
+ * sends it.
  */
-static int vfio_user_send_reply_req(struct vfio_user_conn *conn,
-				    struct vfio_user_req *req)
+static int vfio_user_send_noreply(struct vfio_user_conn *conn,
+				  struct vfio_user_req *req, const char *what)
 {
 	long left;
 	int ret;
@@ -1508,12 +1510,46 @@ static int vfio_user_send_reply_req(struct vfio_user_conn *conn,
 	spin_unlock(&conn->lock);
 	if (!left) {
 		vfio_user_conn_broken(conn,
-				      "reply to server command %u not taken within %u ms",
-				      req->command,
+				      "%s %u not taken within %u ms",
+				      what, req->command,
 				      jiffies_to_msecs(conn->timeout));
 		return -ETIMEDOUT;
 	}
 	return READ_ONCE(conn->dead) ? -EIO : 0;
+}
+
+/**
+ * vfio_user_post() - send a command the server does not answer
+ * @conn: the connection
+ * @req: from vfio_user_req_alloc(), without fds, not yet run
+ *
+ * The command goes with the no-reply flag: the server processes it in
+ * order with everything else on the socket and answers nothing, not even
+ * an error. This returns once the socket has the whole message, not once
+ * the server has done it; the next request that waits for a reply is the
+ * fence (the server answers it only after this one). A server that dies
+ * meanwhile fails that next request; an error of this command is lost.
+ *
+ * Context: process context; sleeps killably while the socket is full, at
+ * most the timeout (which then breaks the connection). A non-fatal signal
+ * neither wakes nor fails it; after a fatal one the connection still sends
+ * the message.
+ * Return: 0, or -EIO (connection dead or broken meanwhile), -ETIMEDOUT,
+ * -ENOMEM.
+ */
+int vfio_user_post(struct vfio_user_conn *conn, struct vfio_user_req *req)
+{
+	u16 id = (u16)atomic_inc_return(&conn->posted);
+
+	if (WARN_ON_ONCE(req->nr_fds))
+		return -EINVAL;
+	vfio_user_fill_hdr(&req->hdr, id, req->command, req->tx_len,
+			   VFIO_USER_F_TYPE_COMMAND | VFIO_USER_F_NO_REPLY, 0);
+	trace_vfio_user_send(vfio_user_dev(conn->udev), id, req->command,
+			     req->tx_len, le32_to_cpu(req->hdr.flags));
+	vfio_user_stat_msg(conn->udev, true, req->command, req->tx_len);
+	this_cpu_inc(conn->udev->stats->posted);
+	return vfio_user_send_noreply(conn, req, "posted command");
 }
 
 /**
@@ -1548,7 +1584,7 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
 	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command,
 			     req->tx_len, le32_to_cpu(req->hdr.flags));
 	vfio_user_stat_msg(conn->udev, true, command, req->tx_len);
-	ret = vfio_user_send_reply_req(conn, req);
+	ret = vfio_user_send_noreply(conn, req, "reply to server command");
 	vfio_user_req_put(req);
 	return ret;
 }
@@ -1592,7 +1628,7 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command, size,
 			     VFIO_USER_F_TYPE_REPLY);
 	vfio_user_stat_msg(conn->udev, true, command, size);
-	ret = vfio_user_send_reply_req(conn, req);
+	ret = vfio_user_send_noreply(conn, req, "reply to server command");
 	vfio_user_req_put(req);
 	return ret;
 }

@@ -161,7 +161,8 @@ enum vfio_user_tx_state {
  *	the sender still sends or the receiver still writes into
  * @msg_id: tag, unique among the connection's requests awaiting a reply
  * @command: &enum vfio_user_command
- * @no_reply: a reply we send to a server command: nothing comes back
+ * @no_reply: nothing comes back: a reply we send to a server command, or a
+ *	command sent with the no-reply flag (vfio_user_post())
  * @tx_node: in vfio_user_conn.tx_list, under vfio_user_conn.lock
  * @tx_state: &enum vfio_user_tx_state, under vfio_user_conn.lock
  * @tx_off: bytes of the message sent, under vfio_user_conn.send_mutex
@@ -327,6 +328,7 @@ enum vfio_user_rx_state {
  * @rx_wait: consumers waiting for replies, woken one at a time when data
  *	comes so that one of them reads
  * @rx_waiters: number of tasks on @rx_wait
+ * @posted: commands sent with the no-reply flag; the last one's msg_id
  * @rx_state: &enum vfio_user_rx_state; the rx_* members are under
  *	@recv_mutex
  * @rx_hdr: the header being read, or of the message being read
@@ -391,6 +393,7 @@ struct vfio_user_conn {
 	struct work_struct recv_work;
 	wait_queue_head_t rx_wait;
 	atomic_t rx_waiters;
+	atomic_t posted;
 	enum vfio_user_rx_state rx_state;
 	struct vfio_user_hdr rx_hdr;
 	size_t rx_got;
@@ -484,6 +487,7 @@ struct vfio_user_irq {
  * @dma_write_bytes: bytes the server wrote by DMA_WRITE
  * @dma_errors: DMA_READ/DMA_WRITE refused with an error reply
  * @irq_fds_sent: eventfds passed with DEVICE_SET_IRQS
+ * @posted: commands sent with the no-reply flag (posted BAR writes)
  * @latency: requests by log2 of their wait in ns, once attached
  */
 struct vfio_user_stats {
@@ -499,6 +503,7 @@ struct vfio_user_stats {
 	u64 dma_write_bytes;
 	u64 dma_errors;
 	u64 irq_fds_sent;
+	u64 posted;
 	u64 latency[VFIO_USER_LATENCY_BUCKETS];
 };
 
@@ -551,6 +556,10 @@ struct vfio_user_mig {
  * @info_flags: VFIO_DEVICE_FLAGS_* from the server, under @conn_sem
  * @num_regions: regions the server has, under @conn_sem
  * @regions: cached region info, @num_regions entries, under @conn_sem
+ * @server_mem: a region comes with server memory the consumer may map;
+ *	under @conn_sem
+ * @posted_writes: BAR writes go without waiting for their reply (sysfs;
+ *	READ_ONCE), where vfio_user_rw() allows it
  * @irq_lock: orders SET_IRQS messages and changes to @irqs; held across
  *	waits only by consumer calls on a live connection
  * @trig_lock: protects the @irqs pointer and the trigger files against
@@ -601,6 +610,8 @@ struct vfio_user_device {
 	u32 info_flags;
 	u32 num_regions;
 	struct vfio_user_region *regions;
+	bool server_mem;
+	bool posted_writes;
 
 	struct mutex irq_lock;		/* irqs, SET_IRQS order */
 	spinlock_t trig_lock;		/* irqs pointer, triggers, irq_gen */
@@ -667,6 +678,7 @@ struct vfio_user_req *vfio_user_req_alloc(const struct vfio_user_call *call);
 void *vfio_user_req_data(struct vfio_user_req *req);
 int vfio_user_req_run(struct vfio_user_conn *conn, struct vfio_user_req *req);
 void vfio_user_req_put(struct vfio_user_req *req);
+int vfio_user_post(struct vfio_user_conn *conn, struct vfio_user_req *req);
 int vfio_user_call(struct vfio_user_conn *conn,
 		   const struct vfio_user_call *call);
 int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,

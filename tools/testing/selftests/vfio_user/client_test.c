@@ -24,6 +24,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1122,6 +1123,194 @@ TEST_F(client, hung_server_times_out)
 	expect_state(_metadata, self->uuid, "broken: ");
 	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
 	vu_server_signal(&self->srv, SIGCONT);
+}
+
+/*
+ * Posted BAR writes (the device's posted_writes attribute)
+ */
+
+/* The device's stats file, mounting debugfs if need be. */
+static bool have_stats(const char *uuid)
+{
+	if (access(VU_STATS_DIR, F_OK))
+		mount("nodev", "/sys/kernel/debug", "debugfs", 0, NULL);
+	return vu_mdev_stat(uuid, "posted") != ~0ULL;
+}
+
+/*
+ * With posted_writes a BAR write returns without the server (stopped
+ * here), nothing answers it, and the server does them all, in order,
+ * before it answers the next read. Config space and a device with the
+ * attribute off wait for their reply.
+ */
+TEST_F(client, posted_writes_in_order)
+{
+	unsigned long long posted, sent, recv;
+	uint32_t v = 0, i;
+	char buf[16];
+	uint16_t cmd;
+
+	open_dev(_metadata, self);
+	if (!have_stats(self->uuid))
+		SKIP(return, "no debugfs stats");
+	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "posted_writes", buf,
+				       sizeof(buf)));
+	EXPECT_STREQ("0", buf);
+	EXPECT_EQ(-EINVAL, vu_mdev_attr_write(self->uuid, "posted_writes",
+					      "maybe"));
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "posted_writes", buf,
+				       sizeof(buf)));
+	EXPECT_STREQ("1", buf);
+	posted = vu_mdev_stat(self->uuid, "posted");
+	sent = vu_mdev_stat(self->uuid, "sent_msgs.REGION_WRITE");
+	recv = vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE");
+
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	for (i = 1; i <= 64; i++)
+		ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, i));
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
+	EXPECT_EQ(64, v);
+	EXPECT_EQ(posted + 64, vu_mdev_stat(self->uuid, "posted"));
+	EXPECT_EQ(sent + 64, vu_mdev_stat(self->uuid, "sent_msgs.REGION_WRITE"));
+	EXPECT_EQ(recv, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
+
+	/* Config space is never posted: its reply comes back. */
+	ASSERT_EQ(0, __rd(self->fd, VFIO_PCI_CONFIG_REGION_INDEX, 4, &cmd, 2));
+	ASSERT_EQ(0, __wr(self->fd, VFIO_PCI_CONFIG_REGION_INDEX, 4, &cmd, 2));
+	EXPECT_EQ(recv + 1, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
+	EXPECT_EQ(posted + 64, vu_mdev_stat(self->uuid, "posted"));
+
+	/* Off again: a BAR write waits for its reply. */
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "0"));
+	ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, 7));
+	EXPECT_EQ(recv + 2, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
+	EXPECT_EQ(posted + 64, vu_mdev_stat(self->uuid, "posted"));
+	expect_state(_metadata, self->uuid, "ready");
+}
+
+struct poster {
+	int fd;
+	uint32_t n;
+	pid_t tid;
+	volatile uint32_t done;
+	int ret;
+};
+
+static void *poster_thread(void *arg)
+{
+	struct poster *p = arg;
+	uint32_t i;
+
+	p->tid = syscall(SYS_gettid);
+	for (i = 1; i <= p->n; i++) {
+		p->ret = __bar_write32(p->fd, REG_SCRATCH, i);
+		if (p->ret)
+			break;
+		__atomic_store_n(&p->done, i, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+static void on_sigusr1(int sig)
+{
+}
+
+/*
+ * A stopped server and a writer posting many writes: once the socket is
+ * full the writer waits (what is in flight is bounded by the socket), a
+ * storm of non-fatal signals neither fails nor ends its wait, and when the
+ * server goes on every write arrives, in order.
+ */
+TEST_F_TIMEOUT(client, posted_writes_fill_socket_under_signals, 120)
+{
+	struct sigaction sa = { .sa_handler = on_sigusr1 };
+	struct poster p = { .n = 20000 };
+	uint32_t last, v = 0;
+	pthread_t t;
+	int i, still;
+
+	ASSERT_EQ(0, sigaction(SIGUSR1, &sa, NULL));
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	p.fd = self->fd;
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	ASSERT_EQ(0, pthread_create(&t, NULL, poster_thread, &p));
+
+	/* Signals until the writer has made no progress for 50 rounds. */
+	last = 0;
+	still = 0;
+	for (i = 0; i < 20000 && still < 50; i++) {
+		uint32_t now = __atomic_load_n(&p.done, __ATOMIC_ACQUIRE);
+
+		if (p.tid)
+			syscall(SYS_tgkill, getpid(), p.tid, SIGUSR1);
+		usleep(2000);
+		still = now == last && now ? still + 1 : 0;
+		last = now;
+	}
+	EXPECT_LT(0, last);
+	EXPECT_GT(p.n, last) TH_LOG("all %u writes went out to a stopped server", p.n);
+	EXPECT_EQ(0, p.ret);
+	TH_LOG("%u posted writes in flight while the server was stopped", last);
+
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
+	for (i = 0; i < 200 && __atomic_load_n(&p.done, __ATOMIC_ACQUIRE) < p.n; i++) {
+		syscall(SYS_tgkill, getpid(), p.tid, SIGUSR1);
+		usleep(5000);
+	}
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	EXPECT_EQ(0, p.ret);
+	EXPECT_EQ(p.n, p.done);
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
+	EXPECT_EQ(p.n, v);
+	expect_state(_metadata, self->uuid, "ready");
+	signal(SIGUSR1, SIG_DFL);
+}
+
+/* A server that stops reading: the posted writer fails at timeout_ms. */
+TEST_F_TIMEOUT(client, posted_writes_hung_server_times_out, 60)
+{
+	double t0 = 0, dt;
+	uint32_t v, i;
+	int ret = 0;
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "500"));
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	for (i = 0; i < 1000000 && !ret; i++) {
+		t0 = vu_now();
+		ret = __bar_write32(self->fd, REG_SCRATCH, i);
+	}
+	dt = vu_now() - t0;
+	EXPECT_EQ(-ETIMEDOUT, ret);
+	EXPECT_LE(0.45, dt);
+	EXPECT_GT(3.0, dt) TH_LOG("the blocked write took %.2f s to fail", dt);
+	expect_state(_metadata, self->uuid, "broken: ");
+	EXPECT_EQ(-EIO, __bar_write32(self->fd, REG_SCRATCH, 1));
+	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
+	vu_server_signal(&self->srv, SIGCONT);
+}
+
+/* A dead server: the next access fails with EIO, nothing hangs. */
+TEST_F(client, posted_writes_server_killed)
+{
+	uint32_t v;
+	int ret;
+
+	open_dev(_metadata, self);
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, 1));
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGKILL));
+	/* On the wire before the death is seen, or refused after. */
+	ret = __bar_write32(self->fd, REG_SCRATCH, 2);
+	EXPECT_TRUE(ret == 0 || ret == -EIO) TH_LOG("write: %d", ret);
+	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
+	EXPECT_EQ(-EIO, __bar_write32(self->fd, REG_SCRATCH, 3));
+	expect_state(_metadata, self->uuid, "broken: ");
 }
 
 /* Re-attach to a restarted server without the consumer reopening. */

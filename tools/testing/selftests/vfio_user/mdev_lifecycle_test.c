@@ -163,8 +163,8 @@ TEST_F(mdev, remove_twice)
 
 /* The per-device attributes, top level and under vfio_user/ (the alias). */
 static const char * const dev_attrs[] = {
-	"state", "socket", "timeout_ms", "dma_window", "dma_window_chunk",
-	"dma_window_pinned", "mmap_pages",
+	"state", "socket", "timeout_ms", "posted_writes", "dma_window",
+	"dma_window_chunk", "dma_window_pinned", "mmap_pages",
 };
 
 static int top_read(const char *uuid, const char *attr, char *buf, size_t len)

@@ -21,6 +21,7 @@
 #include <linux/vfio.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 
 #include "kselftest_harness.h"
 #include "vfio_user_util.h"
@@ -422,6 +423,26 @@ TEST_F(mmap, reattach_without_memory_refused)
 	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
 	ASSERT_TRUE(touch(&self->map[0], false, &v));
 	EXPECT_EQ(3, v);
+}
+
+/*
+ * posted_writes does not post on a device with mappable server memory: a
+ * store through the mapping could overtake a write still in the socket.
+ */
+TEST_F(mmap, writes_not_posted)
+{
+	unsigned long long recv;
+	uint64_t off = 8;
+
+	if (access(VU_STATS_DIR, F_OK))
+		mount("nodev", "/sys/kernel/debug", "debugfs", 0, NULL);
+	recv = vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE");
+	if (recv == ~0ULL)
+		SKIP(return, "no debugfs stats");
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	ASSERT_EQ(0, vu_region_write(self->fd, BAR0, REG_BAR4_OFFSET, &off, 8));
+	EXPECT_EQ(recv + 1, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
+	EXPECT_EQ(0, vu_mdev_stat(self->uuid, "posted"));
 }
 
 /* A server that offers no fd: no MMAP flag, and mmap is refused. */

@@ -220,25 +220,6 @@ TEST(dma)
 		TH_LOG("trace:\n%.3000s", trace);
 }
 
-/* One counter of the device's stats file; ~0 if absent. */
-static unsigned long long stat_of(const char *uuid, const char *name)
-{
-	char path[256], key[128];
-	unsigned long long v, found = ~0ULL;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/kernel/debug/vfio_user_mdev/%s/stats",
-		 uuid);
-	f = fopen(path, "re");
-	if (!f)
-		return ~0ULL;
-	while (fscanf(f, "%127s %llu", key, &v) == 2)
-		if (!strcmp(key, name))
-			found = v;
-	fclose(f);
-	return found;
-}
-
 static unsigned long long stat_latency_sum(const char *uuid)
 {
 	unsigned long long sum = 0, v;
@@ -247,7 +228,7 @@ static unsigned long long stat_latency_sum(const char *uuid)
 
 	for (i = 0; i < 32; i++) {
 		snprintf(name, sizeof(name), "latency_ns.%d", i);
-		v = stat_of(uuid, name);
+		v = vu_mdev_stat(uuid, name);
 		if (v == ~0ULL)
 			return ~0ULL;
 		sum += v;
@@ -279,26 +260,28 @@ TEST(stats)
 	snprintf(path, sizeof(path), "/sys/kernel/debug/vfio_user_mdev/%s/stats",
 		 uuid);
 	ASSERT_EQ(0, access(path, R_OK));
-	EXPECT_EQ(0, stat_of(uuid, "sent_msgs.VERSION"));
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "sent_msgs.VERSION"));
 	ASSERT_EQ(0, vu_mdev_attr_write(uuid, "dma_window", "0"));
 	ASSERT_EQ(0, vu_mdev_attach(uuid, &srv));
 	fd = vu_vfio_open(uuid, &container, &group);
 	ASSERT_LE(0, fd);
-	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.VERSION"));
-	EXPECT_EQ(1, stat_of(uuid, "recv_msgs.VERSION"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "sent_msgs.VERSION"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "recv_msgs.VERSION"));
 	EXPECT_EQ(0, stat_latency_sum(uuid));
 
 	for (i = 0; i < 3; i++)
 		ASSERT_EQ(0, vu_region_read(fd, BAR0, 0, &magic, 4));
 	for (i = 0; i < 2; i++)
 		ASSERT_EQ(0, vu_region_write(fd, BAR0, 0x40, &scratch, 8));
-	EXPECT_EQ(3, stat_of(uuid, "sent_msgs.REGION_READ"));
-	EXPECT_EQ(3 * 32, stat_of(uuid, "sent_bytes.REGION_READ"));
-	EXPECT_EQ(3, stat_of(uuid, "recv_msgs.REGION_READ"));
-	EXPECT_EQ(3 * 36, stat_of(uuid, "recv_bytes.REGION_READ"));
-	EXPECT_EQ(2, stat_of(uuid, "sent_msgs.REGION_WRITE"));
-	EXPECT_EQ(2 * 40, stat_of(uuid, "sent_bytes.REGION_WRITE"));
-	EXPECT_EQ(2 * 32, stat_of(uuid, "recv_bytes.REGION_WRITE"));
+	EXPECT_EQ(3, vu_mdev_stat(uuid, "sent_msgs.REGION_READ"));
+	EXPECT_EQ(3 * 32, vu_mdev_stat(uuid, "sent_bytes.REGION_READ"));
+	EXPECT_EQ(3, vu_mdev_stat(uuid, "recv_msgs.REGION_READ"));
+	EXPECT_EQ(3 * 36, vu_mdev_stat(uuid, "recv_bytes.REGION_READ"));
+	EXPECT_EQ(2, vu_mdev_stat(uuid, "sent_msgs.REGION_WRITE"));
+	EXPECT_EQ(2 * 40, vu_mdev_stat(uuid, "sent_bytes.REGION_WRITE"));
+	EXPECT_EQ(2 * 32, vu_mdev_stat(uuid, "recv_bytes.REGION_WRITE"));
+	/* posted_writes is off by default: both waited for their reply. */
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "posted"));
 	EXPECT_EQ(5, stat_latency_sum(uuid));
 
 	efd = eventfd(0, EFD_CLOEXEC);
@@ -310,27 +293,27 @@ TEST(stats)
 	irq->count = 1;
 	memcpy(irq->data, &efd, sizeof(int));
 	ASSERT_EQ(0, ioctl(fd, VFIO_DEVICE_SET_IRQS, irq));
-	EXPECT_EQ(1, stat_of(uuid, "irq_fds_sent"));
-	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.DEVICE_SET_IRQS"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "irq_fds_sent"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "sent_msgs.DEVICE_SET_IRQS"));
 
 	buf = dma_copy_4k(_metadata, fd, container);
 	ASSERT_NE(MAP_FAILED, buf);
-	EXPECT_EQ(4096, stat_of(uuid, "dma_read_bytes"));
-	EXPECT_EQ(4096, stat_of(uuid, "dma_write_bytes"));
-	EXPECT_EQ(1, stat_of(uuid, "recv_msgs.DMA_READ"));
-	EXPECT_EQ(1, stat_of(uuid, "sent_msgs.DMA_WRITE"));
-	EXPECT_EQ(0, stat_of(uuid, "dma_errors"));
-	EXPECT_EQ(0, stat_of(uuid, "error_replies"));
-	EXPECT_EQ(0, stat_of(uuid, "timeouts"));
-	EXPECT_EQ(0, stat_of(uuid, "violations"));
-	EXPECT_EQ(0, stat_of(uuid, "broken"));
+	EXPECT_EQ(4096, vu_mdev_stat(uuid, "dma_read_bytes"));
+	EXPECT_EQ(4096, vu_mdev_stat(uuid, "dma_write_bytes"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "recv_msgs.DMA_READ"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "sent_msgs.DMA_WRITE"));
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "dma_errors"));
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "error_replies"));
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "timeouts"));
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "violations"));
+	EXPECT_EQ(0, vu_mdev_stat(uuid, "broken"));
 	EXPECT_EQ(10, stat_latency_sum(uuid));
 
 	/* The server dies: one broken connection. */
 	vu_server_stop(&srv);
-	for (i = 0; i < 100 && stat_of(uuid, "broken") != 1; i++)
+	for (i = 0; i < 100 && vu_mdev_stat(uuid, "broken") != 1; i++)
 		usleep(20000);
-	EXPECT_EQ(1, stat_of(uuid, "broken"));
+	EXPECT_EQ(1, vu_mdev_stat(uuid, "broken"));
 	close(efd);
 	vu_consumer_teardown(uuid, &fd, &group, &container);
 	munmap(buf, 8192);

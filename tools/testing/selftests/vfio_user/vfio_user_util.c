@@ -133,6 +133,23 @@ int vu_mdev_attr_write(const char *uuid, const char *attr, const char *val)
 	return vu_sysfs_write(path, val);
 }
 
+unsigned long long vu_mdev_stat(const char *uuid, const char *name)
+{
+	unsigned long long v, found = ~0ULL;
+	char path[256], key[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), VU_STATS_DIR "/%s/stats", uuid);
+	f = fopen(path, "re");
+	if (!f)
+		return ~0ULL;
+	while (fscanf(f, "%127s %llu", key, &v) == 2)
+		if (!strcmp(key, name))
+			found = v;
+	fclose(f);
+	return found;
+}
+
 int vu_mdev_group(const char *uuid)
 {
 	char path[256], target[256], *base;

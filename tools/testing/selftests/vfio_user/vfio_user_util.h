@@ -35,6 +35,13 @@ bool vu_mdev_exists(const char *uuid);
 /* Reads /sys/bus/mdev/devices/UUID/vfio_user/@attr. */
 int vu_mdev_attr_read(const char *uuid, const char *attr, char *buf, size_t len);
 int vu_mdev_attr_write(const char *uuid, const char *attr, const char *val);
+/*
+ * One counter of the device's debugfs stats file
+ * (VU_STATS_DIR/UUID/stats, "name value" lines); ~0ULL if the file or the
+ * counter is absent (debugfs not mounted, or a module without it).
+ */
+#define VU_STATS_DIR	"/sys/kernel/debug/vfio_user_mdev"
+unsigned long long vu_mdev_stat(const char *uuid, const char *name);
 /* IOMMU group number of the mdev, or -errno. */
 int vu_mdev_group(const char *uuid);
 
