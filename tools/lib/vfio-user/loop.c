@@ -52,6 +52,10 @@ struct vus_loop {
 	atomic_bool stop;
 };
 
+/* vus_loop__stop() from a signal handler needs a lock-free @stop. */
+_Static_assert(ATOMIC_BOOL_LOCK_FREE == 2,
+	       "vus_loop.stop must be lock-free for signal handlers");
+
 struct vus_loop *vus_loop__new(const struct vus_loop_opts *uopts)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };

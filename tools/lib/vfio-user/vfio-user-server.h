@@ -118,6 +118,11 @@ typedef int (*vus_print_fn_t)(enum vus_print_level level, const char *fmt,
  * vus_set_print() - install the library-wide message callback
  * @fn: new callback, or NULL to silence the library (the default)
  *
+ * One callback for the whole process, read without a lock by every
+ * thread that serves a device: set it before the first device is created
+ * (or while none is being served), not while other threads may print.
+ * The callback itself may run in several threads at once.
+ *
  * Return: the previous callback.
  */
 VUS_API vus_print_fn_t vus_set_print(vus_print_fn_t fn);
@@ -514,7 +519,14 @@ VUS_API int vus_dev__process(struct vus_dev *dev);
  */
 VUS_API int vus_dev__run(struct vus_dev *dev);
 
-/** vus_dev__stop() - make vus_dev__run() return 0 once it is back */
+/**
+ * vus_dev__stop() - make vus_dev__run() return 0 once it is back
+ * @dev: device
+ *
+ * Only vus_dev__run() looks at it: a device a vus_loop serves goes on
+ * being served (stop the loop with vus_loop__stop(), or take the device
+ * out of it with vus_loop__remove()).
+ */
 VUS_API void vus_dev__stop(struct vus_dev *dev);
 
 /** vus_dev__connected() - whether a client completed VERSION */
