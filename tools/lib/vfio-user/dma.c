@@ -294,14 +294,18 @@ static int vus_dma_send(struct vus_dev *dev, struct vus_dma_pend *p,
  * A client command @m (consumed) arrived where a DMA reply was awaited, on
  * @ch: on the main socket it is queued, or with strict_dma_reply refused
  * as libvfio-user refuses it; on the twin socket it has no business.
- * Returns 0 (queued) or -EPROTO (connection dropped).
+ * Returns 0 (queued, or refused with EBUSY) or -EPROTO (connection
+ * dropped).
  */
 static int vus_dma_client_cmd(struct vus_dev *dev, struct vus_chan *ch,
 			      struct vus_msg *m)
 {
 	if (ch == &dev->conn && !dev->opts.strict_dma_reply) {
-		vus_enqueue(dev, m);
-		return 0;
+		if (!vus_enqueue(dev, m))
+			return 0;
+		vus_conn_broken(dev, "too many commands during a DMA wait",
+				-EPROTO);
+		return -EPROTO;
 	}
 	if (ch == &dev->conn) {
 		pr_warn("msg_id %u command %u arrived while a DMA reply was awaited (strict_dma_reply)\n",

@@ -542,19 +542,34 @@ void vus_kick_queue(struct vus_dev *dev)
 		pr_debug("queue eventfd: %s\n", strerror(errno));
 }
 
-/* Queue client command @m (consumed); EBUSY to the client beyond 64. */
-void vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
+/*
+ * Queue client command @m (consumed). Past VUS_MAX_QUEUED commands and
+ * VUS_MAX_QUEUED_BYTES a command is refused with EBUSY, and -ENOBUFS is
+ * returned for one that takes no reply (the caller drops the client).
+ */
+int vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
 {
-	if (dev->nr_queued >= VUS_MAX_QUEUED) {
+	if (dev->nr_queued >= VUS_MAX_QUEUED &&
+	    dev->queued_bytes + m->size > VUS_MAX_QUEUED_BYTES) {
+		if (m->flags & VFIO_USER_F_NO_REPLY) {
+			/* Nothing to refuse it with: dropping it loses a write. */
+			pr_warn("msg_id %u command %u: %u commands (%zu bytes) already queued during a DMA wait\n",
+				m->msg_id, m->command, dev->nr_queued,
+				dev->queued_bytes);
+			vus_msg_free(m);
+			return -ENOBUFS;
+		}
 		vus_send_error(dev, m, EBUSY);
 		vus_msg_free(m);
-		return;
+		return 0;
 	}
 	m->next = NULL;
 	*dev->queue_tail = m;
 	dev->queue_tail = &m->next;
 	dev->nr_queued++;
+	dev->queued_bytes += m->size;
 	vus_kick_queue(dev);
+	return 0;
 }
 
 /* Take the oldest queued command, NULL if none. */
@@ -568,6 +583,7 @@ struct vus_msg *vus_queue_pop(struct vus_dev *dev)
 	if (!dev->queue_head)
 		dev->queue_tail = &dev->queue_head;
 	dev->nr_queued--;
+	dev->queued_bytes -= m->size;
 	return m;
 }
 
@@ -582,6 +598,7 @@ void vus_queue_drop_all(struct vus_dev *dev)
 	}
 	dev->queue_tail = &dev->queue_head;
 	dev->nr_queued = 0;
+	dev->queued_bytes = 0;
 }
 
 /* ---- sockets ------------------------------------------------------------- */

@@ -44,7 +44,13 @@
 #define VUS_MAX_IRQ_VECTORS	2048
 #define VUS_MAX_XFER_LIMIT	(64U << 20)
 #define VUS_SCM_MAX_FD		253
+/*
+ * Client commands a DMA wait queues: any number up to VUS_MAX_QUEUED, more
+ * while they hold at most VUS_MAX_QUEUED_BYTES (a client posting writes,
+ * which need no reply, may send many during one wait).
+ */
 #define VUS_MAX_QUEUED		64
+#define VUS_MAX_QUEUED_BYTES	(16U << 20)
 #define VUS_MAX_SPARSE		64
 #define VUS_VERSION_JSON_MAX	4096
 #define VUS_PCI_CFG_SIZE	256
@@ -292,6 +298,7 @@ struct vus_dev {
 	struct vus_msg *queue_head;	/* commands received during a DMA */
 	struct vus_msg **queue_tail;
 	unsigned int nr_queued;
+	size_t queued_bytes;
 	unsigned int in_handler;
 	bool stop;
 	struct vus_loop *loop;		/* the loop serving it, or NULL */
@@ -416,7 +423,7 @@ VUS_HIDDEN int vus_recv_msg(struct vus_dev *dev, struct vus_chan *ch,
 			    bool idle_ok);
 VUS_HIDDEN size_t vus_msg_limit(const struct vus_dev *dev);
 VUS_HIDDEN void vus_kick_queue(struct vus_dev *dev);
-VUS_HIDDEN void vus_enqueue(struct vus_dev *dev, struct vus_msg *m);
+VUS_HIDDEN int vus_enqueue(struct vus_dev *dev, struct vus_msg *m);
 VUS_HIDDEN struct vus_msg *vus_queue_pop(struct vus_dev *dev);
 VUS_HIDDEN void vus_queue_drop_all(struct vus_dev *dev);
 VUS_HIDDEN int vus_sock_set_timeouts(const struct vus_dev *dev, int fd);

@@ -1572,6 +1572,58 @@ TEST_F(vus, dma_with_pipelined_commands)
 	EXPECT_EQ(1, v);
 }
 
+/*
+ * A client that posts writes (no-reply flag) while the server waits for a
+ * DMA reply: more of them than the queue's message count, none lost, all
+ * done in order before the next read.
+ */
+#define POSTED_DURING_DMA	200
+
+static bool posted_sent;
+
+static void post_during_dma(struct cl *cl, const struct cl_msg *m)
+{
+	struct vfio_user_region_access a = {
+		.offset = htole64(R_SCRATCH), .count = htole32(8),
+	};
+	uint8_t p[24];
+	uint64_t v;
+	int i;
+
+	if (m->command != VFIO_USER_DMA_READ || posted_sent)
+		return;
+	posted_sent = true;
+	memcpy(p, &a, 16);
+	for (i = 1; i <= POSTED_DURING_DMA; i++) {
+		v = htole64(i);
+		memcpy(p + 16, &v, 8);
+		if (cl_send(cl, VFIO_USER_REGION_WRITE, VFIO_USER_F_NO_REPLY,
+			    p, sizeof(p), NULL, 0) < 0)
+			posted_sent = false;
+	}
+}
+
+TEST_F(vus, dma_with_posted_writes)
+{
+	struct cl *cl = &self->cl;
+	int64_t status;
+	uint64_t v;
+
+	ASSERT_EQ(0, negotiate(cl));
+	ASSERT_EQ(0, cl_dma_map(cl, T_MEM_IOVA, T_MEM_SIZE, 3, -1, 0));
+	memset(cl->mem, 0x5a, 4096);
+	posted_sent = false;
+	cl->on_dma = post_during_dma;
+	EXPECT_EQ(0, dma_copy(cl, T_MEM_IOVA, T_MEM_IOVA + 8192, 4096,
+			      &status));
+	EXPECT_EQ(0, status);
+	cl->on_dma = NULL;
+	ASSERT_TRUE(posted_sent);
+	ASSERT_EQ(0, reg_read64(cl, R_SCRATCH, &v));
+	EXPECT_EQ(POSTED_DURING_DMA, v);
+	EXPECT_EQ(0, memcmp(cl->mem, cl->mem + 8192, 4096));
+}
+
 /* ---- connection lifecycle ------------------------------------------------ */
 
 TEST_F(vus, reconnect_forgets_client_state)
