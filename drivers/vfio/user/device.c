@@ -18,6 +18,7 @@
 #include <linux/mdev.h>
 #include <linux/module.h>
 #include <linux/nospec.h>
+#include <linux/pci_regs.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
@@ -134,20 +135,15 @@ out:
 }
 
 /*
- * Whether a write to region @index may be posted: sent with the no-reply
- * flag, like a PCI memory write, where the admin asked for it. A BAR only
- * (never config space, the ROM or a device-specific region such as
- * migration's), and never on a device with server memory the consumer may
- * map: its loads and stores through the mapping could overtake a write
- * still in the socket, where everything sent by message stays in order.
+ * Whether a write to region @index is posted: a memory BAR the attach
+ * found postable (vfio_user_post_bars()).
  */
 static bool vfio_user_may_post(struct vfio_user_device *udev, u32 index)
 {
 	lockdep_assert_held(&udev->conn_sem);
 
-	return READ_ONCE(udev->posted_writes) &&
-	       index <= VFIO_PCI_BAR5_REGION_INDEX &&
-	       (udev->info_flags & VFIO_DEVICE_FLAGS_PCI) && !udev->server_mem;
+	return index <= VFIO_PCI_BAR5_REGION_INDEX &&
+	       (udev->post_bars & BIT(index));
 }
 
 static ssize_t vfio_user_rw(struct vfio_user_device *udev, char __user *ubuf,
@@ -231,11 +227,10 @@ static ssize_t vfio_user_read(struct vfio_device *vdev, char __user *buf,
  * @count: bytes to write
  * @ppos: region index << 40 | offset in the region
  *
- * With the device's posted_writes set, a BAR write of a device without
- * mappable server memory is posted (vfio_user_may_post()): all of it
- * counts as written once it is on the wire; the server's error, if any,
- * is lost, as a PCI posted write's is, and a dead server fails the next
- * access instead.
+ * A write to a memory BAR the attach found postable (posted_writes set,
+ * no mappable server memory) is posted: all of it counts as written once
+ * it is on the wire; the server's error, if any, is lost, as a PCI posted
+ * write's is, and a dead server fails the next access instead.
  *
  * Context: process context; sleeps, each message bounded by timeout_ms.
  * Return: bytes written, or a negative errno as vfio_user_read().
@@ -750,15 +745,69 @@ static void vfio_user_set_state(struct vfio_user_device *udev,
 	spin_unlock(&udev->state_lock);
 }
 
-/* Whether a region came with a server fd, which the consumer may map. */
-static bool vfio_user_has_server_mem(struct vfio_user_device *udev)
+/*
+ * The BARs whose writes are posted, with posted_writes set at attach: the
+ * memory BARs (a PCI I/O write is not posted), of a PCI device without
+ * server memory the consumer may map (its loads and stores through the
+ * mapping could overtake a write still in the socket, where everything
+ * sent by message stays in order). Config space, the ROM and the
+ * device-specific regions (migration's) are never posted. The BARs' types
+ * are read from config space, one REGION_READ; a server that fails it gets
+ * no posted write.
+ */
+static void vfio_user_post_bars(struct vfio_user_device *udev,
+				struct vfio_user_conn *conn,
+				struct vfio_user_info *info)
 {
-	u32 i;
+	struct vfio_user_region_access acc = {
+		.offset = cpu_to_le64(PCI_BASE_ADDRESS_0),
+		.region = cpu_to_le32(VFIO_PCI_CONFIG_REGION_INDEX),
+		.count = cpu_to_le32(6 * sizeof(__le32)),
+	};
+	u8 buf[sizeof(acc) + 6 * sizeof(__le32)] __aligned(8);
+	struct vfio_user_region_access *rep = (void *)buf;
+	struct vfio_user_call call = {
+		.command = VFIO_USER_REGION_READ,
+		.payload = &acc,
+		.len = sizeof(acc),
+		.reply = buf,
+		.reply_min = sizeof(buf),
+		.reply_max = sizeof(buf),
+	};
+	const struct vfio_user_region *cfg;
+	u32 i, bar;
+	int ret;
 
-	for (i = 0; i < udev->num_regions; i++)
-		if (udev->regions[i].file)
-			return true;
-	return false;
+	info->post_bars = 0;
+	if (!READ_ONCE(udev->posted_writes) ||
+	    !(info->flags & VFIO_DEVICE_FLAGS_PCI) ||
+	    info->num_regions <= VFIO_PCI_CONFIG_REGION_INDEX)
+		return;
+	for (i = 0; i < info->num_regions; i++)
+		if (info->regions[i].file)
+			return;
+	cfg = &info->regions[VFIO_PCI_CONFIG_REGION_INDEX];
+	if (!(cfg->flags & VFIO_REGION_INFO_FLAG_READ) ||
+	    cfg->size < PCI_BASE_ADDRESS_5 + 4)
+		return;
+	ret = vfio_user_call(conn, &call);
+	if (ret != sizeof(buf) || rep->offset != acc.offset ||
+	    rep->region != acc.region || rep->count != acc.count) {
+		dev_warn(vfio_user_dev(udev),
+			 "cannot read the BARs from config space (%d): no write is posted\n",
+			 ret);
+		return;
+	}
+	for (i = 0; i <= VFIO_PCI_BAR5_REGION_INDEX; i++) {
+		bar = le32_to_cpu(((__le32 *)rep->data)[i]);
+		if (bar & PCI_BASE_ADDRESS_SPACE_IO)
+			continue;
+		info->post_bars |= BIT(i);
+		/* The upper half of a 64-bit BAR is no BAR of its own. */
+		if ((bar & PCI_BASE_ADDRESS_MEM_TYPE_MASK) ==
+		    PCI_BASE_ADDRESS_MEM_TYPE_64)
+			i++;
+	}
 }
 
 /*
@@ -799,7 +848,7 @@ static int vfio_user_publish(struct vfio_user_device *udev,
 		WRITE_ONCE(conn->attach_deadline, 0);
 		swap(udev->regions, info->regions);
 		swap(udev->num_regions, info->num_regions);
-		udev->server_mem = vfio_user_has_server_mem(udev);
+		udev->post_bars = info->post_bars;
 		udev->info_flags = info->flags;
 		vfio_user_mig_publish(udev, info);
 		spin_lock(&udev->state_lock);
@@ -852,6 +901,7 @@ static int vfio_user_attach_conn(struct vfio_user_device *udev,
 	ret = vfio_user_mig_attach(udev, conn, info);
 	if (ret)
 		return ret;
+	vfio_user_post_bars(udev, conn, info);
 
 	down_read(&udev->conn_sem);
 	open = udev->open;

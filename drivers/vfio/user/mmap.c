@@ -21,9 +21,10 @@
  * then, or gets SIGBUS when there is none, the connection is dead, or the
  * new server does not back the region.
  *
- * Forwarded accesses are never posted: each REGION_WRITE has been
- * answered before the consumer's write returns, so accesses through the
- * mapping and through the device fd stay in the consumer's order.
+ * Forwarded accesses of a device with server memory are never posted
+ * (vfio_user_post_bars()): each REGION_WRITE has been answered before the
+ * consumer's write returns, so accesses through the mapping and through
+ * the device fd stay in the consumer's order.
  *
  * Locking: the consumer's mmap lock > @lock. Publishing, revoking and
  * faults take @lock only; none of them waits on the server.

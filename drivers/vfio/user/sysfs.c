@@ -9,8 +9,9 @@
  *   state       detached, connecting, ready or "broken: <reason>"
  *   timeout_ms  bound on every wait for the server, 1..600000
  *   posted_writes
- *               0 (default) or 1: BAR writes go without waiting for
- *               their reply, on a device without mappable server memory
+ *               0 (default) or 1: writes to memory BARs go without
+ *               waiting for their reply, on a device without mappable
+ *               server memory; read at each attach
  *   dma_window  bytes of IOVA space, from 0, the server reaches through
  *               shared memory (0: none); a multiple of 2 MiB, <= 2^48
  *   dma_window_chunk
@@ -138,7 +139,7 @@ static ssize_t posted_writes_show(struct device *dev,
 	return sysfs_emit(buf, "%d\n", READ_ONCE(udev->posted_writes));
 }
 
-/* Takes effect at the next write; see vfio_user_write() for which. */
+/* Takes effect at the next attach, which finds the BARs it may post. */
 static ssize_t posted_writes_store(struct device *dev,
 				   struct device_attribute *attr,
 				   const char *buf, size_t count)

@@ -1312,7 +1312,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
  * nobody has started to send is taken back; one on its way stays with the
  * connection, which sends the rest and drops the reply.
  */
-static void vfio_user_req_leave(struct vfio_user_conn *conn,
+static bool vfio_user_req_leave(struct vfio_user_conn *conn,
 				struct vfio_user_req *req)
 {
 	bool unqueued = false, untabled = false;
@@ -1336,6 +1336,7 @@ static void vfio_user_req_leave(struct vfio_user_conn *conn,
 		vfio_user_req_put(req);		/* the list's */
 	if (untabled)
 		vfio_user_req_put(req);		/* the table's */
+	return unqueued;
 }
 
 /*
@@ -1360,7 +1361,8 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 	if (!req->no_reply) {
 		kref_get(&req->ref);		/* the table's */
 		ret = xa_alloc_cyclic(&conn->reqs, &id, req,
-				      XA_LIMIT(0, U16_MAX), &conn->next_id,
+				      XA_LIMIT(0, VFIO_USER_POSTED_ID - 1),
+				      &conn->next_id,
 				      GFP_KERNEL);
 		if (ret < 0) {
 			vfio_user_req_put(req);
@@ -1414,7 +1416,7 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
  * stops neither wake nor fail it. A fatal signal returns -EINTR at once
  * (a request already on its way is finished by the connection).
  * Return: length of the reply payload, or -EIO (connection dead or broken
- * meanwhile), -ETIMEDOUT, -EINTR, -EBUSY (65536 requests in flight),
+ * meanwhile), -ETIMEDOUT, -EINTR, -EBUSY (32768 requests in flight),
  * -ENOMEM, -EBADF (a closed fd), or the server's -errno.
  */
 int vfio_user_req_run(struct vfio_user_conn *conn, struct vfio_user_req *req)
@@ -1485,14 +1487,16 @@ int vfio_user_call(struct vfio_user_conn *conn,
 
 /*
  * Queues a message nothing answers (a reply to a server command, a posted
- * command) and waits, killably and at most the timeout, until it is on the
- * wire: one such message at a time per task keeps the memory a server can
- * make us hold bounded. A fatal signal leaves it to the connection, which
- * sends it.
+ * command) and waits, killably and until the request's deadline, for it to
+ * be on the wire. A waiter that leaves (a fatal signal, the deadline)
+ * takes back a message not yet started, so what the module holds for a
+ * server that does not read is one message per waiting task and the one
+ * being sent.
  */
 static int vfio_user_send_noreply(struct vfio_user_conn *conn,
 				  struct vfio_user_req *req, const char *what)
 {
+	bool taken_back;
 	long left;
 	int ret;
 
@@ -1501,21 +1505,36 @@ static int vfio_user_send_noreply(struct vfio_user_conn *conn,
 	if (ret)
 		return ret;
 	vfio_user_tx_kick(conn);
-	left = wait_event_killable_timeout(conn->tx_wait,
-					   READ_ONCE(req->tx_state) == VFIO_USER_TX_SENT ||
-					   READ_ONCE(conn->dead),
-					   conn->timeout);
-	spin_lock(&conn->lock);
-	req->task = NULL;
-	spin_unlock(&conn->lock);
-	if (!left) {
-		vfio_user_conn_broken(conn,
-				      "%s %u not taken within %u ms",
-				      what, req->command,
-				      jiffies_to_msecs(conn->timeout));
-		return -ETIMEDOUT;
+	for (;;) {
+		if (READ_ONCE(req->tx_state) == VFIO_USER_TX_SENT ||
+		    READ_ONCE(conn->dead)) {
+			ret = 0;
+			break;
+		}
+		left = (long)(vfio_user_req_deadline(conn, req) - jiffies);
+		if (left <= 0) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		left = wait_event_killable_timeout(conn->tx_wait,
+						   READ_ONCE(req->tx_state) == VFIO_USER_TX_SENT ||
+						   READ_ONCE(conn->dead),
+						   left);
+		if (left < 0) {
+			ret = -EINTR;
+			break;
+		}
 	}
-	return READ_ONCE(conn->dead) ? -EIO : 0;
+	/* Taken back: never sent. Else sent, or being sent by the connection. */
+	taken_back = vfio_user_req_leave(conn, req);
+	if (ret == -ETIMEDOUT)
+		vfio_user_conn_broken(conn,
+				      "%s %u (msg_id %u) not taken within %u ms",
+				      what, req->command, req->msg_id,
+				      jiffies_to_msecs(conn->timeout));
+	if (ret)
+		return ret;
+	return taken_back || READ_ONCE(conn->dead) ? -EIO : 0;
 }
 
 /**
@@ -1529,27 +1548,35 @@ static int vfio_user_send_noreply(struct vfio_user_conn *conn,
  * the server has done it; the next request that waits for a reply is the
  * fence (the server answers it only after this one). A server that dies
  * meanwhile fails that next request; an error of this command is lost.
+ * Its msg_id is one a request awaiting a reply never has: a reply to it
+ * is a protocol violation.
  *
  * Context: process context; sleeps killably while the socket is full, at
  * most the timeout (which then breaks the connection). A non-fatal signal
- * neither wakes nor fails it; after a fatal one the connection still sends
- * the message.
+ * neither wakes nor fails it.
  * Return: 0, or -EIO (connection dead or broken meanwhile), -ETIMEDOUT,
- * -ENOMEM.
+ * -EINTR (a fatal signal; the command was not sent, unless it had
+ * started), -EINVAL (@req carries fds).
  */
 int vfio_user_post(struct vfio_user_conn *conn, struct vfio_user_req *req)
 {
-	u16 id = (u16)atomic_inc_return(&conn->posted);
+	u16 id = VFIO_USER_POSTED_ID |
+		 (atomic_inc_return(&conn->posted_id) & (VFIO_USER_POSTED_ID - 1));
+	int ret;
 
 	if (WARN_ON_ONCE(req->nr_fds))
 		return -EINVAL;
 	vfio_user_fill_hdr(&req->hdr, id, req->command, req->tx_len,
 			   VFIO_USER_F_TYPE_COMMAND | VFIO_USER_F_NO_REPLY, 0);
+	req->msg_id = id;
+	ret = vfio_user_send_noreply(conn, req, "posted command");
+	if (ret)
+		return ret;
 	trace_vfio_user_send(vfio_user_dev(conn->udev), id, req->command,
 			     req->tx_len, le32_to_cpu(req->hdr.flags));
 	vfio_user_stat_msg(conn->udev, true, req->command, req->tx_len);
 	this_cpu_inc(conn->udev->stats->posted);
-	return vfio_user_send_noreply(conn, req, "posted command");
+	return 0;
 }
 
 /**
@@ -1581,6 +1608,7 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
 	vfio_user_fill_hdr(&req->hdr, msg_id, command, req->tx_len,
 			   VFIO_USER_F_TYPE_REPLY | (error ? VFIO_USER_F_ERROR : 0),
 			   error);
+	req->msg_id = msg_id;
 	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command,
 			     req->tx_len, le32_to_cpu(req->hdr.flags));
 	vfio_user_stat_msg(conn->udev, true, command, req->tx_len);
@@ -1623,6 +1651,7 @@ int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,
 	req->tx_pages = dp->bv;
 	req->nr_pages = dp->nr;
 	req->tx_len = size;
+	req->msg_id = msg_id;
 	vfio_user_fill_hdr(page_address(dp->bv[0].bv_page) + dp->bv[0].bv_offset,
 			   msg_id, command, size, VFIO_USER_F_TYPE_REPLY, 0);
 	trace_vfio_user_send(vfio_user_dev(conn->udev), msg_id, command, size,

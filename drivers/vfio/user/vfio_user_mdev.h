@@ -134,6 +134,12 @@ struct vfio_user_call {
 	unsigned int rx_max_files;
 };
 
+/*
+ * msg_ids from here up are posted commands' (vfio_user_post()); requests
+ * awaiting a reply have those below.
+ */
+#define VFIO_USER_POSTED_ID		0x8000
+
 /* Register-sized messages and replies live inside the request. */
 #define VFIO_USER_REQ_SMALL		48
 
@@ -160,6 +166,8 @@ enum vfio_user_tx_state {
  *	freed with the last, so a waiter that leaves early never frees what
  *	the sender still sends or the receiver still writes into
  * @msg_id: tag, unique among the connection's requests awaiting a reply
+ *	(below %VFIO_USER_POSTED_ID); a posted command's, or the server's for a
+ *	reply we send
  * @command: &enum vfio_user_command
  * @no_reply: nothing comes back: a reply we send to a server command, or a
  *	command sent with the no-reply flag (vfio_user_post())
@@ -328,7 +336,7 @@ enum vfio_user_rx_state {
  * @rx_wait: consumers waiting for replies, woken one at a time when data
  *	comes so that one of them reads
  * @rx_waiters: number of tasks on @rx_wait
- * @posted: commands sent with the no-reply flag; the last one's msg_id
+ * @posted_id: counts commands sent with the no-reply flag, for their msg_id
  * @rx_state: &enum vfio_user_rx_state; the rx_* members are under
  *	@recv_mutex
  * @rx_hdr: the header being read, or of the message being read
@@ -393,7 +401,7 @@ struct vfio_user_conn {
 	struct work_struct recv_work;
 	wait_queue_head_t rx_wait;
 	atomic_t rx_waiters;
-	atomic_t posted;
+	atomic_t posted_id;
 	enum vfio_user_rx_state rx_state;
 	struct vfio_user_hdr rx_hdr;
 	size_t rx_got;
@@ -556,10 +564,10 @@ struct vfio_user_mig {
  * @info_flags: VFIO_DEVICE_FLAGS_* from the server, under @conn_sem
  * @num_regions: regions the server has, under @conn_sem
  * @regions: cached region info, @num_regions entries, under @conn_sem
- * @server_mem: a region comes with server memory the consumer may map;
- *	under @conn_sem
- * @posted_writes: BAR writes go without waiting for their reply (sysfs;
- *	READ_ONCE), where vfio_user_rw() allows it
+ * @post_bars: BIT(index) for each BAR whose writes are posted, under
+ *	@conn_sem
+ * @posted_writes: post BAR writes where it is safe (sysfs; READ_ONCE), read
+ *	at each attach
  * @irq_lock: orders SET_IRQS messages and changes to @irqs; held across
  *	waits only by consumer calls on a live connection
  * @trig_lock: protects the @irqs pointer and the trigger files against
@@ -610,7 +618,7 @@ struct vfio_user_device {
 	u32 info_flags;
 	u32 num_regions;
 	struct vfio_user_region *regions;
-	bool server_mem;
+	u8 post_bars;
 	bool posted_writes;
 
 	struct mutex irq_lock;		/* irqs, SET_IRQS order */
@@ -701,6 +709,7 @@ int vfio_user_negotiate(struct vfio_user_conn *conn);
  * @mig_flags: VFIO_MIGRATION_* the device offers with this server, or 0
  * @mig_srv_flags: VFIO_USER_MIGRATION_* the server offers
  * @mig_srv_state: the server's migration state at attach
+ * @post_bars: BIT(index) for each BAR whose writes are posted
  */
 struct vfio_user_info {
 	u32 flags;
@@ -710,6 +719,7 @@ struct vfio_user_info {
 	u32 mig_flags;
 	u32 mig_srv_flags;
 	u32 mig_srv_state;
+	u8 post_bars;
 };
 
 void vfio_user_free_regions(struct vfio_user_region *regions, u32 n);

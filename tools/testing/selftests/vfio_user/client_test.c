@@ -24,7 +24,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -185,6 +184,7 @@ static int dma_copy(int fd, uint64_t src, uint64_t dst, uint64_t len)
 
 FIXTURE(client) {
 	struct vu_server srv;
+	bool srv_stopped;	/* SIGSTOPped: teardown continues it first */
 	char uuid[VU_UUID_LEN + 1];
 	int container, group, fd;
 };
@@ -206,6 +206,9 @@ FIXTURE_SETUP(client)
 
 FIXTURE_TEARDOWN(client)
 {
+	/* A write blocked on a stopped server would hold up the removal. */
+	if (self->srv_stopped)
+		vu_server_signal(&self->srv, SIGCONT);
 	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
 			     &self->container);
 	/* (max_data_xfer_size_param and poll_us_param change them) */
@@ -1126,75 +1129,101 @@ TEST_F(client, hung_server_times_out)
 }
 
 /*
- * Posted BAR writes (the device's posted_writes attribute)
+ * Posted BAR writes (the device's posted_writes attribute, read at attach)
  */
 
-/* The device's stats file, mounting debugfs if need be. */
-static bool have_stats(const char *uuid)
-{
-	if (access(VU_STATS_DIR, F_OK))
-		mount("nodev", "/sys/kernel/debug", "debugfs", 0, NULL);
-	return vu_mdev_stat(uuid, "posted") != ~0ULL;
-}
+#define REG_WR_MSGS		0x58
+#define DOORBELL_WRITE		3	/* LEN bytes of SCRATCH's low byte to DST */
+
+/* The device's stats, or a skip. */
+#define NEED_STATS(uuid)						\
+	do {								\
+		if (!vu_have_stats(uuid))				\
+			SKIP(return, "no debugfs stats");		\
+	} while (0)
 
 /*
  * With posted_writes a BAR write returns without the server (stopped
- * here), nothing answers it, and the server does them all, in order,
- * before it answers the next read. Config space and a device with the
- * attribute off wait for their reply.
+ * here) and nothing answers it. 64 doorbells that each DMA one byte (by
+ * message: DMA_WRITE to the module while the next writes arrive) land in
+ * order: SCRATCH, DST, LEN and DOORBELL of each are done in the order
+ * written, before the next read's reply. Config space waits for its
+ * reply; so does a BAR write after a re-attach with the attribute off.
  */
 TEST_F(client, posted_writes_in_order)
 {
+	const uint64_t iova = 1ULL << 32;
 	unsigned long long posted, sent, recv;
-	uint32_t v = 0, i;
+	uint32_t v = 0, i, status = 0;
+	uint64_t msgs = 0;
 	char buf[16];
 	uint16_t cmd;
+	uint8_t *mem;
 
-	open_dev(_metadata, self);
-	if (!have_stats(self->uuid))
-		SKIP(return, "no debugfs stats");
 	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "posted_writes", buf,
 				       sizeof(buf)));
 	EXPECT_STREQ("0", buf);
 	EXPECT_EQ(-EINVAL, vu_mdev_attr_write(self->uuid, "posted_writes",
 					      "maybe"));
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
-	ASSERT_EQ(0, vu_mdev_attr_read(self->uuid, "posted_writes", buf,
-				       sizeof(buf)));
-	EXPECT_STREQ("1", buf);
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "dma_window", "0"));
+	open_dev(_metadata, self);
+	NEED_STATS(self->uuid);
+	mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, mem);
+	ASSERT_EQ(0, dma_map(self->container, mem, iova, 4096));
 	posted = vu_mdev_stat(self->uuid, "posted");
 	sent = vu_mdev_stat(self->uuid, "sent_msgs.REGION_WRITE");
 	recv = vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE");
 
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
-	for (i = 1; i <= 64; i++)
+	self->srv_stopped = true;
+	ASSERT_EQ(0, __bar_write64(self->fd, REG_LEN, 1));
+	for (i = 1; i <= 64; i++) {
 		ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, i));
+		ASSERT_EQ(0, __bar_write64(self->fd, REG_DST, iova + i));
+		ASSERT_EQ(0, __bar_write32(self->fd, REG_DOORBELL,
+					   DOORBELL_WRITE));
+	}
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
+	self->srv_stopped = false;
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
+	EXPECT_EQ(STATUS_DONE, status);
 	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
 	EXPECT_EQ(64, v);
-	EXPECT_EQ(posted + 64, vu_mdev_stat(self->uuid, "posted"));
-	EXPECT_EQ(sent + 64, vu_mdev_stat(self->uuid, "sent_msgs.REGION_WRITE"));
+	for (i = 1; i <= 64; i++)
+		EXPECT_EQ(i, mem[i]) TH_LOG("byte %u", i);
+	ASSERT_EQ(0, __bar_read64(self->fd, REG_WR_MSGS, &msgs));
+	EXPECT_EQ(64, msgs);
+	EXPECT_EQ(posted + 1 + 3 * 64, vu_mdev_stat(self->uuid, "posted"));
+	EXPECT_EQ(sent + 1 + 3 * 64,
+		  vu_mdev_stat(self->uuid, "sent_msgs.REGION_WRITE"));
 	EXPECT_EQ(recv, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
 
 	/* Config space is never posted: its reply comes back. */
 	ASSERT_EQ(0, __rd(self->fd, VFIO_PCI_CONFIG_REGION_INDEX, 4, &cmd, 2));
 	ASSERT_EQ(0, __wr(self->fd, VFIO_PCI_CONFIG_REGION_INDEX, 4, &cmd, 2));
 	EXPECT_EQ(recv + 1, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
-	EXPECT_EQ(posted + 64, vu_mdev_stat(self->uuid, "posted"));
 
-	/* Off again: a BAR write waits for its reply. */
+	/* Off, and a re-attach under the open consumer: writes wait again. */
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "0"));
+	ASSERT_EQ(0, vu_mdev_attach(self->uuid, &self->srv));
+	posted = vu_mdev_stat(self->uuid, "posted");
+	recv = vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE");
 	ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, 7));
-	EXPECT_EQ(recv + 2, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
-	EXPECT_EQ(posted + 64, vu_mdev_stat(self->uuid, "posted"));
+	EXPECT_EQ(recv + 1, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
+	EXPECT_EQ(posted, vu_mdev_stat(self->uuid, "posted"));
 	expect_state(_metadata, self->uuid, "ready");
+	ASSERT_EQ(0, dma_unmap(self->container, iova, 4096));
+	munmap(mem, 4096);
 }
 
 struct poster {
 	int fd;
 	uint32_t n;
 	pid_t tid;
-	volatile uint32_t done;
+	uint32_t done;
 	int ret;
 };
 
@@ -1203,7 +1232,7 @@ static void *poster_thread(void *arg)
 	struct poster *p = arg;
 	uint32_t i;
 
-	p->tid = syscall(SYS_gettid);
+	__atomic_store_n(&p->tid, syscall(SYS_gettid), __ATOMIC_RELEASE);
 	for (i = 1; i <= p->n; i++) {
 		p->ret = __bar_write32(p->fd, REG_SCRATCH, i);
 		if (p->ret)
@@ -1217,49 +1246,65 @@ static void on_sigusr1(int sig)
 {
 }
 
+/* Polls @done until it stays the same (and non-zero if @moved) 50 times. */
+static uint32_t wait_stalled(const uint32_t *done, bool moved, pid_t tid)
+{
+	uint32_t last = 0, now;
+	int i, still = 0;
+
+	for (i = 0; i < 20000 && still < 50; i++) {
+		now = __atomic_load_n(done, __ATOMIC_ACQUIRE);
+		if (tid)
+			syscall(SYS_tgkill, getpid(), tid, SIGUSR1);
+		usleep(2000);
+		still = now == last && (now || !moved) ? still + 1 : 0;
+		last = now;
+	}
+	return last;
+}
+
 /*
  * A stopped server and a writer posting many writes: once the socket is
  * full the writer waits (what is in flight is bounded by the socket), a
  * storm of non-fatal signals neither fails nor ends its wait, and when the
- * server goes on every write arrives, in order.
+ * server goes on every write arrives, the last one last.
  */
 TEST_F_TIMEOUT(client, posted_writes_fill_socket_under_signals, 120)
 {
 	struct sigaction sa = { .sa_handler = on_sigusr1 };
 	struct poster p = { .n = 20000 };
 	uint32_t last, v = 0;
+	pid_t tid = 0;
 	pthread_t t;
-	int i, still;
+	int i;
 
 	ASSERT_EQ(0, sigaction(SIGUSR1, &sa, NULL));
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
-	open_dev(_metadata, self);
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	open_dev(_metadata, self);
 	p.fd = self->fd;
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	self->srv_stopped = true;
 	ASSERT_EQ(0, pthread_create(&t, NULL, poster_thread, &p));
-
-	/* Signals until the writer has made no progress for 50 rounds. */
-	last = 0;
-	still = 0;
-	for (i = 0; i < 20000 && still < 50; i++) {
-		uint32_t now = __atomic_load_n(&p.done, __ATOMIC_ACQUIRE);
-
-		if (p.tid)
-			syscall(SYS_tgkill, getpid(), p.tid, SIGUSR1);
-		usleep(2000);
-		still = now == last && now ? still + 1 : 0;
-		last = now;
+	for (i = 0; i < 1000 && !tid; i++) {
+		usleep(1000);
+		tid = __atomic_load_n(&p.tid, __ATOMIC_ACQUIRE);
 	}
+	ASSERT_NE(0, tid);
+
+	last = wait_stalled(&p.done, true, tid);
 	EXPECT_LT(0, last);
 	EXPECT_GT(p.n, last) TH_LOG("all %u writes went out to a stopped server", p.n);
 	EXPECT_EQ(0, p.ret);
 	TH_LOG("%u posted writes in flight while the server was stopped", last);
 
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
-	for (i = 0; i < 200 && __atomic_load_n(&p.done, __ATOMIC_ACQUIRE) < p.n; i++) {
-		syscall(SYS_tgkill, getpid(), p.tid, SIGUSR1);
-		usleep(5000);
+	self->srv_stopped = false;
+	/* Signals all along, until the writer is done. */
+	for (i = 0; i < 30000 && __atomic_load_n(&p.done, __ATOMIC_ACQUIRE) < p.n &&
+	     !p.ret; i++) {
+		syscall(SYS_tgkill, getpid(), tid, SIGUSR1);
+		usleep(1000);
 	}
 	ASSERT_EQ(0, pthread_join(t, NULL));
 	EXPECT_EQ(0, p.ret);
@@ -1267,7 +1312,59 @@ TEST_F_TIMEOUT(client, posted_writes_fill_socket_under_signals, 120)
 	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
 	EXPECT_EQ(p.n, v);
 	expect_state(_metadata, self->uuid, "ready");
-	signal(SIGUSR1, SIG_DFL);
+}
+
+/*
+ * Writers killed while they wait for room in the socket: a write that had
+ * not started to go out is taken back (the module holds nothing for a dead
+ * task), and none of them reaches the server once it reads again.
+ */
+TEST_F_TIMEOUT(client, posted_writes_killed_writers_take_back, 120)
+{
+	uint32_t *shm, v = 0;
+	int k, status;
+	pid_t pid;
+
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
+	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	open_dev(_metadata, self);
+	NEED_STATS(self->uuid);
+	/* [0]: the last value a writer saw go out, [1 + k]: writer k's count */
+	shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, shm);
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	self->srv_stopped = true;
+	for (k = 0; k < 8; k++) {
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (!pid) {
+			uint32_t i, val;
+
+			for (i = 1; i < 100000; i++) {
+				val = (k + 1) << 20 | i;
+				if (__bar_write32(self->fd, REG_SCRATCH, val))
+					_exit(1);
+				__atomic_store_n(&shm[0], val, __ATOMIC_RELEASE);
+				__atomic_store_n(&shm[1 + k], i, __ATOMIC_RELEASE);
+			}
+			_exit(0);
+		}
+		/* The first writer fills the socket, the others wait at once. */
+		wait_stalled(&shm[1 + k], !k, 0);
+		ASSERT_EQ(0, kill(pid, SIGKILL));
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		EXPECT_TRUE(WIFSIGNALED(status));
+	}
+	EXPECT_LT(0, shm[1]);
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGCONT));
+	self->srv_stopped = false;
+	/* The last write that went out is the last the server did. */
+	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
+	EXPECT_EQ(shm[0], v) TH_LOG("SCRATCH %#x, last sent %#x", v, shm[0]);
+	EXPECT_EQ(shm[1], vu_mdev_stat(self->uuid, "posted"));
+	expect_state(_metadata, self->uuid, "ready");
+	munmap(shm, 4096);
 }
 
 /* A server that stops reading: the posted writer fails at timeout_ms. */
@@ -1278,38 +1375,46 @@ TEST_F_TIMEOUT(client, posted_writes_hung_server_times_out, 60)
 	int ret = 0;
 
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "500"));
-	open_dev(_metadata, self);
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
+	open_dev(_metadata, self);
+	NEED_STATS(self->uuid);
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	self->srv_stopped = true;
 	for (i = 0; i < 1000000 && !ret; i++) {
 		t0 = vu_now();
 		ret = __bar_write32(self->fd, REG_SCRATCH, i);
 	}
 	dt = vu_now() - t0;
 	EXPECT_EQ(-ETIMEDOUT, ret);
+	/* Many went out to the stopped server before one had to wait. */
+	EXPECT_LT(16, i);
+	EXPECT_EQ(i - 1, vu_mdev_stat(self->uuid, "posted"));
 	EXPECT_LE(0.45, dt);
 	EXPECT_GT(3.0, dt) TH_LOG("the blocked write took %.2f s to fail", dt);
 	expect_state(_metadata, self->uuid, "broken: ");
 	EXPECT_EQ(-EIO, __bar_write32(self->fd, REG_SCRATCH, 1));
 	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
-	vu_server_signal(&self->srv, SIGCONT);
 }
 
-/* A dead server: the next access fails with EIO, nothing hangs. */
+/*
+ * Posted writes to a server that then dies: they went out, and the next
+ * access that waits fails with EIO; nothing hangs.
+ */
 TEST_F(client, posted_writes_server_killed)
 {
-	uint32_t v;
-	int ret;
+	uint32_t v, i;
 
-	open_dev(_metadata, self);
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
-	ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, 1));
+	open_dev(_metadata, self);
+	NEED_STATS(self->uuid);
+	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
+	self->srv_stopped = true;
+	for (i = 1; i <= 8; i++)
+		ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, i));
+	EXPECT_EQ(8, vu_mdev_stat(self->uuid, "posted"));
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGKILL));
-	/* On the wire before the death is seen, or refused after. */
-	ret = __bar_write32(self->fd, REG_SCRATCH, 2);
-	EXPECT_TRUE(ret == 0 || ret == -EIO) TH_LOG("write: %d", ret);
 	EXPECT_EQ(-EIO, __bar_read32(self->fd, REG_MAGIC, &v));
-	EXPECT_EQ(-EIO, __bar_write32(self->fd, REG_SCRATCH, 3));
+	EXPECT_EQ(-EIO, __bar_write32(self->fd, REG_SCRATCH, 9));
 	expect_state(_metadata, self->uuid, "broken: ");
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/wait.h>
@@ -148,6 +149,13 @@ unsigned long long vu_mdev_stat(const char *uuid, const char *name)
 			found = v;
 	fclose(f);
 	return found;
+}
+
+bool vu_have_stats(const char *uuid)
+{
+	if (access(VU_STATS_DIR, F_OK))
+		mount("nodev", "/sys/kernel/debug", "debugfs", 0, NULL);
+	return vu_mdev_stat(uuid, "posted") != ~0ULL;
 }
 
 int vu_mdev_group(const char *uuid)

@@ -42,6 +42,8 @@ int vu_mdev_attr_write(const char *uuid, const char *attr, const char *val);
  */
 #define VU_STATS_DIR	"/sys/kernel/debug/vfio_user_mdev"
 unsigned long long vu_mdev_stat(const char *uuid, const char *name);
+/* Whether the device has its stats file; mounts debugfs if need be. */
+bool vu_have_stats(const char *uuid);
 /* IOMMU group number of the mdev, or -errno. */
 int vu_mdev_group(const char *uuid);
 
