@@ -111,7 +111,7 @@ def save_samples(path, samples):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", required=True, help="a, b or c")
+    ap.add_argument("--config", required=True, help="a, b or c (anp, bnp: a, b without posted writes)")
     ap.add_argument("--results", required=True)
     ap.add_argument("--samples", help="directory for per-op samples")
     ap.add_argument("--ops", type=int, default=0, help="MMIO ops (0: none)")
