@@ -752,12 +752,13 @@ static void vfio_user_set_state(struct vfio_user_device *udev,
  * mapping could overtake a write still in the socket, where everything
  * sent by message stays in order). Config space, the ROM and the
  * device-specific regions (migration's) are never posted. The BARs' types
- * are read from config space, one REGION_READ; a server that fails it gets
- * no posted write.
+ * are read from config space, one REGION_READ; a server that refuses it
+ * (an error reply) gets no posted write. Returns 0, or the error of a
+ * connection that failed meanwhile (the attach fails with it).
  */
-static void vfio_user_post_bars(struct vfio_user_device *udev,
-				struct vfio_user_conn *conn,
-				struct vfio_user_info *info)
+static int vfio_user_post_bars(struct vfio_user_device *udev,
+			       struct vfio_user_conn *conn,
+			       struct vfio_user_info *info)
 {
 	struct vfio_user_region_access acc = {
 		.offset = cpu_to_le64(PCI_BASE_ADDRESS_0),
@@ -782,21 +783,33 @@ static void vfio_user_post_bars(struct vfio_user_device *udev,
 	if (!READ_ONCE(udev->posted_writes) ||
 	    !(info->flags & VFIO_DEVICE_FLAGS_PCI) ||
 	    info->num_regions <= VFIO_PCI_CONFIG_REGION_INDEX)
-		return;
+		return 0;
 	for (i = 0; i < info->num_regions; i++)
 		if (info->regions[i].file)
-			return;
+			return 0;
 	cfg = &info->regions[VFIO_PCI_CONFIG_REGION_INDEX];
 	if (!(cfg->flags & VFIO_REGION_INFO_FLAG_READ) ||
 	    cfg->size < PCI_BASE_ADDRESS_5 + 4)
-		return;
+		return 0;
 	ret = vfio_user_call(conn, &call);
-	if (ret != sizeof(buf) || rep->offset != acc.offset ||
-	    rep->region != acc.region || rep->count != acc.count) {
+	if (ret < 0 && (vfio_user_conn_dead(conn, NULL, 0) || ret == -EINTR ||
+			ret == -ENOMEM))
+		return ret;
+	if (ret < 0) {
 		dev_warn(vfio_user_dev(udev),
-			 "cannot read the BARs from config space (%d): no write is posted\n",
+			 "server refused to read the BARs from config space (%d): no write is posted\n",
 			 ret);
-		return;
+		return 0;
+	}
+	if (rep->offset != acc.offset || rep->region != acc.region ||
+	    rep->count != acc.count) {
+		vfio_user_conn_broken(conn,
+				      "REGION_READ reply for config offset %#x count %zu: offset %#llx region %u count %u",
+				      PCI_BASE_ADDRESS_0, sizeof(buf) - sizeof(acc),
+				      le64_to_cpu(rep->offset),
+				      le32_to_cpu(rep->region),
+				      le32_to_cpu(rep->count));
+		return -EIO;
 	}
 	for (i = 0; i <= VFIO_PCI_BAR5_REGION_INDEX; i++) {
 		bar = le32_to_cpu(((__le32 *)rep->data)[i]);
@@ -808,6 +821,7 @@ static void vfio_user_post_bars(struct vfio_user_device *udev,
 		    PCI_BASE_ADDRESS_MEM_TYPE_64)
 			i++;
 	}
+	return 0;
 }
 
 /*
@@ -901,7 +915,9 @@ static int vfio_user_attach_conn(struct vfio_user_device *udev,
 	ret = vfio_user_mig_attach(udev, conn, info);
 	if (ret)
 		return ret;
-	vfio_user_post_bars(udev, conn, info);
+	ret = vfio_user_post_bars(udev, conn, info);
+	if (ret)
+		return ret;
 
 	down_read(&udev->conn_sem);
 	open = udev->open;

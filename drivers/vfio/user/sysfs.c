@@ -154,7 +154,9 @@ static ssize_t posted_writes_store(struct device *dev,
 	ret = kstrtobool(buf, &val);
 	if (ret)
 		return ret;
+	spin_lock(&udev->state_lock);
 	WRITE_ONCE(udev->posted_writes, val);
+	spin_unlock(&udev->state_lock);
 	return count;
 }
 static DEVICE_ATTR_RW(posted_writes);

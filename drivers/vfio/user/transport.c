@@ -27,10 +27,13 @@
  *
  * Waits. Every request has a deadline, timeout_ms after it was queued (and
  * never past the end of an attach); its waiter sleeps killably until then,
- * never pushed back by other traffic. A timeout breaks the connection. A
- * fatal signal ends the wait: a request not yet started is taken back,
- * one already on its way is finished by the connection and its reply
- * dropped when it comes.
+ * pushed back only while the server keeps sending DMA commands (a server
+ * at work, up to 600 s; replies to others never push it). A timeout breaks
+ * the connection. A fatal signal ends the wait: a request not yet started
+ * is taken back, one already on its way is finished by the connection and
+ * its reply dropped when it comes. Messages nothing answers (posted
+ * writes, our replies to the server's commands) wait the same way, for
+ * the wire.
  *
  * Nothing from the socket is trusted: every header and length is checked
  * before use; a violation, a timeout or a closed socket kills the
@@ -1315,7 +1318,7 @@ static int vfio_user_wait_reply(struct vfio_user_conn *conn,
 static bool vfio_user_req_leave(struct vfio_user_conn *conn,
 				struct vfio_user_req *req)
 {
-	bool unqueued = false, untabled = false;
+	bool unqueued = false, untabled = false, more;
 
 	spin_lock(&conn->lock);
 	req->task = NULL;
@@ -1331,11 +1334,15 @@ static bool vfio_user_req_leave(struct vfio_user_conn *conn,
 		}
 		req->done = true;
 	}
+	more = unqueued && !list_empty(&conn->tx_list);
 	spin_unlock(&conn->lock);
 	if (unqueued)
 		vfio_user_req_put(req);		/* the list's */
 	if (untabled)
 		vfio_user_req_put(req);		/* the table's */
+	/* It may have held up the others (a request with fds does). */
+	if (more)
+		vfio_user_conn_queue(conn, &conn->send_work);
 	return unqueued;
 }
 
@@ -1527,11 +1534,18 @@ static int vfio_user_send_noreply(struct vfio_user_conn *conn,
 	}
 	/* Taken back: never sent. Else sent, or being sent by the connection. */
 	taken_back = vfio_user_req_leave(conn, req);
-	if (ret == -ETIMEDOUT)
+	/* All of it went out after all, just as the deadline passed. */
+	if (ret == -ETIMEDOUT && !taken_back &&
+	    READ_ONCE(req->tx_state) == VFIO_USER_TX_SENT &&
+	    !READ_ONCE(conn->dead))
+		ret = 0;
+	if (ret == -ETIMEDOUT) {
+		this_cpu_inc(conn->udev->stats->timeouts);
 		vfio_user_conn_broken(conn,
 				      "%s %u (msg_id %u) not taken within %u ms",
 				      what, req->command, req->msg_id,
 				      jiffies_to_msecs(conn->timeout));
+	}
 	if (ret)
 		return ret;
 	return taken_back || READ_ONCE(conn->dead) ? -EIO : 0;
@@ -1551,9 +1565,9 @@ static int vfio_user_send_noreply(struct vfio_user_conn *conn,
  * Its msg_id is one a request awaiting a reply never has: a reply to it
  * is a protocol violation.
  *
- * Context: process context; sleeps killably while the socket is full, at
- * most the timeout (which then breaks the connection). A non-fatal signal
- * neither wakes nor fails it.
+ * Context: process context; sleeps killably while the socket is full, until
+ * the request's deadline (vfio_user_req_deadline(); then the connection is
+ * broken). A non-fatal signal neither wakes nor fails it.
  * Return: 0, or -EIO (connection dead or broken meanwhile), -ETIMEDOUT,
  * -EINTR (a fatal signal; the command was not sent, unless it had
  * started), -EINVAL (@req carries fds).
@@ -1588,7 +1602,8 @@ int vfio_user_post(struct vfio_user_conn *conn, struct vfio_user_req *req)
  * @payload: reply payload
  * @len: length of @payload
  *
- * Context: process context (dma.c's work); sleeps, at most the timeout.
+ * Context: process context (dma.c's work); sleeps until the reply's
+ * deadline (vfio_user_req_deadline()).
  * Return: 0 or a negative errno (the connection is then broken).
  */
 int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
@@ -1631,7 +1646,8 @@ int vfio_user_send_reply(struct vfio_user_conn *conn, u16 msg_id, u16 command,
  * pages of a reply of a page or more instead of copying them
  * (MSG_SPLICE_PAGES), and the server's read is the only copy.
  *
- * Context: process context (dma.c's work); sleeps, at most the timeout.
+ * Context: process context (dma.c's work); sleeps until the reply's
+ * deadline (vfio_user_req_deadline()).
  * Return: 0 or a negative errno (the connection is then broken).
  */
 int vfio_user_send_reply_pages(struct vfio_user_conn *conn, u16 msg_id,

@@ -546,8 +546,9 @@ struct vfio_user_mig {
  * @attach_mutex: serialises attach, detach and re-attach; held across an
  *	attach's waits on the server, so nothing else takes it but those,
  *	and a detach aborts the attach (@attaching) before it waits for it
- * @state_lock: protects @state, @socket_path, @timeout_ms, @attaching and
- *	the @conn pointer for sysfs readers; never held across a wait
+ * @state_lock: protects @state, @socket_path, @timeout_ms, @posted_writes,
+ *	@attaching and the @conn pointer for sysfs readers; never held
+ *	across a wait
  * @state: &enum vfio_user_state
  * @socket_path: path of the attached server's socket
  * @timeout_ms: bound on each wait for the server, read at each attach
@@ -566,7 +567,7 @@ struct vfio_user_mig {
  * @regions: cached region info, @num_regions entries, under @conn_sem
  * @post_bars: BIT(index) for each BAR whose writes are posted, under
  *	@conn_sem
- * @posted_writes: post BAR writes where it is safe (sysfs; READ_ONCE), read
+ * @posted_writes: post BAR writes where it is safe (sysfs; @state_lock), read
  *	at each attach
  * @irq_lock: orders SET_IRQS messages and changes to @irqs; held across
  *	waits only by consumer calls on a live connection

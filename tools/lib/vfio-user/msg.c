@@ -543,14 +543,23 @@ void vus_kick_queue(struct vus_dev *dev)
 }
 
 /*
- * Queue client command @m (consumed). Past VUS_MAX_QUEUED commands and
- * VUS_MAX_QUEUED_BYTES a command is refused with EBUSY, and -ENOBUFS is
- * returned for one that takes no reply (the caller drops the client).
+ * Queue client command @m (consumed). Past VUS_MAX_QUEUED commands, one
+ * with fds or one past VUS_MAX_QUEUED_BYTES is refused with EBUSY, and
+ * -ENOBUFS is returned for one that takes no reply (the caller drops the
+ * client).
  */
+/* What a queued command holds: its buffer, fds and the struct. */
+static size_t vus_msg_charge(const struct vus_msg *m)
+{
+	return sizeof(*m) + m->size + m->nr_fds * sizeof(int);
+}
+
 int vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
 {
+	/* Past the count, only fd-less commands, by what they hold. */
 	if (dev->nr_queued >= VUS_MAX_QUEUED &&
-	    dev->queued_bytes + m->size > VUS_MAX_QUEUED_BYTES) {
+	    (m->nr_fds ||
+	     dev->queued_bytes + vus_msg_charge(m) > VUS_MAX_QUEUED_BYTES)) {
 		if (m->flags & VFIO_USER_F_NO_REPLY) {
 			/* Nothing to refuse it with: dropping it loses a write. */
 			pr_warn("msg_id %u command %u: %u commands (%zu bytes) already queued during a DMA wait\n",
@@ -567,7 +576,7 @@ int vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
 	*dev->queue_tail = m;
 	dev->queue_tail = &m->next;
 	dev->nr_queued++;
-	dev->queued_bytes += m->size;
+	dev->queued_bytes += vus_msg_charge(m);
 	vus_kick_queue(dev);
 	return 0;
 }
@@ -583,7 +592,7 @@ struct vus_msg *vus_queue_pop(struct vus_dev *dev)
 	if (!dev->queue_head)
 		dev->queue_tail = &dev->queue_head;
 	dev->nr_queued--;
-	dev->queued_bytes -= m->size;
+	dev->queued_bytes -= vus_msg_charge(m);
 	return m;
 }
 

@@ -765,7 +765,9 @@ VUS_API void vus_loop__stop(struct vus_loop *loop);
  * client's and ours: QEMU's client holds us to ours), up to four in flight
  * at once (replies matched by msg_id, in any order). Waits for every reply
  * (bounded by timeout_ms each); client commands that arrive meanwhile are
- * queued (up to 64) and handled, in order, after the current one (with
+ * queued and handled, in order, after the current one: any 64, more while
+ * they hold at most 16 MiB; beyond that a command is refused with EBUSY,
+ * and one that takes no reply (a posted write) drops the client (with
  * the twin socket they stay in the main socket until then; with
  * &vus_dev_opts.strict_dma_reply and no twin socket they drop the client
  * instead).

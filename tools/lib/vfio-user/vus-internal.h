@@ -45,9 +45,9 @@
 #define VUS_MAX_XFER_LIMIT	(64U << 20)
 #define VUS_SCM_MAX_FD		253
 /*
- * Client commands a DMA wait queues: any number up to VUS_MAX_QUEUED, more
- * while they hold at most VUS_MAX_QUEUED_BYTES (a client posting writes,
- * which need no reply, may send many during one wait).
+ * Client commands a DMA wait queues: any up to VUS_MAX_QUEUED, more without
+ * fds while all hold at most VUS_MAX_QUEUED_BYTES (struct and buffer; a
+ * client posting writes, which need no reply, may send many in one wait).
  */
 #define VUS_MAX_QUEUED		64
 #define VUS_MAX_QUEUED_BYTES	(16U << 20)

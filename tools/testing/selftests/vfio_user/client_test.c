@@ -185,6 +185,7 @@ static int dma_copy(int fd, uint64_t src, uint64_t dst, uint64_t len)
 FIXTURE(client) {
 	struct vu_server srv;
 	bool srv_stopped;	/* SIGSTOPped: teardown continues it first */
+	pid_t kids[8];		/* writer processes teardown kills */
 	char uuid[VU_UUID_LEN + 1];
 	int container, group, fd;
 };
@@ -206,7 +207,14 @@ FIXTURE_SETUP(client)
 
 FIXTURE_TEARDOWN(client)
 {
+	unsigned int i;
+
 	/* A write blocked on a stopped server would hold up the removal. */
+	for (i = 0; i < ARRAY_SIZE(self->kids); i++)
+		if (self->kids[i] > 0) {
+			kill(self->kids[i], SIGKILL);
+			waitpid(self->kids[i], NULL, 0);
+		}
 	if (self->srv_stopped)
 		vu_server_signal(&self->srv, SIGCONT);
 	vu_consumer_teardown(self->uuid, &self->fd, &self->group,
@@ -1144,7 +1152,7 @@ TEST_F(client, hung_server_times_out)
 
 /*
  * With posted_writes a BAR write returns without the server (stopped
- * here) and nothing answers it. 64 doorbells that each DMA one byte (by
+ * here) and nothing answers it. 24 doorbells that each DMA one byte (by
  * message: DMA_WRITE to the module while the next writes arrive) land in
  * order: SCRATCH, DST, LEN and DOORBELL of each are done in the order
  * written, before the next read's reply. Config space waits for its
@@ -1179,8 +1187,9 @@ TEST_F(client, posted_writes_in_order)
 
 	ASSERT_EQ(0, vu_server_signal(&self->srv, SIGSTOP));
 	self->srv_stopped = true;
+	/* 73 messages: more than the library queues by count (64) */
 	ASSERT_EQ(0, __bar_write64(self->fd, REG_LEN, 1));
-	for (i = 1; i <= 64; i++) {
+	for (i = 1; i <= 24; i++) {
 		ASSERT_EQ(0, __bar_write32(self->fd, REG_SCRATCH, i));
 		ASSERT_EQ(0, __bar_write64(self->fd, REG_DST, iova + i));
 		ASSERT_EQ(0, __bar_write32(self->fd, REG_DOORBELL,
@@ -1191,13 +1200,13 @@ TEST_F(client, posted_writes_in_order)
 	ASSERT_EQ(0, __bar_read32(self->fd, REG_STATUS, &status));
 	EXPECT_EQ(STATUS_DONE, status);
 	ASSERT_EQ(0, __bar_read32(self->fd, REG_SCRATCH, &v));
-	EXPECT_EQ(64, v);
-	for (i = 1; i <= 64; i++)
+	EXPECT_EQ(24, v);
+	for (i = 1; i <= 24; i++)
 		EXPECT_EQ(i, mem[i]) TH_LOG("byte %u", i);
 	ASSERT_EQ(0, __bar_read64(self->fd, REG_WR_MSGS, &msgs));
-	EXPECT_EQ(64, msgs);
-	EXPECT_EQ(posted + 1 + 3 * 64, vu_mdev_stat(self->uuid, "posted"));
-	EXPECT_EQ(sent + 1 + 3 * 64,
+	EXPECT_EQ(24, msgs);
+	EXPECT_EQ(posted + 1 + 3 * 24, vu_mdev_stat(self->uuid, "posted"));
+	EXPECT_EQ(sent + 1 + 3 * 24,
 		  vu_mdev_stat(self->uuid, "sent_msgs.REGION_WRITE"));
 	EXPECT_EQ(recv, vu_mdev_stat(self->uuid, "recv_msgs.REGION_WRITE"));
 
@@ -1314,6 +1323,26 @@ TEST_F_TIMEOUT(client, posted_writes_fill_socket_under_signals, 120)
 	expect_state(_metadata, self->uuid, "ready");
 }
 
+/* Whether @pid sleeps in the kernel (state D: a killable wait is one). */
+static bool in_kernel_wait(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'D';
+}
+
 /*
  * Writers killed while they wait for room in the socket: a write that had
  * not started to go out is taken back (the module holds nothing for a dead
@@ -1322,14 +1351,17 @@ TEST_F_TIMEOUT(client, posted_writes_fill_socket_under_signals, 120)
 TEST_F_TIMEOUT(client, posted_writes_killed_writers_take_back, 120)
 {
 	uint32_t *shm, v = 0;
-	int k, status;
+	int k, n, status;
 	pid_t pid;
 
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "timeout_ms", "60000"));
 	ASSERT_EQ(0, vu_mdev_attr_write(self->uuid, "posted_writes", "1"));
 	open_dev(_metadata, self);
 	NEED_STATS(self->uuid);
-	/* [0]: the last value a writer saw go out, [1 + k]: writer k's count */
+	/*
+	 * [0]: the last value that went out; [1]: writes that went out;
+	 * [2]: the value being written now
+	 */
 	shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
 		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ASSERT_NE(MAP_FAILED, shm);
@@ -1343,17 +1375,29 @@ TEST_F_TIMEOUT(client, posted_writes_killed_writers_take_back, 120)
 
 			for (i = 1; i < 100000; i++) {
 				val = (k + 1) << 20 | i;
+				__atomic_store_n(&shm[2], val, __ATOMIC_RELEASE);
 				if (__bar_write32(self->fd, REG_SCRATCH, val))
 					_exit(1);
 				__atomic_store_n(&shm[0], val, __ATOMIC_RELEASE);
-				__atomic_store_n(&shm[1 + k], i, __ATOMIC_RELEASE);
+				__atomic_add_fetch(&shm[1], 1, __ATOMIC_RELEASE);
 			}
 			_exit(0);
 		}
-		/* The first writer fills the socket, the others wait at once. */
-		wait_stalled(&shm[1 + k], !k, 0);
+		self->kids[k] = pid;
+		/* Blocked in a write: the socket is full (the first fills it). */
+		for (n = 0; n < 30000; n++) {
+			if ((__atomic_load_n(&shm[2], __ATOMIC_ACQUIRE) >> 20) == k + 1 &&
+			    in_kernel_wait(pid))
+				break;
+			usleep(1000);
+		}
+		ASSERT_GT(30000, n) TH_LOG("writer %d never blocked", k);
+		/* still blocked: it did not just pass through D */
+		usleep(50000);
+		ASSERT_TRUE(in_kernel_wait(pid));
 		ASSERT_EQ(0, kill(pid, SIGKILL));
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		self->kids[k] = 0;
 		EXPECT_TRUE(WIFSIGNALED(status));
 	}
 	EXPECT_LT(0, shm[1]);
