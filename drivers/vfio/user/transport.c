@@ -1361,7 +1361,8 @@ static int vfio_user_req_queue(struct vfio_user_conn *conn,
 	if (attach && time_before(attach, deadline))
 		deadline = attach;
 	req->queued = jiffies;
-	req->queued_ns = ktime_get_ns();
+	/* Only a reply's round trip needs it (a slow clock under TCG). */
+	req->queued_ns = req->no_reply ? 0 : ktime_get_ns();
 	req->deadline = deadline;
 	req->task = current;
 

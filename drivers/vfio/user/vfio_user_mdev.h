@@ -184,7 +184,8 @@ enum vfio_user_tx_state {
  *	vfio_user_conn.lock
  * @status: 0 or a negative errno, valid after @done
  * @queued: jiffies when it was queued
- * @queued_ns: ktime_get_ns() when it was queued (trace events)
+ * @queued_ns: ktime_get_ns() when it was queued (trace events, latency
+ *	stats); 0 for a message nothing answers
  * @deadline: jiffies by which the reply must have come, unless the server
  *	keeps sending commands meanwhile (vfio_user_req_deadline())
  * @reply_min: shortest acceptable reply payload
