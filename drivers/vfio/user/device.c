@@ -772,11 +772,11 @@ static int vfio_user_post_bars(struct vfio_user_device *udev,
 		.payload = &acc,
 		.len = sizeof(acc),
 		.reply = buf,
-		.reply_min = sizeof(buf),
+		.reply_min = sizeof(acc),
 		.reply_max = sizeof(buf),
 	};
 	const struct vfio_user_region *cfg;
-	u32 i, bar;
+	u32 i, bar, done;
 	int ret;
 
 	info->post_bars = 0;
@@ -801,15 +801,21 @@ static int vfio_user_post_bars(struct vfio_user_device *udev,
 			 ret);
 		return 0;
 	}
+	done = le32_to_cpu(rep->count);
 	if (rep->offset != acc.offset || rep->region != acc.region ||
-	    rep->count != acc.count) {
+	    done > sizeof(buf) - sizeof(acc) || ret != sizeof(acc) + done) {
 		vfio_user_conn_broken(conn,
-				      "REGION_READ reply for config offset %#x count %zu: offset %#llx region %u count %u",
+				      "REGION_READ reply for config offset %#x count %zu: offset %#llx region %u count %u in %d bytes",
 				      PCI_BASE_ADDRESS_0, sizeof(buf) - sizeof(acc),
 				      le64_to_cpu(rep->offset),
-				      le32_to_cpu(rep->region),
-				      le32_to_cpu(rep->count));
+				      le32_to_cpu(rep->region), done, ret);
 		return -EIO;
+	}
+	if (done < sizeof(buf) - sizeof(acc)) {
+		dev_warn(vfio_user_dev(udev),
+			 "server read %u of the BARs' 24 bytes of config space: no write is posted\n",
+			 done);
+		return 0;
 	}
 	for (i = 0; i <= VFIO_PCI_BAR5_REGION_INDEX; i++) {
 		bar = le32_to_cpu(((__le32 *)rep->data)[i]);
