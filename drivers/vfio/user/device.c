@@ -69,6 +69,30 @@ void vfio_user_put_conn(struct vfio_user_device *udev)
  */
 
 /*
+ * Checks the @len-byte reply @rep to a REGION_READ or REGION_WRITE of
+ * @count bytes at @offset of region @index; a reply for another access
+ * breaks the connection. Returns the count the server did, or -EIO.
+ */
+static int vfio_user_region_reply(struct vfio_user_conn *conn,
+				  const struct vfio_user_region_access *rep,
+				  int len, u32 index, u64 offset, u32 count,
+				  bool write)
+{
+	u32 done = le32_to_cpu(rep->count);
+
+	if (le64_to_cpu(rep->offset) == offset &&
+	    le32_to_cpu(rep->region) == index && done <= count &&
+	    len == sizeof(*rep) + (write ? 0 : done))
+		return done;
+	vfio_user_conn_broken(conn,
+			      "REGION_%s reply for region %u offset %#llx count %u: offset %#llx region %u count %u in %d bytes",
+			      write ? "WRITE" : "READ", index, offset, count,
+			      le64_to_cpu(rep->offset), le32_to_cpu(rep->region),
+			      done, len);
+	return -EIO;
+}
+
+/*
  * One REGION_READ or REGION_WRITE of at most max_xfer bytes, straight
  * between the user's buffer and the request: the data is copied once
  * each way in the module. A posted write returns once it is on the wire.
@@ -92,7 +116,6 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 	};
 	struct vfio_user_region_access *rep;
 	struct vfio_user_req *req;
-	u32 done;
 	int ret;
 
 	req = vfio_user_req_alloc(&call);
@@ -113,21 +136,9 @@ static int vfio_user_region_rw_chunk(struct vfio_user_conn *conn, u32 index,
 		goto out;
 
 	rep = req->reply;
-	done = le32_to_cpu(rep->count);
-	if (le64_to_cpu(rep->offset) != offset ||
-	    le32_to_cpu(rep->region) != index || done > count ||
-	    (!write && ret != sizeof(*rep) + done) ||
-	    (write && ret != sizeof(*rep))) {
-		vfio_user_conn_broken(conn,
-				      "REGION_%s reply for region %u offset %#llx count %u: offset %#llx region %u count %u in %d bytes",
-				      write ? "WRITE" : "READ", index, offset,
-				      count, le64_to_cpu(rep->offset),
-				      le32_to_cpu(rep->region), done, ret);
-		ret = -EIO;
-		goto out;
-	}
-	ret = done;
-	if (!write && copy_to_user(ubuf, rep->data, done))
+	ret = vfio_user_region_reply(conn, rep, ret, index, offset, count,
+				     write);
+	if (ret > 0 && !write && copy_to_user(ubuf, rep->data, ret))
 		ret = -EFAULT;
 out:
 	vfio_user_req_put(req);
@@ -776,7 +787,7 @@ static int vfio_user_post_bars(struct vfio_user_device *udev,
 		.reply_max = sizeof(buf),
 	};
 	const struct vfio_user_region *cfg;
-	u32 i, bar, done;
+	u32 i, bar;
 	int ret;
 
 	info->post_bars = 0;
@@ -801,20 +812,16 @@ static int vfio_user_post_bars(struct vfio_user_device *udev,
 			 ret);
 		return 0;
 	}
-	done = le32_to_cpu(rep->count);
-	if (rep->offset != acc.offset || rep->region != acc.region ||
-	    done > sizeof(buf) - sizeof(acc) || ret != sizeof(acc) + done) {
-		vfio_user_conn_broken(conn,
-				      "REGION_READ reply for config offset %#x count %zu: offset %#llx region %u count %u in %d bytes",
-				      PCI_BASE_ADDRESS_0, sizeof(buf) - sizeof(acc),
-				      le64_to_cpu(rep->offset),
-				      le32_to_cpu(rep->region), done, ret);
-		return -EIO;
-	}
-	if (done < sizeof(buf) - sizeof(acc)) {
+	ret = vfio_user_region_reply(conn, rep, ret,
+				     VFIO_PCI_CONFIG_REGION_INDEX,
+				     PCI_BASE_ADDRESS_0, 6 * sizeof(__le32),
+				     false);
+	if (ret < 0)
+		return ret;
+	if (ret < 6 * sizeof(__le32)) {
 		dev_warn(vfio_user_dev(udev),
-			 "server read %u of the BARs' 24 bytes of config space: no write is posted\n",
-			 done);
+			 "server read %d of the BARs' 24 bytes of config space: no write is posted\n",
+			 ret);
 		return 0;
 	}
 	for (i = 0; i <= VFIO_PCI_BAR5_REGION_INDEX; i++) {

@@ -542,18 +542,18 @@ void vus_kick_queue(struct vus_dev *dev)
 		pr_debug("queue eventfd: %s\n", strerror(errno));
 }
 
-/*
- * Queue client command @m (consumed). Past VUS_MAX_QUEUED commands, one
- * with fds or one past VUS_MAX_QUEUED_BYTES is refused with EBUSY, and
- * -ENOBUFS is returned for one that takes no reply (the caller drops the
- * client).
- */
 /* What a queued command holds: its buffer, fds and the struct. */
 static size_t vus_msg_charge(const struct vus_msg *m)
 {
 	return sizeof(*m) + m->size + m->nr_fds * sizeof(int);
 }
 
+/*
+ * Queue client command @m (consumed). Past VUS_MAX_QUEUED commands, one
+ * with fds or one past VUS_MAX_QUEUED_BYTES is refused with EBUSY, and
+ * -ENOBUFS is returned for one that takes no reply (the caller drops the
+ * client).
+ */
 int vus_enqueue(struct vus_dev *dev, struct vus_msg *m)
 {
 	/* Past the count, only fd-less commands, by what they hold. */
